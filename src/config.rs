@@ -1,0 +1,577 @@
+//! The butler's configuration: one `Config` read from TOML, every key defaulted, unknown keys refused,
+//! and every value checked in `validate` so that a bad file stops a worker before it reports READY.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Where the config lives when neither `--config` nor `BUTLER_CONFIG` names another file.
+pub const DEFAULT_PATH: &str = "/etc/butler/butler.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "cannot read config {path}: {source} (create it, or point --config / BUTLER_CONFIG at one)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: `{key}` {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub dashboard: DashboardConfig,
+    pub state: StateConfig,
+    pub docker: DockerConfig,
+    pub health: HealthConfig,
+    pub recovery: RecoveryConfig,
+    pub alerts: AlertsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Host port the nginx container publishes.
+    pub http_port: u16,
+    /// Apps are served at `<app>.<domain>`.
+    pub domain: String,
+    /// Bridge network shared by nginx and every app.
+    pub network: String,
+    /// Image of the nginx container; any image with `nginx` on its PATH works.
+    pub image: String,
+    pub container_name: String,
+    /// Operator overrides of the shipped templates, file by file.
+    pub templates_dir: PathBuf,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            http_port: 80,
+            domain: "localhost".into(),
+            network: "devops-butler-net".into(),
+            image: "nginx:stable".into(),
+            container_name: "butler-nginx".into(),
+            templates_dir: "/etc/butler/templates".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    pub listen: SocketAddr,
+    /// A root-only file holding the bearer token for API actions; none means actions are off.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: "/var/lib/butler".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// `unix:///path`, `tcp://host:port` or `http://host:port`; unset means `DOCKER_HOST` or the
+    /// local socket.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub interval: HumanDuration,
+    /// Upper bound for one probe, so one slow app cannot hold up a round.
+    pub timeout: HumanDuration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: HumanDuration::from_secs(10),
+            timeout: HumanDuration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    pub max_attempts: u32,
+    pub backoff: HumanDuration,
+    /// Restart app containers that did not opt in with `butler.autorestart=true`.
+    pub restart_apps: bool,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff: HumanDuration::from_secs(5),
+            restart_apps: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub rules: Vec<AlertRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    /// Lowest severity that fires the rule.
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub app: Option<String>,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub webhook: Option<String>,
+    #[serde(default = "default_alert_interval")]
+    pub min_interval: HumanDuration,
+}
+
+fn default_alert_interval() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// A duration written with its unit (`"500ms"`, `"10s"`, `"2m"`): a bare number is refused because
+/// nobody can tell whether `10` meant seconds or milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            return Err(format!(
+                "\"{text}\" has no unit: write it as \"{text}s\", \"{text}ms\" or \"{text}m\""
+            ));
+        }
+        humantime::parse_duration(text).map(Self).map_err(|e| {
+            format!("\"{text}\" is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"2m\"")
+        })
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(i64),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "durations are strings with a unit, e.g. \"{n}s\" or \"{n}ms\""
+            ))),
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. A missing file at the default path is an empty config
+    /// (every key has a default); a missing file that was asked for by name is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line_toml_error(&e, text),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot. Keys are named as a user writes them.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        if self.proxy.http_port == 0 {
+            return Err(invalid(
+                "proxy.http_port",
+                "must be between 1 and 65535".into(),
+            ));
+        }
+        if let Err(reason) = validate_domain(&self.proxy.domain) {
+            return Err(invalid("proxy.domain", reason));
+        }
+        if let Err(reason) = validate_docker_name(&self.proxy.network) {
+            return Err(invalid("proxy.network", reason));
+        }
+        if let Err(reason) = validate_docker_name(&self.proxy.container_name) {
+            return Err(invalid("proxy.container_name", reason));
+        }
+        if let Err(reason) = validate_image(&self.proxy.image) {
+            return Err(invalid("proxy.image", reason));
+        }
+        if !self.proxy.templates_dir.is_absolute() {
+            return Err(invalid(
+                "proxy.templates_dir",
+                "must be an absolute path".into(),
+            ));
+        }
+        if !self.state.dir.is_absolute() {
+            return Err(invalid("state.dir", "must be an absolute path".into()));
+        }
+        if let Some(file) = &self.dashboard.token_file
+            && !file.is_absolute()
+        {
+            return Err(invalid(
+                "dashboard.token_file",
+                "must be an absolute path".into(),
+            ));
+        }
+        if let Some(host) = &self.docker.host {
+            let ok = ["unix://", "tcp://", "http://", "https://"]
+                .iter()
+                .any(|scheme| host.starts_with(scheme) && host.len() > scheme.len());
+            if !ok {
+                return Err(invalid(
+                    "docker.host",
+                    format!(
+                        "\"{host}\" must look like unix:///var/run/docker.sock or tcp://HOST:PORT"
+                    ),
+                ));
+            }
+        }
+        if self.health.interval.0 < Duration::from_secs(1) {
+            return Err(invalid("health.interval", "must be at least \"1s\"".into()));
+        }
+        if self.health.timeout.0.is_zero() || self.health.timeout > self.health.interval {
+            return Err(invalid(
+                "health.timeout",
+                format!(
+                    "must be above zero and at most health.interval ({})",
+                    self.health.interval
+                ),
+            ));
+        }
+        if self.recovery.max_attempts == 0 {
+            return Err(invalid(
+                "recovery.max_attempts",
+                "must be at least 1".into(),
+            ));
+        }
+        for rule in &self.alerts.rules {
+            match (&rule.command, &rule.webhook) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(
+                        "alerts.rules",
+                        "each rule needs exactly one of `command` or `webhook`".into(),
+                    ));
+                }
+                (Some(command), None) if command.is_empty() || command[0].is_empty() => {
+                    return Err(invalid(
+                        "alerts.rules.command",
+                        "must name a program".into(),
+                    ));
+                }
+                (None, Some(url))
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
+                    return Err(invalid(
+                        "alerts.rules.webhook",
+                        format!("\"{url}\" must be an http:// or https:// URL"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// toml's errors are multi-line with a source excerpt; a log line and an exit message want one line
+/// that still names the key and where it stands.
+fn one_line_toml_error(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            // Quote the whole line: the span of a bad value does not include its key.
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            let excerpt = text.lines().nth(line - 1).unwrap_or("").trim();
+            if excerpt.is_empty() {
+                format!("line {line}: {message}")
+            } else {
+                format!("line {line} (`{excerpt}`): {message}")
+            }
+        }
+        None => message,
+    }
+}
+
+fn validate_domain(domain: &str) -> Result<(), String> {
+    if domain.is_empty() || domain.len() > 200 {
+        return Err("must be a DNS name of 1 to 200 characters, e.g. \"localhost\"".into());
+    }
+    for label in domain.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "\"{domain}\" is not a DNS name: use letters, digits, '-' and '.' only"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Docker's own rule for container and network names.
+fn validate_docker_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok && name.len() <= 128 {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" is not a valid Docker name: start with a letter or digit, then letters, digits, '_', '.', '-'"
+        ))
+    }
+}
+
+fn validate_image(image: &str) -> Result<(), String> {
+    let ok = !image.is_empty()
+        && image.len() <= 255
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | ':' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{image}\" is not an image reference like \"nginx:stable\""
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.proxy.http_port, 80);
+        assert_eq!(config.proxy.domain, "localhost");
+        assert_eq!(config.proxy.network, "devops-butler-net");
+        assert_eq!(config.proxy.container_name, "butler-nginx");
+        assert_eq!(config.dashboard.listen.to_string(), "127.0.0.1:8888");
+        assert_eq!(config.state.dir, PathBuf::from("/var/lib/butler"));
+        assert_eq!(config.health.interval.0, Duration::from_secs(10));
+        assert_eq!(config.recovery.max_attempts, 3);
+    }
+
+    #[test]
+    fn every_key_can_be_set() {
+        let config = parse(
+            r#"
+            [proxy]
+            http_port = 8080
+            domain = "apps.example.com"
+            network = "my-net"
+            image = "registry.local/nginx:1.25"
+            container_name = "edge"
+            templates_dir = "/srv/templates"
+            [dashboard]
+            listen = "0.0.0.0:9999"
+            token_file = "/etc/butler/token"
+            [state]
+            dir = "/srv/butler"
+            [docker]
+            host = "tcp://10.0.0.5:2375"
+            [health]
+            interval = "30s"
+            timeout = "500ms"
+            [recovery]
+            max_attempts = 5
+            backoff = "2m"
+            restart_apps = true
+            [[alerts.rules]]
+            min_severity = "high"
+            webhook = "https://hooks.example.com/x"
+            min_interval = "10m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.proxy.http_port, 8080);
+        assert_eq!(config.health.timeout.0, Duration::from_millis(500));
+        assert_eq!(config.recovery.backoff.0, Duration::from_secs(120));
+        assert_eq!(config.alerts.rules[0].min_severity, Some(Severity::High));
+    }
+
+    #[test]
+    fn bad_input_names_the_key_and_the_reason() {
+        let cases: &[(&str, &[&str])] = &[
+            ("[proxy]\nhtp_port = 80", &["htp_port", "line 2"]),
+            ("[nope]\nx = 1", &["nope"]),
+            ("[proxy]\nhttp_port = 70000", &["http_port"]),
+            (
+                "[proxy]\nhttp_port = 0",
+                &["proxy.http_port", "between 1 and 65535"],
+            ),
+            ("[proxy]\nhttp_port = \"80\"", &["http_port"]),
+            (
+                "[proxy]\ndomain = \"bad domain\"",
+                &["proxy.domain", "DNS name"],
+            ),
+            ("[proxy]\nnetwork = \"-x\"", &["proxy.network"]),
+            ("[proxy]\nimage = \"ng inx\"", &["proxy.image"]),
+            (
+                "[proxy]\ncontainer_name = \"a;b\"",
+                &["proxy.container_name"],
+            ),
+            ("[dashboard]\nlisten = \"localhost\"", &["listen"]),
+            ("[state]\ndir = \"relative\"", &["state.dir", "absolute"]),
+            (
+                "[docker]\nhost = \"/var/run/docker.sock\"",
+                &["docker.host", "unix://"],
+            ),
+            ("[health]\ninterval = 10", &["interval", "unit"]),
+            ("[health]\ninterval = \"10\"", &["interval", "no unit"]),
+            (
+                "[health]\ninterval = \"soon\"",
+                &["interval", "not a duration"],
+            ),
+            ("[health]\ninterval = \"100ms\"", &["health.interval", "1s"]),
+            ("[health]\ntimeout = \"1m\"", &["health.timeout"]),
+            ("[recovery]\nmax_attempts = 0", &["recovery.max_attempts"]),
+            ("[recovery]\nmax_attempts = -1", &["max_attempts"]),
+            (
+                "[[alerts.rules]]\nmin_severity = \"high\"",
+                &["alerts.rules", "exactly one"],
+            ),
+            (
+                "[[alerts.rules]]\nwebhook = \"ftp://x\"",
+                &["alerts.rules.webhook"],
+            ),
+            ("[[alerts.rules]]\ncommand = []", &["alerts.rules.command"]),
+            (
+                "[[alerts.rules]]\ncommand = [\"x\"]\nmin_severity = \"urgent\"",
+                &["urgent"],
+            ),
+            ("[proxy", &["line 1"]),
+        ];
+        for (text, needles) in cases {
+            let error = parse(text).expect_err(text).to_string();
+            assert!(
+                !error.contains('\n'),
+                "multi-line error for {text:?}: {error}"
+            );
+            assert!(error.contains("test.toml"), "no path in {error}");
+            for needle in *needles {
+                assert!(
+                    error.contains(needle),
+                    "{text:?}: {error:?} lacks {needle:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn missing_default_file_is_empty_config_but_missing_named_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.toml");
+        assert_eq!(Config::load(&missing, false).unwrap(), Config::default());
+        let error = Config::load(&missing, true).unwrap_err().to_string();
+        assert!(
+            error.contains("absent.toml") && error.contains("--config"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! devops-butler: a host agent that routes every Docker container through a validated,
+//! self-healing nginx proxy, supervised by systemd. `main.rs` is a thin front over this library.
+
+pub mod config;
