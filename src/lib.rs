@@ -2,3 +2,4 @@
 //! self-healing nginx proxy, supervised by systemd. `main.rs` is a thin front over this library.
 
 pub mod config;
+pub mod docker;
