@@ -1,5 +1,8 @@
 //! devops-butler: a host agent that routes every Docker container through a validated,
 //! self-healing nginx proxy, supervised by systemd. `main.rs` is a thin front over this library.
 
+pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod systemd;
+pub mod workers;

@@ -1,0 +1,182 @@
+//! The command line: clap definitions and dispatch. Each command family lives in its own file and
+//! is a thin front over the library; exit codes mean 0 ok, 1 failed or degraded, 2 usage or config.
+
+mod config;
+mod output;
+mod run;
+mod services;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::OutputFormat;
+
+use crate::systemd::units::{ButlerUnit, Worker};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "butler",
+    version,
+    about = "Routes every Docker container through a validated, self-healing nginx proxy",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Config file [default: /etc/butler/butler.toml].
+    #[arg(long, global = true, env = "BUTLER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Output format of read commands.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every worker in one foreground process (hosts without systemd, development).
+    Run,
+    /// Run one worker: the process behind its systemd unit.
+    Worker {
+        /// dynamic-proxy, health-monitor, recovery or dashboard.
+        worker: Worker,
+    },
+    /// Check or show the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Control the butler's systemd units over D-Bus.
+    Services {
+        /// Talk to the calling user's service manager instead of the system's.
+        #[arg(long, global = true)]
+        user: bool,
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file without starting anything (exit 2 when it is bad).
+    Check {
+        /// The file to check [default: --config, BUTLER_CONFIG or /etc/butler/butler.toml].
+        path: Option<PathBuf>,
+    },
+    /// Print the effective configuration, defaults included.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// Every butler unit: state, main PID, uptime, restarts, memory, watchdog.
+    List,
+    /// Start a unit and wait for the result.
+    Start { name: ButlerUnit },
+    /// Stop a unit and wait for the result.
+    Stop { name: ButlerUnit },
+    /// Restart a unit and wait for the result.
+    Restart { name: ButlerUnit },
+    /// A unit's properties and its recent journal lines.
+    Status {
+        name: ButlerUnit,
+        /// Journal lines to show.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+    },
+    /// A unit's journal.
+    Logs {
+        name: ButlerUnit,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines to show.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+}
+
+/// Runs the parsed command. Errors reaching `main` are printed as one line and mapped by
+/// [`exit_code`].
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = cli.config.clone();
+    match cli.command {
+        Command::Run => run::all(config_path),
+        Command::Worker { worker } => run::one(worker, config_path),
+        Command::Config { command } => config::dispatch(command, config_path, cli.output),
+        Command::Services { user, command } => services::dispatch(command, user, cli.output),
+    }
+}
+
+/// 2 for what the user must fix in what they typed or wrote (config, names), 1 for everything else.
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    let usage = error.chain().any(|cause| {
+        cause.is::<crate::config::ConfigError>()
+            || cause.is::<crate::systemd::units::UnknownService>()
+    });
+    if usage {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The multi-threaded runtime every command shares; two threads are plenty for an agent whose work
+/// is waiting on sockets.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub(crate) fn load_config(
+    path: Option<PathBuf>,
+) -> Result<crate::config::Config, crate::config::ConfigError> {
+    match path {
+        Some(path) => crate::config::Config::load(&path, true),
+        None => crate::config::Config::load(crate::config::DEFAULT_PATH.as_ref(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        let before =
+            Cli::try_parse_from(["butler", "--output", "json", "services", "list"]).unwrap();
+        let after = Cli::try_parse_from([
+            "butler", "services", "list", "--config", "/x.toml", "--output", "json", "--user",
+        ])
+        .unwrap();
+        assert_eq!(before.output, OutputFormat::Json);
+        assert_eq!(after.output, OutputFormat::Json);
+        assert_eq!(after.config, Some(PathBuf::from("/x.toml")));
+        assert!(matches!(
+            after.command,
+            Command::Services { user: true, .. }
+        ));
+    }
+
+    #[test]
+    fn bad_names_are_usage_errors_that_list_valid_names() {
+        let error = Cli::try_parse_from(["butler", "services", "start", "nginx"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let text = error.to_string();
+        assert!(
+            text.contains("unknown service 'nginx'") && text.contains("health-monitor"),
+            "{text}"
+        );
+        let error = Cli::try_parse_from(["butler", "worker", "proxy"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+}

@@ -1,0 +1,59 @@
+//! Reading a unit's journal. journald has no D-Bus API for entries, so this runs `journalctl`, the
+//! tool that owns the journal's file format, rather than parsing journal files by hand.
+
+use std::process::Command;
+
+use super::supervisor::Bus;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the journal of {unit} with journalctl: {reason}")]
+pub struct JournalError {
+    unit: String,
+    reason: String,
+}
+
+fn journalctl(unit: &str, bus: Bus) -> Command {
+    let mut command = Command::new("journalctl");
+    if bus == Bus::User {
+        command.arg("--user");
+    }
+    command.args(["--no-pager", "--quiet", "-o", "short-iso", "-u", unit]);
+    command
+}
+
+/// The unit's last `lines` journal lines, oldest first.
+pub fn recent(unit: &str, bus: Bus, lines: usize) -> Result<Vec<String>, JournalError> {
+    let output = journalctl(unit, bus)
+        .args(["-n", &lines.to_string()])
+        .output()
+        .map_err(|e| JournalError {
+            unit: unit.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if !output.status.success() {
+        return Err(JournalError {
+            unit: unit.to_owned(),
+            reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Replaces this process with `journalctl` (following when asked), so the user gets its paging,
+/// colours and Ctrl-C behaviour unchanged. Returns only if journalctl cannot be started.
+pub fn show(unit: &str, bus: Bus, lines: usize, follow: bool) -> JournalError {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = journalctl(unit, bus);
+    command.args(["-n", &lines.to_string()]);
+    if follow {
+        command.arg("--follow");
+    }
+    let error = command.exec();
+    JournalError {
+        unit: unit.to_owned(),
+        reason: error.to_string(),
+    }
+}

@@ -1,0 +1,50 @@
+//! The dashboard worker: HTTP on `dashboard.listen`. It binds before READY, so a port already in use
+//! fails the start instead of leaving a unit that looks fine but serves nothing.
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+
+use super::WorkerContext;
+
+pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
+    let listen = ctx.config.dashboard.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (dashboard.listen): is another process using it?")
+        })?;
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let shutdown = ctx.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    ctx.notifier.ready(&format!("serving on http://{listen}"));
+    tracing::info!(%listen, "dashboard worker ready");
+    let status = format!("serving on http://{listen}");
+    let period = ctx.config.health.interval.0;
+    // A server that dies on its own ends the worker with an error, so systemd restarts it rather
+    // than the watchdog being fed by a loop that no longer serves anything.
+    let mut server = server;
+    tokio::select! {
+        () = async {
+            let mut ticker = ctx.ticker(period);
+            while ticker.next_round().await {
+                ticker.done(status.clone());
+            }
+        } => {}
+        ended = &mut server => {
+            return Err(match ended {
+                Ok(Ok(())) => anyhow::anyhow!("dashboard HTTP server stopped unexpectedly"),
+                Ok(Err(error)) => anyhow::Error::new(error).context("dashboard HTTP server failed"),
+                Err(join) => anyhow::anyhow!("dashboard HTTP server panicked: {join}"),
+            });
+        }
+    }
+    match server.await {
+        Ok(result) => result.context("dashboard HTTP server failed"),
+        Err(join) => Err(anyhow::anyhow!("dashboard HTTP server panicked: {join}")),
+    }
+}

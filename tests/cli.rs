@@ -1,0 +1,244 @@
+//! The CLI as a user meets it on a host without systemd: config checking, `butler run` in the
+//! foreground, and clean shutdown on SIGTERM. Real processes, real sockets.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn butler() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_butler"));
+    command
+        .env_remove("BUTLER_CONFIG")
+        .env_remove("NOTIFY_SOCKET");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    butler().args(args).output().expect("run butler")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn config_check_accepts_a_good_file_and_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(
+        dir.path(),
+        "good.toml",
+        "[proxy]\nhttp_port = 8080\n[health]\ninterval = \"30s\"\n",
+    );
+    let out = run(&["config", "check", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("valid"));
+
+    let empty = write_config(dir.path(), "empty.toml", "");
+    let out = run(&[
+        "config",
+        "check",
+        "--output",
+        "json",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["config"]["proxy"]["http_port"], 80);
+    assert_eq!(json["config"]["health"]["interval"], "10s");
+}
+
+#[test]
+fn config_check_rejects_bad_files_with_exit_2_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[proxy]\nhttp_prot = 80\n", "http_prot"),
+        ("[health]\ninterval = 10\n", "interval"),
+        ("[proxy]\ndomain = \"a b\"\n", "proxy.domain"),
+        ("not toml at all [", "line 1"),
+    ];
+    for (index, (body, key)) in cases.iter().enumerate() {
+        let path = write_config(dir.path(), &format!("bad{index}.toml"), body);
+        let out = run(&["config", "check", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{body}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.starts_with("butler: config "), "{stderr}");
+        assert!(stderr.contains(key), "{body}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        // Nothing lost: checking never touches the file.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), *body);
+    }
+    let out = run(&["config", "check", "/nonexistent/butler.toml"]);
+    assert_eq!(out.status.code(), Some(1 + 1));
+    assert!(text(&out.stderr).contains("cannot read config /nonexistent/butler.toml"));
+}
+
+#[test]
+fn config_comes_from_flag_or_environment_before_or_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "b.toml", "[proxy]\ndomain = \"apps.test\"\n");
+    let path = path.to_str().unwrap();
+    for args in [
+        vec!["--config", path, "config", "show", "--output", "json"],
+        vec!["config", "show", "--config", path, "--output", "json"],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["proxy"]["domain"], "apps.test");
+    }
+    let out = butler()
+        .args(["config", "show"])
+        .env("BUTLER_CONFIG", path)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("domain = \"apps.test\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["services", "start", "nginx"],
+        vec!["worker", "proxy"],
+        vec!["no-such-command"],
+        vec!["--output", "yaml", "services", "list"],
+    ] {
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = run(&["services", "restart", "nginx"]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown service 'nginx'"), "{stderr}");
+    for name in ["dynamic-proxy", "health-monitor", "recovery", "dashboard"] {
+        assert!(stderr.contains(name), "{stderr}");
+    }
+}
+
+#[test]
+fn a_worker_with_a_bad_config_exits_2_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "bad.toml", "[recovery]\nmax_attempts = 0\n");
+    let out = run(&["worker", "recovery", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("recovery.max_attempts") && stderr.contains("must be at least 1"),
+        "{stderr}"
+    );
+}
+
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn butler_run_serves_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        "run.toml",
+        &format!(
+            "[dashboard]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"{}\"\n[health]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+            dir.path().display()
+        ),
+    );
+    let mut child = butler()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the dashboard to answer", Duration::from_secs(20), || {
+        http_get(port, "/healthz").is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let sent = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    let took = sent.elapsed();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?} to stop");
+    for worker in ["dynamic-proxy", "health-monitor", "recovery", "dashboard"] {
+        assert!(
+            stderr.contains(&format!("worker{{worker=\"{worker}\"}}"))
+                || stderr.contains(&format!("worker={worker}")),
+            "no lines from {worker}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("received SIGTERM"), "{stderr}");
+}
+
+#[test]
+fn butler_run_fails_when_a_worker_cannot_initialise() {
+    let dir = tempfile::tempdir().unwrap();
+    // Occupy the dashboard's port so its worker cannot bind.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = write_config(
+        dir.path(),
+        "run.toml",
+        &format!(
+            "[dashboard]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"{}\"\n",
+            dir.path().display()
+        ),
+    );
+    let out = butler()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
