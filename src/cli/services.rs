@@ -169,7 +169,14 @@ fn failure_text(report: &JobReport) -> String {
         "; now {}/{}",
         status.active_state, status.sub_state
     ));
-    if status.result.as_deref() == Some("start-limit-hit") {
+    // systemd 252 keeps the previous Result ("exit-code") when the limit stops a start; its journal
+    // line is the one sure sign on every version.
+    let start_limit = status.result.as_deref() == Some("start-limit-hit")
+        || report
+            .journal
+            .iter()
+            .any(|line| line.contains("Start request repeated too quickly"));
+    if start_limit {
         text.push_str(
             "\nsystemd stopped restarting it after too many failed starts; fix the cause, then \
              `systemctl reset-failed` the unit and start it again",

@@ -4,6 +4,7 @@
 use std::io::IsTerminal as _;
 use std::os::fd::AsFd;
 
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -39,7 +40,15 @@ pub fn init(component: &str) -> LogTarget {
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(layer) => {
+                // journald's own levels: info is informational (6), not notice (5) as the crate's
+                // default would have it, so `journalctl -p notice` stays quiet on a healthy host.
+                let priorities = PriorityMappings {
+                    info: Priority::Informational,
+                    debug: Priority::Debug,
+                    ..PriorityMappings::new()
+                };
                 let layer = layer
+                    .with_priority_mappings(priorities)
                     .with_field_prefix(None)
                     .with_syslog_identifier(format!("butler-{component}"))
                     .with_custom_fields([("BUTLER_WORKER", component)]);
