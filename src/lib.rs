@@ -3,3 +3,5 @@
 
 pub mod config;
 pub mod docker;
+pub mod proxy;
+pub mod store;
