@@ -316,7 +316,7 @@ impl Nginx {
         Ok(())
     }
 
-    /// Waits until the container runs and its published port accepts connections.
+    /// Waits until the container runs and answers HTTP on its published port.
     async fn wait_serving(&self) -> Result<(), NginxError> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.spec.http_port));
@@ -332,7 +332,13 @@ impl Nginx {
                     ))
                     .await);
             }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            // An HTTP answer, not just a connect: Docker's userland proxy accepts on the published
+            // port before nginx listens, then resets the connection.
+            let answer = tokio::time::timeout(
+                Duration::from_millis(500),
+                super::apply::http_status(addr, "butler-startup-check"),
+            );
+            if matches!(answer.await, Ok(Ok(_))) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -494,8 +500,8 @@ impl Nginx {
         })
     }
 
-    /// SIGHUP to the master (never a restart), then waits until it has started workers of the new
-    /// generation: nginx keeps the old config and workers when it cannot load the new one.
+    /// SIGHUP to the master (never a restart), then waits until only workers of the new generation
+    /// accept requests: nginx keeps the old config and workers when it cannot load the new one.
     pub async fn reload(&self) -> Result<(), NginxError> {
         let before = self.worker_pids().await?;
         let options = KillContainerOptionsBuilder::default()
@@ -507,8 +513,11 @@ impl Nginx {
             .map_err(self.docker_err("kill -HUP"))?;
         let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
         loop {
+            // Done when every accepting worker is new: old ones either exited or are marked
+            // "shutting down", which nginx does as it closes their listening sockets. Until then
+            // an old worker may still take a request with the old config.
             let now = self.worker_pids().await?;
-            if now.iter().any(|pid| !before.contains(pid)) {
+            if !now.is_empty() && now.is_disjoint(&before) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
