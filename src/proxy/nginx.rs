@@ -319,9 +319,22 @@ impl Nginx {
     /// Waits until the container runs and answers HTTP on its published port.
     async fn wait_serving(&self) -> Result<(), NginxError> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.spec.http_port));
+        let published = SocketAddr::from(([127, 0, 0, 1], self.spec.http_port));
         loop {
             let info = self.inspect().await?;
+            // Inside a container the published port is not on our 127.0.0.1, but nginx's IP on
+            // the shared network is reachable (the butler's container is on that network too).
+            let on_network = info
+                .as_ref()
+                .and_then(|i| i.network_settings.as_ref()?.networks.as_ref())
+                .and_then(|nets| {
+                    nets.get(&self.spec.network)?
+                        .ip_address
+                        .as_deref()?
+                        .parse()
+                        .ok()
+                })
+                .map(|ip| SocketAddr::new(ip, CONTAINER_HTTP_PORT));
             let state = info.and_then(|i| i.state).unwrap_or_default();
             if state.running != Some(true) {
                 return Err(self
@@ -334,16 +347,18 @@ impl Nginx {
             }
             // An HTTP answer, not just a connect: Docker's userland proxy accepts on the published
             // port before nginx listens, then resets the connection.
-            let answer = tokio::time::timeout(
-                Duration::from_millis(500),
-                super::apply::http_status(addr, "butler-startup-check"),
-            );
-            if matches!(answer.await, Ok(Ok(_))) {
-                return Ok(());
+            for addr in std::iter::once(published).chain(on_network) {
+                let answer = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    super::apply::http_status(addr, "butler-startup-check"),
+                );
+                if matches!(answer.await, Ok(Ok(_))) {
+                    return Ok(());
+                }
             }
             if tokio::time::Instant::now() >= deadline {
-                // Running but not reachable on 127.0.0.1 (e.g. the butler runs in another network
-                // namespace): it is up, which is all `ensure` promises; the caller's probes tell more.
+                // Running but answering on neither address: it is up, which is all `ensure`
+                // promises; the caller's route probes tell more.
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
