@@ -4,5 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod proxy;
+pub mod store;
 pub mod systemd;
 pub mod workers;

@@ -1,0 +1,355 @@
+//! Discovery: reads every running container into a `ContainerSnapshot` (list, then inspect with a
+//! bounded concurrency). It only reports what the engine and the kernel say; deciding what becomes a
+//! route is the planner's job. Listening ports come from `/proc/<pid>/net/tcp{,6}` when the butler
+//! sees the container's PIDs (on the host), else from short TCP connect probes on its IP.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use super::snapshot::ContainerSnapshot;
+
+/// Ports probed when the butler cannot read the container's sockets, besides its exposed ones.
+pub const COMMON_WEB_PORTS: [u16; 5] = [80, 8080, 3000, 5000, 8000];
+/// How many containers are inspected at once: enough to hide latency, few enough not to flood dockerd.
+const INSPECT_CONCURRENCY: usize = 16;
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+const LOG_TAIL_LINES: &str = "50";
+/// Upper bound of the log tail kept per container, so a chatty app cannot bloat a snapshot.
+const LOG_TAIL_MAX_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("cannot list the running containers: {0} (is the Docker engine reachable?)")]
+    List(#[source] bollard::errors::Error),
+    #[error(
+        "cannot inspect container {id}: {source} (it may have just been removed; the next resync sees it)"
+    )]
+    Inspect {
+        id: String,
+        source: bollard::errors::Error,
+    },
+}
+
+/// Snapshots of every running container. A container that disappears between list and inspect is
+/// skipped: the event that removed it will trigger the next reconcile anyway.
+pub async fn list_snapshots(docker: &Docker) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
+    let options = ListContainersOptionsBuilder::default().all(false).build();
+    let summaries = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(DiscoveryError::List)?;
+    let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+    let images = ImageCache::default();
+    let mut snapshots: Vec<ContainerSnapshot> = stream::iter(ids)
+        .map(|id| {
+            let images = &images;
+            async move {
+                match inspect(docker, &id, images).await {
+                    Ok(snapshot) => Ok(snapshot),
+                    Err(DiscoveryError::Inspect { source, .. }) if is_not_found(&source) => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffer_unordered(INSPECT_CONCURRENCY)
+        .try_filter_map(|s| async move { Ok(s) })
+        .try_collect()
+        .await?;
+    snapshots.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    Ok(snapshots)
+}
+
+/// The snapshot of one container (by id or name); `None` when it does not exist or is not running.
+pub async fn snapshot_one(
+    docker: &Docker,
+    id: &str,
+) -> Result<Option<ContainerSnapshot>, DiscoveryError> {
+    match inspect(docker, id, &ImageCache::default()).await {
+        Err(DiscoveryError::Inspect { source, .. }) if is_not_found(&source) => Ok(None),
+        other => other,
+    }
+}
+
+pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Exposed ports per image id, so a list of 200 containers of one image inspects it once.
+#[derive(Default)]
+struct ImageCache(tokio::sync::Mutex<HashMap<String, Vec<u16>>>);
+
+impl ImageCache {
+    async fn exposed_ports(&self, docker: &Docker, image_id: &str) -> Vec<u16> {
+        if let Some(ports) = self.0.lock().await.get(image_id) {
+            return ports.clone();
+        }
+        // An image that cannot be inspected (removed while in use) only loses its EXPOSE hints.
+        let ports = match docker.inspect_image(image_id).await {
+            Ok(image) => tcp_ports(image.config.and_then(|c| c.exposed_ports).iter().flatten()),
+            Err(_) => Vec::new(),
+        };
+        self.0.lock().await.insert(image_id.into(), ports.clone());
+        ports
+    }
+}
+
+async fn inspect(
+    docker: &Docker,
+    id: &str,
+    images: &ImageCache,
+) -> Result<Option<ContainerSnapshot>, DiscoveryError> {
+    let info =
+        docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|source| DiscoveryError::Inspect {
+                id: id.into(),
+                source,
+            })?;
+    let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    if !running {
+        return Ok(None);
+    }
+    let image_ports = match info.image.as_deref() {
+        Some(image_id) => images.exposed_ports(docker, image_id).await,
+        None => Vec::new(),
+    };
+    let mut snapshot = snapshot_from_inspect(&info, &image_ports);
+    snapshot.listening_ports = listening_ports(&info, &snapshot).await;
+    if !port_is_evident(&snapshot) {
+        snapshot.log_tail = log_tail(docker, &snapshot.id).await;
+    }
+    Ok(Some(snapshot))
+}
+
+/// Everything that can be read from an inspect response without further I/O.
+pub(crate) fn snapshot_from_inspect(
+    info: &ContainerInspectResponse,
+    image_ports: &[u16],
+) -> ContainerSnapshot {
+    let config = info.config.as_ref();
+    let state = info.state.as_ref();
+    let mut exposed: BTreeSet<u16> = image_ports.iter().copied().collect();
+    exposed.extend(tcp_ports(
+        config
+            .and_then(|c| c.exposed_ports.as_ref())
+            .into_iter()
+            .flatten(),
+    ));
+    let env = config
+        .and_then(|c| c.env.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|entry| match entry.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (entry.clone(), String::new()),
+        })
+        .collect();
+    let networks = info
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, endpoint)| {
+            let ip = endpoint.ip_address.as_deref()?.parse::<IpAddr>().ok()?;
+            Some((name.clone(), ip))
+        })
+        .collect();
+    let health = state
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.status)
+        .and_then(|status| match status {
+            HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
+            other => Some(other.to_string()),
+        });
+    ContainerSnapshot {
+        id: info.id.clone().unwrap_or_default(),
+        name: info
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        image: config
+            .and_then(|c| c.image.clone())
+            .or_else(|| info.image.clone())
+            .unwrap_or_default(),
+        labels: config
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+        env,
+        exposed_ports: exposed.into_iter().collect(),
+        listening_ports: None,
+        log_tail: String::new(),
+        networks,
+        running: state.and_then(|s| s.running).unwrap_or(false),
+        health,
+        restart_count: info.restart_count.unwrap_or(0).max(0) as u64,
+        started_at: state
+            .and_then(|s| s.started_at.clone())
+            .filter(|t| !t.starts_with("0001-")),
+    }
+}
+
+/// `"8080/tcp"` → 8080; udp and sctp ports are not routable by an HTTP proxy and are dropped.
+fn tcp_ports<'a>(specs: impl IntoIterator<Item = &'a String>) -> Vec<u16> {
+    let ports: BTreeSet<u16> = specs
+        .into_iter()
+        .filter_map(|spec| {
+            let (port, proto) = spec.split_once('/').unwrap_or((spec.as_str(), "tcp"));
+            (proto == "tcp").then(|| port.parse().ok()).flatten()
+        })
+        .collect();
+    ports.into_iter().collect()
+}
+
+/// True when the planner can choose a port without looking at the logs, so they are not fetched.
+fn port_is_evident(s: &ContainerSnapshot) -> bool {
+    s.labels.contains_key("butler.port")
+        || s.env.contains_key("VIRTUAL_PORT")
+        || s.exposed_ports.len() == 1
+        || s.listening_ports.as_ref().is_some_and(|p| p.len() == 1)
+}
+
+async fn listening_ports(
+    info: &ContainerInspectResponse,
+    s: &ContainerSnapshot,
+) -> Option<Vec<u16>> {
+    let pid = info.state.as_ref().and_then(|st| st.pid).filter(|p| *p > 0);
+    if let Some(pid) = pid
+        && let Some(ports) = read_proc_listening(pid, &s.id)
+    {
+        return Some(ports);
+    }
+    let ip = *s.networks.values().next()?;
+    let mut candidates: BTreeSet<u16> = s.exposed_ports.iter().copied().collect();
+    candidates.extend(COMMON_WEB_PORTS);
+    Some(probe_ports(ip, candidates).await)
+}
+
+/// Listening TCP ports of the container whose init has host PID `pid`. `None` when that PID is not
+/// visible here or belongs to another process (the butler runs in its own PID namespace), which is
+/// checked by finding the container id in the process's cgroup path.
+fn read_proc_listening(pid: i64, container_id: &str) -> Option<Vec<u16>> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    if container_id.is_empty() || !cgroup.contains(container_id) {
+        return None;
+    }
+    let mut ports = BTreeSet::new();
+    let mut readable = false;
+    for table in ["tcp", "tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) {
+            readable = true;
+            ports.extend(parse_proc_net_tcp_listening(&text));
+        }
+    }
+    readable.then(|| ports.into_iter().collect())
+}
+
+/// Local ports of the rows in state `0A` (LISTEN) of a `/proc/net/tcp` or `tcp6` table.
+pub fn parse_proc_net_tcp_listening(text: &str) -> BTreeSet<u16> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            if state != "0A" {
+                return None;
+            }
+            let (_, port_hex) = local.rsplit_once(':')?;
+            u16::from_str_radix(port_hex, 16).ok()
+        })
+        .collect()
+}
+
+/// Connects to each candidate port at once; the ones that accept within the timeout are listening.
+async fn probe_ports(ip: IpAddr, candidates: BTreeSet<u16>) -> Vec<u16> {
+    let probes = candidates.into_iter().map(|port| async move {
+        let addr = SocketAddr::new(ip, port);
+        match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Some(port),
+            _ => None,
+        }
+    });
+    let mut open: Vec<u16> = futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    open.sort_unstable();
+    open
+}
+
+/// The last lines of stdout and stderr; empty when the logs cannot be read (e.g. `--log-driver none`).
+async fn log_tail(docker: &Docker, id: &str) -> String {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(LOG_TAIL_LINES)
+        .build();
+    let read =
+        docker
+            .logs(id, Some(options))
+            .try_fold(String::new(), |mut acc, chunk| async move {
+                acc.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                Ok(acc)
+            });
+    let text = match tokio::time::timeout(Duration::from_secs(2), read).await {
+        Ok(Ok(text)) => text,
+        _ => return String::new(),
+    };
+    if text.len() <= LOG_TAIL_MAX_BYTES {
+        return text;
+    }
+    let mut cut = text.len() - LOG_TAIL_MAX_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    text[cut..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_rows_only() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+   1: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
+   2: 0200A8C0:1F90 0100A8C0:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
+        assert_eq!(
+            parse_proc_net_tcp_listening(table),
+            BTreeSet::from([8080, 3000])
+        );
+        let v6 = "  sl  local_address                         remote_address                        st\n\
+   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000\n";
+        assert_eq!(parse_proc_net_tcp_listening(v6), BTreeSet::from([80]));
+    }
+
+    #[test]
+    fn only_tcp_ports_are_kept() {
+        let specs: Vec<String> = ["53/udp", "8080/tcp", "80/tcp", "80/tcp", "x/tcp"]
+            .map(String::from)
+            .into();
+        assert_eq!(tcp_ports(&specs), vec![80, 8080]);
+    }
+}

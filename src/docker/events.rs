@@ -1,0 +1,312 @@
+//! Engine events the proxy cares about, as a stream that survives the engine going away: it
+//! reconnects with exponential backoff and emits `Resync` after every (re)connect, because events
+//! may have been missed and the caller must re-list. `Coalescer` turns a burst into one trigger.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::EventsOptionsBuilder;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use tokio::time::Instant;
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Events are requested from a little before the (re)connect, so nothing between the caller's
+/// re-list and the subscription is lost; a replayed duplicate only costs a coalesced reconcile.
+const REPLAY_SECS: u64 = 2;
+
+/// Container actions that change routes. `health_status` arrives as `health_status: healthy`.
+const CONTAINER_ACTIONS: [&str; 6] = ["start", "die", "stop", "destroy", "rename", "health_status"];
+const NETWORK_ACTIONS: [&str; 2] = ["connect", "disconnect"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// The stream (re)connected: events may have been missed, list everything again.
+    Resync,
+    Container {
+        /// `start`, `die`, `stop`, `destroy`, `rename` or `health_status: <status>`.
+        action: String,
+        id: String,
+        /// The container's name when the engine reports it (after a rename: the new one).
+        name: Option<String>,
+    },
+    Network {
+        /// `connect` or `disconnect`.
+        action: String,
+        network: String,
+        /// The container that was (dis)connected.
+        container: Option<String>,
+    },
+}
+
+/// An endless stream of relevant events; it never ends and never fails: losing the engine means a
+/// quiet period, then `Resync` once it answers again.
+pub fn watch(docker: Docker) -> impl Stream<Item = EngineEvent> + Send + 'static {
+    struct State {
+        docker: Docker,
+        inner: Option<BoxStream<'static, Result<EventMessage, bollard::errors::Error>>>,
+        backoff: Duration,
+        failed_before: bool,
+    }
+    let state = State {
+        docker,
+        inner: None,
+        backoff: BACKOFF_START,
+        failed_before: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            match state.inner.as_mut() {
+                None => {
+                    if state.failed_before {
+                        tokio::time::sleep(state.backoff).await;
+                        state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
+                    }
+                    if let Err(e) = state.docker.ping().await {
+                        tracing::warn!(error = %e, retry_in = ?state.backoff, "Docker engine not answering; will reconnect");
+                        state.failed_before = true;
+                        continue;
+                    }
+                    state.inner = Some(subscribe(&state.docker));
+                    return Some((EngineEvent::Resync, state));
+                }
+                Some(inner) => match inner.next().await {
+                    Some(Ok(message)) => {
+                        state.backoff = BACKOFF_START;
+                        if let Some(event) = relevant(&message) {
+                            return Some((event, state));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "Docker event stream broke; reconnecting");
+                        state.inner = None;
+                        state.failed_before = true;
+                    }
+                    None => {
+                        tracing::warn!("Docker event stream ended; reconnecting");
+                        state.inner = None;
+                        state.failed_before = true;
+                    }
+                },
+            }
+        }
+    })
+}
+
+fn subscribe(docker: &Docker) -> BoxStream<'static, Result<EventMessage, bollard::errors::Error>> {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(REPLAY_SECS))
+        .unwrap_or(0)
+        .to_string();
+    let filters = HashMap::from([("type", vec!["container", "network"])]);
+    let options = EventsOptionsBuilder::default()
+        .since(&since)
+        .filters(&filters)
+        .build();
+    docker.events(Some(options)).boxed()
+}
+
+/// Maps an engine message to an event the proxy reacts to; `None` for the rest (exec_*, attach...).
+pub fn relevant(message: &EventMessage) -> Option<EngineEvent> {
+    let action = message.action.as_deref()?;
+    let actor = message.actor.as_ref();
+    let attribute = |key: &str| {
+        actor
+            .and_then(|a| a.attributes.as_ref())
+            .and_then(|attrs| attrs.get(key))
+            .cloned()
+    };
+    match message.typ? {
+        EventMessageTypeEnum::CONTAINER => {
+            let verb = action.split(':').next().unwrap_or(action).trim();
+            if !CONTAINER_ACTIONS.contains(&verb) {
+                return None;
+            }
+            Some(EngineEvent::Container {
+                action: action.to_owned(),
+                id: actor.and_then(|a| a.id.clone())?,
+                name: attribute("name"),
+            })
+        }
+        EventMessageTypeEnum::NETWORK if NETWORK_ACTIONS.contains(&action) => {
+            Some(EngineEvent::Network {
+                action: action.to_owned(),
+                network: attribute("name").or_else(|| actor.and_then(|a| a.id.clone()))?,
+                container: attribute("container"),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What a burst of events amounts to: one reconcile, full when any `Resync` was in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub resync: bool,
+    /// Containers named by the events (ids), for a targeted re-inspect.
+    pub containers: BTreeSet<String>,
+    /// How many events were folded into this batch.
+    pub events: usize,
+}
+
+impl Batch {
+    fn add(&mut self, event: EngineEvent) {
+        self.events += 1;
+        match event {
+            EngineEvent::Resync => self.resync = true,
+            EngineEvent::Container { id, .. } => {
+                self.containers.insert(id);
+            }
+            EngineEvent::Network { container, .. } => self.containers.extend(container),
+        }
+    }
+}
+
+/// Debounce with a cap: a batch fires after `quiet` without events, but never later than
+/// `max_delay` after its first event, so a steady trickle still reconciles regularly.
+#[derive(Debug, Clone)]
+pub struct Coalescer {
+    quiet: Duration,
+    max_delay: Duration,
+}
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Self::new(Duration::from_millis(150), Duration::from_secs(1))
+    }
+}
+
+impl Coalescer {
+    pub fn new(quiet: Duration, max_delay: Duration) -> Self {
+        Self { quiet, max_delay }
+    }
+
+    /// Waits for the next event, then gathers the burst that follows it. `None` when the stream ended.
+    pub async fn next_batch<S>(&self, events: &mut S) -> Option<Batch>
+    where
+        S: Stream<Item = EngineEvent> + Unpin,
+    {
+        let mut batch = Batch::default();
+        batch.add(events.next().await?);
+        let cap = Instant::now() + self.max_delay;
+        loop {
+            let deadline = (Instant::now() + self.quiet).min(cap);
+            match tokio::time::timeout_at(deadline, events.next()).await {
+                Ok(Some(event)) => batch.add(event),
+                Ok(None) | Err(_) => return Some(batch),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+    use tokio_stream_shim::ReceiverStream;
+
+    /// A minimal `Stream` over an mpsc receiver, to avoid a dependency for tests.
+    mod tokio_stream_shim {
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+
+        pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
+
+        impl<T> futures_util::Stream for ReceiverStream<T> {
+            type Item = T;
+            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+                self.0.poll_recv(cx)
+            }
+        }
+    }
+
+    fn start(id: &str) -> EngineEvent {
+        EngineEvent::Container {
+            action: "start".into(),
+            id: id.into(),
+            name: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_fifty_is_one_batch() {
+        let (tx, rx) = mpsc::channel(100);
+        tokio::spawn(async move {
+            for i in 0..50 {
+                tx.send(start(&format!("c{i}"))).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // keep the sender alive past the quiet period
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let mut events = ReceiverStream(rx);
+        let began = Instant::now();
+        let batch = Coalescer::default().next_batch(&mut events).await.unwrap();
+        assert_eq!(batch.events, 50);
+        assert_eq!(batch.containers.len(), 50);
+        assert!(!batch.resync);
+        // last event at ~490 ms, then 150 ms of quiet
+        let took = began.elapsed();
+        assert!(
+            took >= Duration::from_millis(640) && took < Duration::from_millis(700),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_trickle_is_cut_at_the_max_delay() {
+        let (tx, rx) = mpsc::channel(1000);
+        tokio::spawn(async move {
+            for i in 0..300 {
+                if tx.send(start(&format!("c{i}"))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut events = ReceiverStream(rx);
+        let coalescer = Coalescer::default();
+        let began = Instant::now();
+        let first = coalescer.next_batch(&mut events).await.unwrap();
+        assert!(began.elapsed() <= Duration::from_secs(1));
+        assert!(first.events >= 10 && first.events <= 11, "{first:?}");
+        let second = coalescer.next_batch(&mut events).await.unwrap();
+        assert!(second.events >= 9, "{second:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_event_fires_after_the_quiet_period() {
+        let (tx, rx) = mpsc::channel(10);
+        tx.send(EngineEvent::Resync).await.unwrap();
+        let mut events = ReceiverStream(rx);
+        let began = Instant::now();
+        let batch = Coalescer::default().next_batch(&mut events).await.unwrap();
+        assert!(batch.resync);
+        assert_eq!(batch.events, 1);
+        assert_eq!(began.elapsed(), Duration::from_millis(150));
+        drop(tx);
+        assert_eq!(Coalescer::default().next_batch(&mut events).await, None);
+    }
+
+    #[test]
+    fn exec_events_are_ignored_and_health_is_kept() {
+        use bollard::models::EventActor;
+        let message = |action: &str| EventMessage {
+            typ: Some(EventMessageTypeEnum::CONTAINER),
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                id: Some("abc".into()),
+                attributes: Some(HashMap::from([("name".into(), "web".into())])),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(relevant(&message("exec_start: nginx -t")), None);
+        assert!(matches!(
+            relevant(&message("health_status: unhealthy")),
+            Some(EngineEvent::Container { ref id, .. }) if id == "abc"
+        ));
+    }
+}

@@ -1,0 +1,343 @@
+//! Apply: the only way a config tree reaches the serving nginx. Stage it as a new version, validate
+//! it with the serving binary, swap `live`, reload with SIGHUP, verify routes through the proxy, and
+//! swap back when anything after the swap fails. Every step is timed for the benchmarks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use super::nginx::{ConfigTree, Nginx, NginxError, VERSIONS_DIR};
+
+/// Versions kept in the container besides the live and the previous one, for a quick rollback.
+const KEEP_NEWEST: usize = 5;
+const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One route to check after a reload: a request to the proxy with this `Host` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteProbe {
+    pub host: String,
+    /// The status the route must answer with; `None` accepts anything but 502, 503 and 504.
+    pub expected_status: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeResult {
+    pub host: String,
+    /// The last status seen; `None` when nothing answered.
+    pub status: Option<u16>,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// Wall time of each step; zero for steps that did not run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepTimings {
+    pub upload: Duration,
+    pub validate: Duration,
+    pub swap: Duration,
+    /// SIGHUP until nginx runs workers of the new generation.
+    pub reload: Duration,
+    pub verify: Duration,
+    pub rollback: Duration,
+    pub prune: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ApplyStatus {
+    /// The new version is live and every probe passed.
+    Applied,
+    /// This hash was already live; nothing was done.
+    Unchanged,
+    /// `nginx -t` refused the tree; the live config was never touched. `error` is nginx's message.
+    Invalid { error: String },
+    /// The new version went live but failed after the swap; `restored` is live again.
+    RolledBack {
+        reason: String,
+        restored: Option<String>,
+    },
+    /// A Docker or container error stopped the apply; `live` is whatever `ApplyOutcome::live` says.
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplyOutcome {
+    pub hash: String,
+    /// The version that was live before.
+    pub previous: Option<String>,
+    /// The version live when apply returned, as far as the butler knows.
+    pub live: Option<String>,
+    pub status: ApplyStatus,
+    pub probes: Vec<ProbeResult>,
+    pub timings: StepTimings,
+}
+
+impl ApplyOutcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self.status, ApplyStatus::Applied | ApplyStatus::Unchanged)
+    }
+}
+
+/// Applies trees to one nginx container, one at a time (concurrent calls queue).
+#[derive(Debug, Clone)]
+pub struct Applier {
+    nginx: Nginx,
+    probe_addr: SocketAddr,
+    verify_timeout: Duration,
+    lock: Arc<Mutex<()>>,
+}
+
+impl Applier {
+    /// Probes go to `127.0.0.1:<http_port>`, the proxy as a user on this host reaches it.
+    pub fn new(nginx: Nginx) -> Self {
+        let probe_addr = SocketAddr::from(([127, 0, 0, 1], nginx.spec().http_port));
+        Self {
+            nginx,
+            probe_addr,
+            verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+            lock: Arc::default(),
+        }
+    }
+
+    /// Probe another address (e.g. the nginx container's IP when the butler runs in a container).
+    pub fn with_probe_addr(mut self, addr: SocketAddr) -> Self {
+        self.probe_addr = addr;
+        self
+    }
+
+    /// How long each route may take to answer well after the reload.
+    pub fn with_verify_timeout(mut self, timeout: Duration) -> Self {
+        self.verify_timeout = timeout;
+        self
+    }
+
+    pub fn nginx(&self) -> &Nginx {
+        &self.nginx
+    }
+
+    /// Stage `files` as version `hash`, validate, swap, reload, verify `probes`; roll back on failure.
+    pub async fn apply(
+        &self,
+        files: &ConfigTree,
+        hash: &str,
+        probes: &[RouteProbe],
+    ) -> ApplyOutcome {
+        let _serial = self.lock.lock().await;
+        let mut outcome = ApplyOutcome {
+            hash: hash.to_owned(),
+            previous: None,
+            live: None,
+            status: ApplyStatus::Applied,
+            probes: Vec::new(),
+            timings: StepTimings::default(),
+        };
+        if let Err(e) = self.run(files, hash, probes, &mut outcome).await {
+            outcome.status = ApplyStatus::Failed {
+                error: e.to_string(),
+            };
+        }
+        outcome
+    }
+
+    async fn run(
+        &self,
+        files: &ConfigTree,
+        hash: &str,
+        probes: &[RouteProbe],
+        out: &mut ApplyOutcome,
+    ) -> Result<(), NginxError> {
+        let nginx = &self.nginx;
+        out.previous = nginx.live_version().await?;
+        out.live = out.previous.clone();
+        if out.previous.as_deref() == Some(hash) {
+            out.status = ApplyStatus::Unchanged;
+            return Ok(());
+        }
+
+        let t = Instant::now();
+        nginx.stage(files, hash).await?;
+        out.timings.upload = t.elapsed();
+
+        let t = Instant::now();
+        let verdict = nginx
+            .test_config(&format!("{VERSIONS_DIR}/{hash}/nginx.conf"))
+            .await?;
+        out.timings.validate = t.elapsed();
+        if let Err(error) = verdict {
+            out.status = ApplyStatus::Invalid { error };
+            return Ok(());
+        }
+
+        let t = Instant::now();
+        nginx.point_live(hash).await?;
+        out.timings.swap = t.elapsed();
+        out.live = Some(hash.to_owned());
+
+        let t = Instant::now();
+        let reloaded = nginx.reload().await;
+        out.timings.reload = t.elapsed();
+        let failure = match reloaded {
+            Err(e @ NginxError::ReloadNotApplied { .. }) => Some(e.to_string()),
+            Err(e) => return Err(e),
+            Ok(()) => {
+                let t = Instant::now();
+                out.probes = self.verify(probes).await;
+                out.timings.verify = t.elapsed();
+                let failed: Vec<String> = out
+                    .probes
+                    .iter()
+                    .filter(|p| !p.ok)
+                    .map(|p| match (&p.status, &p.error) {
+                        (Some(status), _) => format!("{} answered {status}", p.host),
+                        (None, Some(error)) => format!("{}: {error}", p.host),
+                        (None, None) => format!("{}: no answer", p.host),
+                    })
+                    .collect();
+                (!failed.is_empty()).then(|| format!("route check failed: {}", failed.join("; ")))
+            }
+        };
+
+        if let Some(reason) = failure {
+            let t = Instant::now();
+            if let Some(previous) = out.previous.clone() {
+                nginx.point_live(&previous).await?;
+                out.live = Some(previous);
+                // The old generation may still be serving (a refused reload): no new workers then.
+                match nginx.reload().await {
+                    Ok(()) | Err(NginxError::ReloadNotApplied { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            out.timings.rollback = t.elapsed();
+            out.status = ApplyStatus::RolledBack {
+                reason,
+                restored: out.previous.clone(),
+            };
+            return Ok(());
+        }
+
+        let t = Instant::now();
+        let mut keep = vec![hash];
+        keep.extend(out.previous.as_deref());
+        if let Err(e) = nginx.prune_versions(&keep, KEEP_NEWEST).await {
+            tracing::warn!(error = %e, "could not prune old nginx config versions");
+        }
+        out.timings.prune = t.elapsed();
+        Ok(())
+    }
+
+    async fn verify(&self, probes: &[RouteProbe]) -> Vec<ProbeResult> {
+        let checks = probes
+            .iter()
+            .map(|p| probe_until_good(self.probe_addr, p, self.verify_timeout));
+        futures_util::future::join_all(checks).await
+    }
+}
+
+fn is_good(probe: &RouteProbe, status: u16) -> bool {
+    match probe.expected_status {
+        Some(expected) => status == expected,
+        None => !matches!(status, 502..=504),
+    }
+}
+
+/// Retries the route until it answers well or `timeout` passes: right after the HUP, old workers
+/// may still hold keep-alive connections, and an upstream may need a moment.
+async fn probe_until_good(addr: SocketAddr, probe: &RouteProbe, timeout: Duration) -> ProbeResult {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = ProbeResult {
+        host: probe.host.clone(),
+        status: None,
+        ok: false,
+        error: None,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, http_status(addr, &probe.host)).await {
+            Ok(Ok(status)) => {
+                last.status = Some(status);
+                last.error = None;
+                if is_good(probe, status) {
+                    last.ok = true;
+                    return last;
+                }
+            }
+            Ok(Err(e)) => last.error = Some(e.to_string()),
+            Err(_) => last.error = Some(format!("no answer within {timeout:?}")),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One `GET /` with `Host: host`; the status code of the answer.
+pub async fn http_status(addr: SocketAddr, host: &str) -> std::io::Result<u16> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: devops-butler-verify\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() > 1024 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "not an HTTP answer: {:?}",
+                    line.lines().next().unwrap_or("")
+                ),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_errors_are_the_only_bad_answers_by_default() {
+        let any = RouteProbe {
+            host: "a".into(),
+            expected_status: None,
+        };
+        assert!(is_good(&any, 200) && is_good(&any, 404) && is_good(&any, 500));
+        assert!(!is_good(&any, 502) && !is_good(&any, 503) && !is_good(&any, 504));
+        let exact = RouteProbe {
+            host: "a".into(),
+            expected_status: Some(200),
+        };
+        assert!(!is_good(&exact, 404));
+    }
+
+    #[tokio::test]
+    async fn reads_the_status_of_a_minimal_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        assert_eq!(http_status(addr, "x.localhost").await.unwrap(), 503);
+    }
+}

@@ -1,0 +1,762 @@
+//! The `butler-nginx` container: created (never with a host bind mount) from any image that has
+//! `nginx` on its PATH, fed config trees through the Docker archive API, validated with the serving
+//! binary via exec, reloaded with SIGHUP, and recreated from the last good tree when it is missing,
+//! stopped or crash-looping. Layout inside the container:
+//! `/etc/butler-nginx/versions/<hash>/…` and the symlink `/etc/butler-nginx/live -> versions/<hash>`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
+    HostConfig, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::TryStreamExt;
+
+use crate::config::ProxyConfig;
+use crate::docker::discovery::is_not_found;
+use crate::docker::network::ROLE_LABEL;
+
+pub const CONFIG_ROOT: &str = "/etc/butler-nginx";
+pub const VERSIONS_DIR: &str = "/etc/butler-nginx/versions";
+pub const LIVE_LINK: &str = "/etc/butler-nginx/live";
+/// The file nginx is started with; rendered trees must have `nginx.conf` at their root.
+pub const LIVE_CONF: &str = "/etc/butler-nginx/live/nginx.conf";
+/// The port nginx listens on inside the container; the rendered config must `listen 80`.
+pub const CONTAINER_HTTP_PORT: u16 = 80;
+/// Label holding a digest of what the container was created from, to notice a changed config.
+const SPEC_LABEL: &str = "butler.nginx-spec";
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A config tree: path relative to the version directory → file content. `nginx.conf` is the root.
+pub type ConfigTree = BTreeMap<String, String>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NginxError {
+    #[error("Docker call `{op}` on nginx container {container} failed: {source}")]
+    Docker {
+        container: String,
+        op: &'static str,
+        source: bollard::errors::Error,
+    },
+    #[error(
+        "a container named {container} exists but is not the butler's (no label {ROLE_LABEL}=nginx): rename or remove it, or set [proxy] container_name"
+    )]
+    Foreign { container: String },
+    #[error(
+        "config tree path `{path}` is not a plain relative path (no absolute paths, `..`, or empty parts)"
+    )]
+    BadPath { path: String },
+    #[error("config tree has no nginx.conf at its root")]
+    NoMainConf,
+    #[error("cannot build the config archive: {0}")]
+    Archive(#[from] std::io::Error),
+    #[error(
+        "nginx container {container} did not stay up after start: {state}; last log lines:\n{logs}\n(check the image {image} has nginx on its PATH and host port {port} is free)"
+    )]
+    StartFailed {
+        container: String,
+        image: String,
+        port: u16,
+        state: String,
+        logs: String,
+    },
+    #[error("`{argv}` in nginx container {container} timed out after {timeout:?}")]
+    ExecTimeout {
+        container: String,
+        argv: String,
+        timeout: Duration,
+    },
+    #[error(
+        "nginx in {container} did not start new workers within {timeout:?} of SIGHUP: the new config was not taken up (see `docker logs {container}`)"
+    )]
+    ReloadNotApplied {
+        container: String,
+        timeout: Duration,
+    },
+}
+
+/// What the nginx container needs from the config, in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxSpec {
+    pub container_name: String,
+    pub image: String,
+    pub network: String,
+    /// Host port published to the container's port 80.
+    pub http_port: u16,
+}
+
+impl NginxSpec {
+    pub fn from_config(proxy: &ProxyConfig) -> Self {
+        Self {
+            container_name: proxy.container_name.clone(),
+            image: proxy.image.clone(),
+            network: proxy.network.clone(),
+            http_port: proxy.http_port,
+        }
+    }
+
+    fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = format!("{}\n{}\n{}", self.image, self.network, self.http_port);
+        hex::encode(&Sha256::digest(text.as_bytes())[..8])
+    }
+}
+
+/// What `state` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NginxState {
+    Missing,
+    Running {
+        id: String,
+        started_at: String,
+    },
+    /// Created, exited or dead: not serving.
+    Stopped {
+        id: String,
+        status: String,
+    },
+    /// Restarting, or exited soon after several restarts.
+    CrashLooping {
+        id: String,
+        restart_count: u64,
+    },
+    /// Running, but created from another image, network or port than the config now says.
+    Outdated {
+        id: String,
+    },
+}
+
+/// What `ensure` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ensured {
+    AlreadyRunning,
+    /// Created from nothing, or recreated; `was` is the state that made it necessary.
+    Created {
+        was: NginxState,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    /// stdout and stderr, interleaved as the process wrote them.
+    pub output: String,
+}
+
+/// Handle on the nginx container. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Nginx {
+    docker: Docker,
+    spec: NginxSpec,
+}
+
+impl Nginx {
+    pub fn new(docker: Docker, spec: NginxSpec) -> Self {
+        Self { docker, spec }
+    }
+
+    pub fn spec(&self) -> &NginxSpec {
+        &self.spec
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn name(&self) -> &str {
+        &self.spec.container_name
+    }
+
+    fn docker_err(
+        &self,
+        op: &'static str,
+    ) -> impl FnOnce(bollard::errors::Error) -> NginxError + '_ {
+        move |source| NginxError::Docker {
+            container: self.spec.container_name.clone(),
+            op,
+            source,
+        }
+    }
+
+    async fn inspect(&self) -> Result<Option<ContainerInspectResponse>, NginxError> {
+        match self.docker.inspect_container(self.name(), None).await {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.docker_err("inspect")(e)),
+        }
+    }
+
+    /// Where the container stands; a same-named container that is not the butler's is an error.
+    pub async fn state(&self) -> Result<NginxState, NginxError> {
+        let Some(info) = self.inspect().await? else {
+            return Ok(NginxState::Missing);
+        };
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        if labels.get(ROLE_LABEL).map(String::as_str) != Some("nginx") {
+            return Err(NginxError::Foreign {
+                container: self.name().into(),
+            });
+        }
+        let id = info.id.clone().unwrap_or_default();
+        let state = info.state.clone().unwrap_or_default();
+        let restart_count = info.restart_count.unwrap_or(0).max(0) as u64;
+        if state.restarting == Some(true) || (state.running != Some(true) && restart_count >= 3) {
+            return Ok(NginxState::CrashLooping { id, restart_count });
+        }
+        if state.running != Some(true) || state.status == Some(ContainerStateStatusEnum::PAUSED) {
+            let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+            return Ok(NginxState::Stopped { id, status });
+        }
+        if labels.get(SPEC_LABEL) != Some(&self.spec.digest()) {
+            return Ok(NginxState::Outdated { id });
+        }
+        Ok(NginxState::Running {
+            id,
+            started_at: state.started_at.unwrap_or_default(),
+        })
+    }
+
+    /// Makes sure nginx is running. When it is not (missing, stopped, crash-looping, outdated), the
+    /// container is recreated with `last_good` — a tree that passed `nginx -t` before — uploaded
+    /// before its first start, so it never serves an unvalidated config.
+    pub async fn ensure(&self, last_good: &ConfigTree, hash: &str) -> Result<Ensured, NginxError> {
+        let was = self.state().await?;
+        match &was {
+            NginxState::Running { .. } => return Ok(Ensured::AlreadyRunning),
+            NginxState::Missing => {}
+            NginxState::Stopped { id, .. }
+            | NginxState::CrashLooping { id, .. }
+            | NginxState::Outdated { id } => {
+                tracing::warn!(container = self.name(), state = ?was, "recreating nginx container");
+                let options = RemoveContainerOptionsBuilder::default().force(true).build();
+                match self.docker.remove_container(id, Some(options)).await {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(self.docker_err("remove")(e)),
+                }
+            }
+        }
+        self.create().await?;
+        let archive = tree_archive(last_good, hash, true)?;
+        self.upload("/etc", archive).await?;
+        self.docker
+            .start_container(self.name(), None)
+            .await
+            .map_err(self.docker_err("start"))?;
+        self.wait_serving().await?;
+        Ok(Ensured::Created { was })
+    }
+
+    async fn create(&self) -> Result<(), NginxError> {
+        let port_key = format!("{CONTAINER_HTTP_PORT}/tcp");
+        let bindings = HashMap::from([(
+            port_key.clone(),
+            Some(vec![PortBinding {
+                host_ip: None,
+                host_port: Some(self.spec.http_port.to_string()),
+            }]),
+        )]);
+        let body = ContainerCreateBody {
+            image: Some(self.spec.image.clone()),
+            entrypoint: Some(vec!["nginx".into()]),
+            cmd: Some(vec![
+                "-c".into(),
+                LIVE_CONF.into(),
+                "-g".into(),
+                "daemon off;".into(),
+            ]),
+            labels: Some(HashMap::from([
+                (ROLE_LABEL.into(), "nginx".into()),
+                (SPEC_LABEL.into(), self.spec.digest()),
+                // nginx is the proxy, never an app to route.
+                ("butler.enable".into(), "false".into()),
+            ])),
+            exposed_ports: Some(vec![port_key]),
+            // SIGQUIT is nginx's graceful shutdown; SIGTERM would cut open requests.
+            stop_signal: Some("SIGQUIT".into()),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                // The butler heals nginx itself, from the last good config; a Docker restart
+                // policy would loop on a broken one.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.spec.network.clone(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(self.name())
+            .build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(self.docker_err("create"))?;
+        Ok(())
+    }
+
+    /// Waits until the container runs and answers HTTP on its published port.
+    async fn wait_serving(&self) -> Result<(), NginxError> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let published = SocketAddr::from(([127, 0, 0, 1], self.spec.http_port));
+        loop {
+            let info = self.inspect().await?;
+            // Inside a container the published port is not on our 127.0.0.1, but nginx's IP on
+            // the shared network is reachable (the butler's container is on that network too).
+            let on_network = info
+                .as_ref()
+                .and_then(|i| i.network_settings.as_ref()?.networks.as_ref())
+                .and_then(|nets| {
+                    nets.get(&self.spec.network)?
+                        .ip_address
+                        .as_deref()?
+                        .parse()
+                        .ok()
+                })
+                .map(|ip| SocketAddr::new(ip, CONTAINER_HTTP_PORT));
+            let state = info.and_then(|i| i.state).unwrap_or_default();
+            if state.running != Some(true) {
+                return Err(self
+                    .start_failed(format!(
+                        "{} (exit code {})",
+                        state.status.map(|s| s.to_string()).unwrap_or_default(),
+                        state.exit_code.unwrap_or_default()
+                    ))
+                    .await);
+            }
+            // An HTTP answer, not just a connect: Docker's userland proxy accepts on the published
+            // port before nginx listens, then resets the connection.
+            for addr in std::iter::once(published).chain(on_network) {
+                let answer = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    super::apply::http_status(addr, "butler-startup-check"),
+                );
+                if matches!(answer.await, Ok(Ok(_))) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // Running but answering on neither address: it is up, which is all `ensure`
+                // promises; the caller's route probes tell more.
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn start_failed(&self, state: String) -> NginxError {
+        NginxError::StartFailed {
+            container: self.name().into(),
+            image: self.spec.image.clone(),
+            port: self.spec.http_port,
+            state,
+            logs: self.log_tail(20).await,
+        }
+    }
+
+    /// The container's last `lines` log lines, or a note why they cannot be read.
+    pub async fn log_tail(&self, lines: usize) -> String {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        self.docker
+            .logs(self.name(), Some(options))
+            .try_fold(String::new(), |mut acc, chunk| async move {
+                acc.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                Ok(acc)
+            })
+            .await
+            .unwrap_or_else(|e| format!("(logs unavailable: {e})"))
+    }
+
+    /// Extracts a tar archive at `dir` inside the container (which must exist there).
+    async fn upload(&self, dir: &str, archive: Vec<u8>) -> Result<(), NginxError> {
+        let options = UploadToContainerOptionsBuilder::default().path(dir).build();
+        self.docker
+            .upload_to_container(
+                self.name(),
+                Some(options),
+                bollard::body_full(archive.into()),
+            )
+            .await
+            .map_err(self.docker_err("upload archive"))
+    }
+
+    /// Writes `tree` to `versions/<hash>/` (the live config is untouched).
+    pub async fn stage(&self, tree: &ConfigTree, hash: &str) -> Result<(), NginxError> {
+        self.upload("/etc", tree_archive(tree, hash, false)?).await
+    }
+
+    /// Points `live` at `versions/<hash>` by uploading a tar holding only that symlink. The archive
+    /// API needs nothing in the image (no shell, no `ln`/`mv`); the engine replaces the old link
+    /// in place, and nothing reads `live` in between because nginx only does at start and on the
+    /// SIGHUP the butler sends afterwards.
+    pub async fn point_live(&self, hash: &str) -> Result<(), NginxError> {
+        check_hash(hash)?;
+        let mut builder = tar::Builder::new(Vec::new());
+        append_symlink(&mut builder, "live", &format!("versions/{hash}"))?;
+        self.upload(CONFIG_ROOT, builder.into_inner()?).await
+    }
+
+    /// The hash `live` points to, if any.
+    pub async fn live_version(&self) -> Result<Option<String>, NginxError> {
+        let options = ContainerArchiveInfoOptionsBuilder::default()
+            .path(LIVE_LINK)
+            .build();
+        match self
+            .docker
+            .get_container_archive_info(self.name(), Some(options))
+            .await
+        {
+            Ok(stat) => Ok(stat
+                .link_target
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.docker_err("stat live link")(e)),
+        }
+    }
+
+    /// Runs `argv` in the container and collects its exit code and output.
+    pub async fn exec(&self, argv: &[&str]) -> Result<ExecOutput, NginxError> {
+        let run = async {
+            let created = self
+                .docker
+                .create_exec(
+                    self.name(),
+                    CreateExecOptions {
+                        cmd: Some(argv.to_vec()),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(self.docker_err("exec create"))?;
+            let started = self
+                .docker
+                .start_exec(&created.id, Some(StartExecOptions::default()))
+                .await
+                .map_err(self.docker_err("exec start"))?;
+            let mut output = String::new();
+            if let StartExecResults::Attached {
+                output: mut stream, ..
+            } = started
+            {
+                while let Some(chunk) = stream
+                    .try_next()
+                    .await
+                    .map_err(self.docker_err("exec read"))?
+                {
+                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
+            }
+            // The output ends when the process does, but the engine may record the exit code a
+            // moment later.
+            loop {
+                let inspected = self
+                    .docker
+                    .inspect_exec(&created.id)
+                    .await
+                    .map_err(self.docker_err("exec inspect"))?;
+                if inspected.running != Some(true) {
+                    return Ok(ExecOutput {
+                        exit_code: inspected.exit_code.unwrap_or(-1),
+                        output,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(EXEC_TIMEOUT, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(NginxError::ExecTimeout {
+                    container: self.name().into(),
+                    argv: argv.join(" "),
+                    timeout: EXEC_TIMEOUT,
+                })
+            })
+    }
+
+    /// `nginx -t -c PATH` with the serving binary; `Err(message)` carries nginx's own words.
+    pub async fn test_config(&self, conf_path: &str) -> Result<Result<(), String>, NginxError> {
+        let out = self.exec(&["nginx", "-t", "-q", "-c", conf_path]).await?;
+        Ok(if out.exit_code == 0 {
+            Ok(())
+        } else {
+            Err(out.output.trim().to_owned())
+        })
+    }
+
+    /// SIGHUP to the master (never a restart), then waits until only workers of the new generation
+    /// accept requests: nginx keeps the old config and workers when it cannot load the new one.
+    pub async fn reload(&self) -> Result<(), NginxError> {
+        let before = self.worker_pids().await?;
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGHUP")
+            .build();
+        self.docker
+            .kill_container(self.name(), Some(options))
+            .await
+            .map_err(self.docker_err("kill -HUP"))?;
+        let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
+        loop {
+            // Done when every accepting worker is new: old ones either exited or are marked
+            // "shutting down", which nginx does as it closes their listening sockets. Until then
+            // an old worker may still take a request with the old config.
+            let now = self.worker_pids().await?;
+            if !now.is_empty() && now.is_disjoint(&before) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NginxError::ReloadNotApplied {
+                    container: self.name().into(),
+                    timeout: RELOAD_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// PIDs of the workers serving the current generation (not the ones shutting down).
+    async fn worker_pids(&self) -> Result<BTreeSet<String>, NginxError> {
+        let top = self
+            .docker
+            .top_processes(self.name(), None)
+            .await
+            .map_err(self.docker_err("top"))?;
+        let titles = top.titles.unwrap_or_default();
+        let pid_col = titles.iter().position(|t| t == "PID").unwrap_or(1);
+        let cmd_col = titles.len().saturating_sub(1);
+        Ok(top
+            .processes
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|row| {
+                row.get(cmd_col).is_some_and(|cmd| {
+                    cmd.contains("worker process") && !cmd.contains("shutting down")
+                })
+            })
+            .filter_map(|row| row.get(pid_col).cloned())
+            .collect())
+    }
+
+    /// Removes version directories except `keep` and the newest `keep_newest`. Needs `ls` and `rm`
+    /// in the image; without them old versions simply stay (they are small).
+    pub async fn prune_versions(
+        &self,
+        keep: &[&str],
+        keep_newest: usize,
+    ) -> Result<usize, NginxError> {
+        let listed = self.exec(&["ls", "-1t", VERSIONS_DIR]).await?;
+        if listed.exit_code != 0 {
+            return Ok(0);
+        }
+        let doomed: Vec<String> = listed
+            .output
+            .lines()
+            .map(str::trim)
+            .filter(|h| check_hash(h).is_ok())
+            .skip(keep_newest)
+            .filter(|h| !keep.contains(h))
+            .map(|h| format!("{VERSIONS_DIR}/{h}"))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let mut argv = vec!["rm", "-rf", "--"];
+        argv.extend(doomed.iter().map(String::as_str));
+        let removed = self.exec(&argv).await?;
+        Ok(if removed.exit_code == 0 {
+            doomed.len()
+        } else {
+            0
+        })
+    }
+
+    /// The container's start time as the engine reports it (changes only on a restart).
+    pub async fn started_at(&self) -> Result<Option<String>, NginxError> {
+        Ok(self
+            .inspect()
+            .await?
+            .and_then(|i| i.state)
+            .and_then(|s| s.started_at))
+    }
+}
+
+fn check_hash(hash: &str) -> Result<(), NginxError> {
+    if !hash.is_empty()
+        && hash.len() <= 128
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err(NginxError::BadPath { path: hash.into() })
+    }
+}
+
+/// A tar to extract at `/etc`: `butler-nginx/`, `butler-nginx/versions/`, the tree under
+/// `butler-nginx/versions/<hash>/` with every parent directory (the archive API does not create
+/// them), and optionally the `live` symlink.
+fn tree_archive(tree: &ConfigTree, hash: &str, with_live: bool) -> Result<Vec<u8>, NginxError> {
+    check_hash(hash)?;
+    if !tree.contains_key("nginx.conf") {
+        return Err(NginxError::NoMainConf);
+    }
+    let root = format!("butler-nginx/versions/{hash}");
+    let mut dirs = BTreeSet::from([
+        "butler-nginx".to_owned(),
+        "butler-nginx/versions".to_owned(),
+        root.clone(),
+    ]);
+    for path in tree.keys() {
+        let parts: Vec<&str> = path.split('/').collect();
+        if path.starts_with('/')
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return Err(NginxError::BadPath { path: path.clone() });
+        }
+        for depth in 1..parts.len() {
+            dirs.insert(format!("{root}/{}", parts[..depth].join("/")));
+        }
+    }
+    let mtime = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut builder = tar::Builder::new(Vec::new());
+    // BTreeSet order puts every parent before its children.
+    for dir in &dirs {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        header.set_mtime(mtime);
+        builder.append_data(&mut header, format!("{dir}/"), std::io::empty())?;
+    }
+    for (path, content) in tree {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(content.len() as u64);
+        header.set_mtime(mtime);
+        builder.append_data(&mut header, format!("{root}/{path}"), content.as_bytes())?;
+    }
+    if with_live {
+        append_symlink(
+            &mut builder,
+            "butler-nginx/live",
+            &format!("versions/{hash}"),
+        )?;
+    }
+    Ok(builder.into_inner()?)
+}
+
+fn append_symlink(
+    builder: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    target: &str,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_mode(0o777);
+    header.set_size(0);
+    builder.append_link(&mut header, path, target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(archive: &[u8]) -> Vec<(String, tar::EntryType)> {
+        tar::Archive::new(archive)
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().entry_type(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn archive_holds_every_parent_directory_before_its_files() {
+        let tree = ConfigTree::from([
+            ("nginx.conf".into(), "events {}".into()),
+            ("sites/a/app.conf".into(), "x".into()),
+        ]);
+        let names: Vec<String> = entries(&tree_archive(&tree, "abc", true).unwrap())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let pos = |n: &str| {
+            names
+                .iter()
+                .position(|x| x.trim_end_matches('/') == n)
+                .unwrap()
+        };
+        assert!(pos("butler-nginx/versions/abc/sites") < pos("butler-nginx/versions/abc/sites/a"));
+        assert!(
+            pos("butler-nginx/versions/abc/sites/a")
+                < pos("butler-nginx/versions/abc/sites/a/app.conf")
+        );
+        assert_eq!(names.last().unwrap(), "butler-nginx/live");
+    }
+
+    #[test]
+    fn escaping_paths_and_hashes_are_refused() {
+        for bad in ["../etc/passwd", "/abs.conf", "a//b", "./x"] {
+            let tree = ConfigTree::from([
+                ("nginx.conf".into(), String::new()),
+                (bad.into(), String::new()),
+            ]);
+            assert!(
+                matches!(
+                    tree_archive(&tree, "h", false),
+                    Err(NginxError::BadPath { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let tree = ConfigTree::from([("nginx.conf".into(), String::new())]);
+        assert!(tree_archive(&tree, "../x", false).is_err());
+        assert!(matches!(
+            tree_archive(&ConfigTree::new(), "h", false),
+            Err(NginxError::NoMainConf)
+        ));
+    }
+}

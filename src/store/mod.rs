@@ -1,0 +1,129 @@
+//! The butler's state: one SQLite database (`<state.dir>/butler.db`, WAL) shared by the workers,
+//! each writing its own tables. `Store` is the only door: every call runs on the blocking pool so
+//! async workers never stall on disk, and the schema is migrated by `user_version` on open.
+
+mod routes;
+mod schema;
+mod versions;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use routes::RouteRow;
+pub use versions::{ConfigVersion, NewVersion, VersionInfo};
+
+pub const DB_FILE: &str = "butler.db";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot create the state directory {path}: {source} (create it, or set [state] dir to a writable directory)"
+    )]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot open the state database {path}: {source} (check its permissions, or set [state] dir)"
+    )]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the state database {path} has schema version {found}, newer than this butler knows ({known}): upgrade devops-butler or point [state] dir elsewhere"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("state database {path}: {what} failed: {source}")]
+    Query {
+        path: PathBuf,
+        what: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("state database {path}: stored {what} is corrupt: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("state database {path}: the worker thread running a query panicked")]
+    Panicked { path: PathBuf },
+}
+
+/// A handle on the database; clones share one connection.
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating when needed) `<state_dir>/butler.db` and migrates its schema.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // WAL lets the CLI and dashboard read while a worker writes; FULL keeps a committed row
+        // through a power cut, and writes here are a handful per reconcile.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        schema::migrate(&mut conn, &path)?;
+        Ok(Self {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic in an earlier query poisons the lock, but the connection itself is fine.
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard, &path)
+        })
+        .await
+        .map_err(|_| StoreError::Panicked {
+            path: self.path.clone(),
+        })?
+    }
+}
+
+pub(crate) fn query_err(
+    path: &Path,
+    what: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Query { path, what, source }
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

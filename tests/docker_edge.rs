@@ -1,0 +1,526 @@
+//! The Docker edge against the real engine: discovery, events, the network, and the nginx
+//! container fed, validated, reloaded, rolled back and healed through the Docker API only.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use devops_butler::docker::events::{Coalescer, EngineEvent, watch};
+use devops_butler::docker::{discovery, network};
+use devops_butler::proxy::apply::{Applier, ApplyStatus, RouteProbe};
+use devops_butler::proxy::nginx::{ConfigTree, Ensured, Nginx, NginxSpec, NginxState};
+use devops_butler::store::{NewVersion, Store};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use support::*;
+
+// ---------- discovery ----------
+
+#[tokio::test]
+async fn discovery_reads_labels_env_exposed_port_ip_and_listening_socket() {
+    require_image(BASE_IMAGE);
+    let docker = docker().await;
+    let mut cleanup = Cleanup::default();
+    let name = unique("disc");
+    let id = run_app(
+        &mut cleanup,
+        &name,
+        8000,
+        &[
+            "--label",
+            "butler.name=shop",
+            "--label",
+            "butler.host=shop.example.com,www.example.com",
+            "-e",
+            "VIRTUAL_HOST=a=b.example.com",
+            "--expose",
+            "8000",
+        ],
+    );
+
+    let snap = eventually(Duration::from_secs(10), async || {
+        let s = discovery::snapshot_one(&docker, &name).await.unwrap()?;
+        s.listening_ports.as_ref()?.contains(&8000).then_some(s)
+    })
+    .await
+    .expect("the app's listening socket on 8000 is seen within 10 s");
+
+    assert_eq!(snap.id, id);
+    assert_eq!(snap.name, name);
+    assert_eq!(snap.image, BASE_IMAGE);
+    assert_eq!(snap.labels["butler.name"], "shop");
+    assert_eq!(
+        snap.labels["butler.host"],
+        "shop.example.com,www.example.com"
+    );
+    // split at the first '=' only
+    assert_eq!(snap.env["VIRTUAL_HOST"], "a=b.example.com");
+    assert_eq!(snap.exposed_ports, vec![8000]);
+    let ip = snap.networks["bridge"];
+    assert_eq!(
+        ip.to_string(),
+        cli(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.bridge.IPAddress}}",
+            &name
+        ])
+    );
+    assert!(snap.running);
+    assert!(snap.started_at.is_some());
+    assert_eq!(snap.health, None);
+    assert_eq!(snap.restart_count, 0);
+
+    let all = discovery::list_snapshots(&docker).await.unwrap();
+    assert!(
+        all.iter().any(|s| s.id == id),
+        "list_snapshots includes the app"
+    );
+}
+
+#[tokio::test]
+async fn listening_port_is_found_without_expose_and_logs_are_kept_when_ports_are_ambiguous() {
+    require_image(BASE_IMAGE);
+    let docker = docker().await;
+    let mut cleanup = Cleanup::default();
+    let name = unique("noexpose");
+    run_app(&mut cleanup, &name, 9123, &[]);
+
+    let snap = eventually(Duration::from_secs(10), async || {
+        let s = discovery::snapshot_one(&docker, &name).await.unwrap()?;
+        (s.listening_ports.as_deref() == Some(&[9123][..])).then_some(s)
+    })
+    .await
+    .expect("the socket on 9123 is seen although nothing is exposed");
+    assert!(snap.exposed_ports.is_empty());
+
+    // Two exposed ports and nothing listening yet: the planner will want the logs.
+    let chatty = unique("chatty");
+    cleanup.container(&chatty);
+    cli(&[
+        "run",
+        "-d",
+        "--name",
+        &chatty,
+        "--expose",
+        "3000",
+        "--expose",
+        "4000",
+        BASE_IMAGE,
+        "sh",
+        "-c",
+        "echo 'server listening on :3000'; sleep 600",
+    ]);
+    let snap = eventually(Duration::from_secs(10), async || {
+        let s = discovery::snapshot_one(&docker, &chatty).await.unwrap()?;
+        s.log_tail.contains("listening on :3000").then_some(s)
+    })
+    .await
+    .expect("the log tail is read when the port is ambiguous");
+    assert_eq!(snap.exposed_ports, vec![3000, 4000]);
+    assert_eq!(snap.listening_ports, Some(vec![]));
+
+    assert!(
+        discovery::snapshot_one(&docker, "edge-no-such-container")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+// ---------- events ----------
+
+#[tokio::test]
+async fn events_and_the_coalescer_see_a_start() {
+    require_image(BASE_IMAGE);
+    let docker = docker().await;
+    let mut cleanup = Cleanup::default();
+    let mut events = Box::pin(watch(docker.clone()));
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .unwrap(),
+        Some(EngineEvent::Resync),
+        "the first event after connecting is a Resync"
+    );
+
+    let name = unique("ev");
+    cleanup.container(&name);
+    let id = cli(&["run", "-d", "--name", &name, BASE_IMAGE, "sleep", "600"]);
+
+    let coalescer = Coalescer::new(Duration::from_millis(150), Duration::from_secs(1));
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        // Other tests run in parallel and events are replayed from 2 s back: look for ours.
+        loop {
+            let batch = coalescer
+                .next_batch(&mut events)
+                .await
+                .expect("stream never ends");
+            if batch.containers.contains(&id) {
+                return batch;
+            }
+        }
+    })
+    .await
+    .expect("the start of our container arrives within 10 s");
+    assert!(seen.events >= 1);
+}
+
+// ---------- network ----------
+
+#[tokio::test]
+async fn network_ensure_and_connect_are_idempotent() {
+    require_image(BASE_IMAGE);
+    let docker = docker().await;
+    let mut cleanup = Cleanup::default();
+    let net = cleanup.network(&unique("net"));
+    let app = unique("netapp");
+    cleanup.container(&app);
+    cli(&["run", "-d", "--name", &app, BASE_IMAGE, "sleep", "600"]);
+
+    let first = network::ensure_network(&docker, &net).await.unwrap();
+    let second = network::ensure_network(&docker, &net).await.unwrap();
+    assert_eq!(first, second, "an existing network is reused");
+    assert_eq!(
+        cli(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Driver}} {{index .Labels \"butler.role\"}}",
+            &net
+        ]),
+        "bridge network"
+    );
+
+    assert!(!network::is_connected(&docker, &app, &net).await.unwrap());
+    network::connect(&docker, &app, &net).await.unwrap();
+    network::connect(&docker, &app, &net).await.unwrap();
+    assert!(network::is_connected(&docker, &app, &net).await.unwrap());
+    let snap = discovery::snapshot_one(&docker, &app)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(snap.networks.contains_key(&net), "{:?}", snap.networks);
+}
+
+// ---------- nginx ----------
+
+fn tree(banner: &str, sites: &[(&str, String)]) -> ConfigTree {
+    let mut files = BTreeMap::from([
+        (
+            "nginx.conf".to_owned(),
+            "worker_processes 1;\nerror_log stderr warn;\npid /run/butler-nginx.pid;\n\
+             events { worker_connections 256; }\n\
+             http {\n    access_log off;\n    server_names_hash_bucket_size 128;\n    include sites/*.conf;\n}\n"
+                .to_owned(),
+        ),
+        (
+            "sites/default.conf".to_owned(),
+            format!(
+                "server {{\n    listen 80 default_server;\n    location / {{ return 200 \"{banner}\\n\"; }}\n}}\n"
+            ),
+        ),
+    ]);
+    for (name, body) in sites {
+        files.insert(format!("sites/{name}.conf"), body.clone());
+    }
+    files
+}
+
+fn hash(tree: &ConfigTree) -> String {
+    let mut h = Sha256::new();
+    for (path, body) in tree {
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(body.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..12])
+}
+
+struct Proxy {
+    nginx: Nginx,
+    applier: Applier,
+    addr: SocketAddr,
+    net: String,
+}
+
+/// A fresh nginx container on its own network and a free port, serving `initial`.
+async fn proxy(cleanup: &mut Cleanup, initial: &ConfigTree) -> Proxy {
+    require_image(NGINX_IMAGE);
+    let docker = docker().await;
+    let net = cleanup.network(&unique("pnet"));
+    network::ensure_network(&docker, &net).await.unwrap();
+    let spec = NginxSpec {
+        container_name: cleanup.container(&unique("nginx")),
+        image: NGINX_IMAGE.into(),
+        network: net.clone(),
+        http_port: free_port(),
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], spec.http_port));
+    let nginx = Nginx::new(docker, spec);
+    assert_eq!(nginx.state().await.unwrap(), NginxState::Missing);
+    let ensured = nginx.ensure(initial, &hash(initial)).await.unwrap();
+    assert_eq!(
+        ensured,
+        Ensured::Created {
+            was: NginxState::Missing
+        }
+    );
+    let applier = Applier::new(nginx.clone());
+    Proxy {
+        nginx,
+        applier,
+        addr,
+        net,
+    }
+}
+
+fn body(addr: SocketAddr, host: &str) -> String {
+    let (status, body) = http_get(addr, host).unwrap();
+    assert_eq!(status, 200, "GET {host} via {addr}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn a_bad_tree_is_refused_and_a_good_one_goes_live_on_hup_without_a_restart() {
+    let mut cleanup = Cleanup::default();
+    let a = tree("version A", &[]);
+    let p = proxy(&mut cleanup, &a).await;
+    assert_eq!(body(p.addr, "anything.test"), "version A\n");
+    assert_eq!(p.nginx.live_version().await.unwrap(), Some(hash(&a)));
+    let started = p.nginx.started_at().await.unwrap();
+
+    // Refused: nginx's own message comes back and A keeps serving.
+    let bad = tree(
+        "version BAD",
+        &[("bad", "server { listen 80; bogus_directive on; }\n".into())],
+    );
+    let out = p.applier.apply(&bad, &hash(&bad), &[]).await;
+    match &out.status {
+        ApplyStatus::Invalid { error } => {
+            assert!(
+                error.contains("unknown directive \"bogus_directive\""),
+                "{error}"
+            )
+        }
+        other => panic!("a bad tree must be refused, got {other:?}"),
+    }
+    assert_eq!(out.live, Some(hash(&a)));
+    assert_eq!(p.nginx.live_version().await.unwrap(), Some(hash(&a)));
+    assert_eq!(body(p.addr, "anything.test"), "version A\n");
+
+    // A real app on the proxy network, routed by its IP.
+    let app = unique("app");
+    run_app(&mut cleanup, &app, 8000, &["--network", &p.net]);
+    let docker = docker().await;
+    let ip = eventually(Duration::from_secs(10), async || {
+        let s = discovery::snapshot_one(&docker, &app).await.unwrap()?;
+        s.listening_ports
+            .as_ref()?
+            .contains(&8000)
+            .then(|| s.networks[&p.net])
+    })
+    .await
+    .expect("app listens");
+    let site = format!(
+        "upstream app {{ server {ip}:8000; keepalive 8; }}\n\
+         server {{ listen 80; server_name app.test; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n"
+    );
+    let b = tree("version B", &[("app", site)]);
+    let out = p
+        .applier
+        .apply(
+            &b,
+            &hash(&b),
+            &[RouteProbe {
+                host: "app.test".into(),
+                expected_status: Some(200),
+            }],
+        )
+        .await;
+    assert_eq!(out.status, ApplyStatus::Applied, "{out:#?}");
+    assert_eq!(out.previous, Some(hash(&a)));
+    assert!(out.probes.iter().all(|p| p.ok), "{:?}", out.probes);
+    eprintln!("apply B timings: {:?}", out.timings);
+    assert_eq!(body(p.addr, "anything.test"), "version B\n");
+    assert!(body(p.addr, "app.test").starts_with("hello from "));
+    assert_eq!(
+        p.nginx.started_at().await.unwrap(),
+        started,
+        "reloaded, not restarted"
+    );
+
+    // The same tree again is a no-op.
+    let again = p.applier.apply(&b, &hash(&b), &[]).await;
+    assert_eq!(again.status, ApplyStatus::Unchanged);
+}
+
+#[tokio::test]
+async fn a_route_that_fails_after_the_reload_is_rolled_back() {
+    let mut cleanup = Cleanup::default();
+    let a = tree("version A", &[]);
+    let p = proxy(&mut cleanup, &a).await;
+    // Valid for nginx -t, but its upstream refuses connections: 502.
+    let dead = "server { listen 80; server_name dead.test; location / { proxy_pass http://127.0.0.1:9; } }\n";
+    let c = tree("version C", &[("dead", dead.into())]);
+    let out = p
+        .applier
+        .clone()
+        .with_verify_timeout(Duration::from_millis(500))
+        .apply(
+            &c,
+            &hash(&c),
+            &[RouteProbe {
+                host: "dead.test".into(),
+                expected_status: None,
+            }],
+        )
+        .await;
+    match &out.status {
+        ApplyStatus::RolledBack { reason, restored } => {
+            assert!(reason.contains("dead.test answered 502"), "{reason}");
+            assert_eq!(restored.as_deref(), Some(hash(&a).as_str()));
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    assert_eq!(p.nginx.live_version().await.unwrap(), Some(hash(&a)));
+    assert_eq!(
+        body(p.addr, "dead.test"),
+        "version A\n",
+        "the old config serves again"
+    );
+}
+
+#[tokio::test]
+async fn a_removed_or_stopped_nginx_comes_back_with_the_last_good_tree() {
+    let mut cleanup = Cleanup::default();
+    let state = tempfile::tempdir().unwrap();
+    let store = Store::open(state.path()).unwrap();
+    let a = tree("version A", &[]);
+    let p = proxy(&mut cleanup, &a).await;
+    let b = tree("version B", &[]);
+    let out = p.applier.apply(&b, &hash(&b), &[]).await;
+    assert_eq!(out.status, ApplyStatus::Applied, "{out:#?}");
+    store
+        .record_version(NewVersion {
+            hash: hash(&b),
+            cause: "test".into(),
+            summary: "B".into(),
+            files: b.clone(),
+            applied: true,
+            error: None,
+        })
+        .await
+        .unwrap();
+    let bad = tree("version BAD", &[("bad", "nonsense;\n".into())]);
+    let refused = p.applier.apply(&bad, &hash(&bad), &[]).await;
+    store
+        .record_version(NewVersion {
+            hash: hash(&bad),
+            cause: "test".into(),
+            summary: "BAD".into(),
+            files: bad,
+            applied: refused.is_applied(),
+            error: Some(format!("{:?}", refused.status)),
+        })
+        .await
+        .unwrap();
+
+    cli(&["rm", "-f", &p.nginx.spec().container_name]);
+    assert_eq!(p.nginx.state().await.unwrap(), NginxState::Missing);
+    let last_good = store.last_good().await.unwrap().unwrap();
+    assert_eq!(last_good.info.hash, hash(&b));
+    let healed = p
+        .nginx
+        .ensure(&last_good.files, &last_good.info.hash)
+        .await
+        .unwrap();
+    assert_eq!(
+        healed,
+        Ensured::Created {
+            was: NginxState::Missing
+        }
+    );
+    assert_eq!(body(p.addr, "x.test"), "version B\n");
+
+    cli(&["stop", "-t", "1", &p.nginx.spec().container_name]);
+    assert!(matches!(
+        p.nginx.state().await.unwrap(),
+        NginxState::Stopped { .. }
+    ));
+    let healed = p
+        .nginx
+        .ensure(&last_good.files, &last_good.info.hash)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            healed,
+            Ensured::Created {
+                was: NginxState::Stopped { .. }
+            }
+        ),
+        "{healed:?}"
+    );
+    assert_eq!(body(p.addr, "x.test"), "version B\n");
+    assert_eq!(
+        p.nginx
+            .ensure(&last_good.files, &last_good.info.hash)
+            .await
+            .unwrap(),
+        Ensured::AlreadyRunning
+    );
+}
+
+/// Not a benchmark (no assertion on time): prints per-step timings of applies of a 200-server tree.
+#[tokio::test]
+async fn apply_step_timings_with_200_servers() {
+    let mut cleanup = Cleanup::default();
+    let a = tree("version A", &[]);
+    let p = proxy(&mut cleanup, &a).await;
+    let mut rows = Vec::new();
+    for round in 0..10 {
+        let sites: Vec<(String, String)> = (0..200)
+            .map(|i| {
+                (
+                    format!("app{i}"),
+                    format!("server {{ listen 80; server_name app{i}.test; location / {{ return 200 \"app{i} r{round}\\n\"; }} }}\n"),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, String)> =
+            sites.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+        let t = tree(&format!("round {round}"), &refs);
+        let out = p
+            .applier
+            .apply(
+                &t,
+                &hash(&t),
+                &[RouteProbe {
+                    host: "app7.test".into(),
+                    expected_status: Some(200),
+                }],
+            )
+            .await;
+        assert_eq!(out.status, ApplyStatus::Applied, "{out:#?}");
+        assert_eq!(body(p.addr, "app7.test"), format!("app7 r{round}\n"));
+        rows.push(out.timings);
+    }
+    let median = |f: &dyn Fn(&devops_butler::proxy::apply::StepTimings) -> Duration| {
+        let mut v: Vec<Duration> = rows.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "median of 10 applies, 200 servers: upload {:?} validate {:?} swap {:?} reload {:?} verify {:?} prune {:?}",
+        median(&|t| t.upload),
+        median(&|t| t.validate),
+        median(&|t| t.swap),
+        median(&|t| t.reload),
+        median(&|t| t.verify),
+        median(&|t| t.prune),
+    );
+}
