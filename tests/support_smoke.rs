@@ -160,3 +160,38 @@ fn testbed_boots_and_runs_a_unit() {
     let body = tb.exec(&["curl", "-sf", "--max-time", "5", &url]);
     assert!(body.stdout.contains("app=seen-from-testbed"), "{body:?}");
 }
+
+#[test]
+fn testbed_installs_a_butler_whose_user_reaches_the_docker_socket() {
+    // A stand-in for the real units (they live in systemd/, which other work owns): same file
+    // names and destinations, a shell script as the binary.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "butler-standin.service",
+        "[Unit]\nDescription=butler stand-in\n\n[Service]\nUser=butler\nExecStart=/usr/bin/butler\n",
+    );
+    write("butler.target", "[Unit]\nDescription=butler stand-in target\nWants=butler-standin.service\n");
+    write("butler.sysusers", "u butler - \"devops-butler\" /var/lib/butler\nm butler docker\n");
+    write("butler.tmpfiles", "d /var/lib/butler 0750 butler butler -\n");
+    let binary = dir.path().join("butler");
+    write(
+        "butler",
+        "#!/bin/sh\necho \"stand-in runs as $(id -un) in $(id -Gn)\"\n\
+         echo \"config says $(cat /etc/butler/butler.toml)\"\n\
+         echo \"docker ping: $(curl -sf --unix-socket /var/run/docker.sock http://localhost/_ping)\"\n\
+         exec sleep infinity\n",
+    );
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let tb = Testbed::boot();
+    tb.install_butler_from(dir.path(), &binary, "[proxy]\nhttp_port = 8080\n");
+    tb.sh("systemctl start butler.target").expect_success("start butler.target");
+    tb.wait_until("the stand-in has pinged the engine", Duration::from_secs(10), || {
+        tb.journal("butler-*", 50).contains("docker ping: OK")
+    });
+    let journal = tb.journal("butler-*", 50);
+    assert!(journal.contains("stand-in runs as butler in butler docker"), "{journal}");
+    assert!(journal.contains("config says [proxy]"), "{journal}");
+    assert_eq!(tb.sh("stat -c '%U %a' /var/lib/butler").stdout.trim(), "butler 750");
+}

@@ -679,11 +679,18 @@ impl Testbed {
         self.sh(&script).expect_success("creating group docker in the test bed");
     }
 
-    /// Install the butler (see `start`).
+    /// Install the butler from the repo's `systemd/` directory (see `start`).
     pub fn install_butler(&self, binary: &Path, config_toml: &str) {
-        let units_dir = repo_root().join("systemd");
+        self.install_butler_from(&repo_root().join("systemd"), binary, config_toml);
+    }
+
+    /// Install the butler with the units in `units_dir`: `binary` → /usr/bin/butler, every `*.service`
+    /// and `*.target` → /etc/systemd/system/, `butler.sysusers` → /usr/lib/sysusers.d/butler.conf,
+    /// `butler.tmpfiles` → /usr/lib/tmpfiles.d/butler.conf, `config_toml` → /etc/butler/butler.toml;
+    /// then `systemd-sysusers`, `systemd-tmpfiles --create` and `systemctl daemon-reload`.
+    pub fn install_butler_from(&self, units_dir: &Path, binary: &Path, config_toml: &str) {
         let mut files: Vec<(PathBuf, String)> = vec![(binary.to_path_buf(), "/usr/bin/butler".into())];
-        let entries = std::fs::read_dir(&units_dir)
+        let entries = std::fs::read_dir(units_dir)
             .unwrap_or_else(|e| panic!("cannot read the butler's units in {}: {e}", units_dir.display()));
         let mut units: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
