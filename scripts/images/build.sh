@@ -5,7 +5,8 @@
 #
 # Caching: each tag embeds a short hash of that kind's inputs (this script's text for the kind, the
 # package list, the files copied in, the compiler version), so an unchanged kind costs one
-# `docker image inspect`, and any change to an input builds a new tag.
+# `docker image inspect`, and any change to an input builds a new tag. The Debian archive is not an
+# input: IMAGES_REBUILD=1 builds anew under the same tag (e.g. for security updates).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -111,12 +112,12 @@ ensure() {
     case $kind in systemd|nginx|app) ;; *) log "unknown kind '$kind' (systemd, nginx, app)"; return 2;; esac
     hash=$("inputs_$kind" | short_hash)
     tag="$PREFIX/$kind:$hash"
-    if ! docker image inspect "$tag" >/dev/null 2>&1; then
+    if [ "${IMAGES_REBUILD:-0}" = 1 ] || ! docker image inspect "$tag" >/dev/null 2>&1; then
         mkdir -p "$CACHE"
         # Two test processes asking for the same kind at once build it once.
         exec 9>"$CACHE/$kind.lock"
         flock 9
-        if ! docker image inspect "$tag" >/dev/null 2>&1; then
+        if [ "${IMAGES_REBUILD:-0}" = 1 ] || ! docker image inspect "$tag" >/dev/null 2>&1; then
             log "building $tag"
             start=$SECONDS
             dir=$(mktemp -d "$CACHE/$kind-root.XXXXXX")
