@@ -300,7 +300,7 @@ fn websocket(mut reader: impl Read, mut w: TcpStream, req: &Request) -> std::io:
         }
         match opcode {
             // Text, binary and continuation frames come back as they are; ping gets its pong.
-            0x0 | 0x1 | 0x2 => write_frame(&mut w, hdr[0], &payload)?,
+            0x0..=0x2 => write_frame(&mut w, hdr[0], &payload)?,
             0x9 => write_frame(&mut w, 0x80 | 0xA, &payload)?,
             0x8 => return write_frame(&mut w, 0x80 | 0x8, &payload),
             _ => {}
