@@ -1,6 +1,7 @@
 //! The Docker edge against the real engine: discovery, events, the network, and the nginx
 //! container fed, validated, reloaded, rolled back and healed through the Docker API only.
 
+#[path = "edge_support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;

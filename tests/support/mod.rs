@@ -1,71 +1,153 @@
-//! Shared helpers for the integration tests: the real engine, the locally built images, unique
-//! names, free ports, and a guard that removes what a test created even when it panics.
+//! Test support shared by every integration test file (`mod support;`): real Docker containers
+//! (the locally built test app and nginx images), the systemd test bed, and small HTTP/WebSocket
+//! clients. Everything here shells out to the `docker` CLI on purpose: the tests must not share code
+//! with the bollard client they are testing. Every resource made here is named by `unique_name`,
+//! labelled `devops-butler.test`, and removed on drop, also when a test panics.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
+pub mod ws_codec;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bollard::Docker;
+/// Label on every container and network the support code creates (value: the test process's pid).
+pub const TEST_LABEL: &str = "devops-butler.test";
+/// The bridge network the butler routes through (DESIGN.md, "Network").
+pub const BUTLER_NETWORK: &str = "devops-butler-net";
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
-/// nginx-light from Debian bookworm, imported from a debootstrap root (see DESIGN.md, Tests).
-pub const NGINX_IMAGE: &str = "devops-butler/nginx:bookworm";
-/// Debian bookworm minbase with python3-minimal, for tiny app containers.
-pub const BASE_IMAGE: &str = "butler-test/base:edge";
-
-pub async fn docker() -> Docker {
-    devops_butler::docker::client::connect(None)
-        .await
-        .expect("these tests need a running Docker engine")
+/// The repository's root (where Cargo.toml is), whichever directory the tests run from.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The docker CLI, as a user would run it; panics with its stderr on failure.
-pub fn cli(args: &[&str]) -> String {
-    let out = Command::new("docker")
+// ---------------------------------------------------------------------------------------------------
+// Commands
+
+/// What a command inside a container (or any command) said.
+#[derive(Debug, Clone)]
+pub struct CmdOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+    /// Panics with everything the command said unless it exited 0.
+    pub fn expect_success(self, what: &str) -> CmdOutput {
+        assert!(self.success(), "{what} failed with exit code {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        self
+    }
+}
+
+impl From<Output> for CmdOutput {
+    fn from(o: Output) -> Self {
+        CmdOutput {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// `docker ARGS...`, whatever its outcome.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
         .args(args)
+        .stdin(Stdio::null())
         .output()
-        .expect("docker CLI");
+        .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e} (is the Docker CLI installed?)", args.join(" ")))
+}
+
+/// `docker ARGS...` with `input` on its stdin.
+pub fn docker_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e}", args.join(" ")));
+    // Write from a thread: a command that answers before it has read all its input must not deadlock.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for docker");
+    let _ = writer.join();
+    out
+}
+
+/// `docker ARGS...`, which must succeed; its stdout, trimmed. Panics with the command and its stderr.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
     assert!(
         out.status.success(),
-        "docker {args:?} failed: {}",
+        "`docker {}` failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-pub fn require_image(image: &str) {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", image])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "image {image} is missing: build it as DESIGN.md (Tests) describes"
-    );
-}
+// ---------------------------------------------------------------------------------------------------
+// Names, images, cleanup
 
-/// A name no other test (or earlier run) uses.
-pub fn unique(prefix: &str) -> String {
+/// A name no other test, process or earlier run uses: `PREFIX-<pid><time>-<n>`, valid for Docker
+/// containers and networks and as a DNS label (lowercase, at most 63 characters with a short prefix).
+pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "edge-{prefix}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    format!("{}-{:x}{:04x}-{n}", prefix.to_ascii_lowercase(), std::process::id(), nanos & 0xffff)
 }
 
-/// A host port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The tag of a locally built image of `kind` (`systemd`, `nginx`, `app`), built by
+/// `scripts/images/build.sh` if its inputs changed; the script runs once per kind and process.
+pub fn ensure_image(kind: &str) -> String {
+    static SYSTEMD: OnceLock<String> = OnceLock::new();
+    static NGINX: OnceLock<String> = OnceLock::new();
+    static APP: OnceLock<String> = OnceLock::new();
+    let cell = match kind {
+        "systemd" => &SYSTEMD,
+        "nginx" => &NGINX,
+        "app" => &APP,
+        other => panic!("ensure_image: unknown image kind '{other}' (systemd, nginx, app)"),
+    };
+    // get_or_init blocks other threads asking for the same kind until the first build is done.
+    cell.get_or_init(|| {
+        let script = repo_root().join("scripts/images/build.sh");
+        let start = Instant::now();
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(kind)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(out.status.success(), "{} {kind} failed ({}); its progress is above", script.display(), out.status);
+        let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!tag.is_empty(), "{} {kind} printed no tag", script.display());
+        eprintln!("support: image {kind} = {tag} ({} ms)", start.elapsed().as_millis());
+        tag
+    })
+    .clone()
 }
 
-/// Removes the containers and networks it was told about when dropped, panic or not.
+/// Removes the containers and networks registered with it when dropped, also while a test panics.
+/// Declare it before the things it cleans so that it drops after them.
 #[derive(Default)]
 pub struct Cleanup {
     containers: Vec<String>,
@@ -73,90 +155,638 @@ pub struct Cleanup {
 }
 
 impl Cleanup {
-    pub fn container(&mut self, name: &str) -> String {
-        self.containers.push(name.to_owned());
-        name.to_owned()
+    pub fn new() -> Cleanup {
+        Cleanup::default()
     }
-    pub fn network(&mut self, name: &str) -> String {
-        self.networks.push(name.to_owned());
-        name.to_owned()
+    /// Remove this container (name or id) at drop.
+    pub fn add_container(&mut self, name: &str) {
+        self.containers.push(name.to_string());
+    }
+    /// Remove this network at drop (after the containers; others still attached are disconnected).
+    pub fn add_network(&mut self, name: &str) {
+        self.networks.push(name.to_string());
+    }
+    /// Create a labelled bridge network with a unique name from `prefix`, removed at drop.
+    pub fn create_network(&mut self, prefix: &str) -> String {
+        let name = unique_name(prefix);
+        docker_ok(&["network", "create", "--label", &test_label(), &name]);
+        self.add_network(&name);
+        name
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for c in &self.containers {
-            let _ = Command::new("docker").args(["rm", "-f", c]).output();
-        }
-        for n in &self.networks {
-            let _ = Command::new("docker").args(["network", "rm", n]).output();
+        remove_containers(&self.containers);
+        for net in self.networks.iter().rev() {
+            remove_network(net);
         }
     }
 }
 
-/// A one-file HTTP server for python3-minimal (which has `socket` but not `http.server`): answers
-/// every request with 200 and "hello from <name>".
-const APP_SERVER: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(64)
-print("listening on :" + sys.argv[1], flush=True)
-body = ("hello from " + socket.gethostname() + "\n").encode()
-while True:
-    c, _ = s.accept()
-    try:
-        c.recv(65536)
-        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-    except OSError:
-        pass
-    finally:
-        c.close()
-"#;
-
-/// Starts an app container answering HTTP on `port`; extra `docker run` args go before the image.
-pub fn run_app(cleanup: &mut Cleanup, name: &str, port: u16, extra: &[&str]) -> String {
-    cleanup.container(name);
-    let port = port.to_string();
-    let mut args = vec!["run", "-d", "--name", name];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[BASE_IMAGE, "python3", "-c", APP_SERVER, &port]);
-    cli(&args)
+fn test_label() -> String {
+    format!("{TEST_LABEL}={}", std::process::id())
 }
 
-/// `GET /` with a Host header: (status, body). Blocking; for assertions only.
-pub fn http_get(addr: SocketAddr, host: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    let status = text
+fn remove_containers(names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let mut args = vec!["rm", "-f", "-v"];
+    args.extend(names.iter().map(String::as_str));
+    let _ = docker(&args);
+}
+
+fn remove_network(net: &str) {
+    // A network with endpoints cannot be removed: disconnect whatever is still on it first
+    // (e.g. containers the butler under test connected).
+    let attached = docker(&["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", net]);
+    for c in String::from_utf8_lossy(&attached.stdout).split_whitespace() {
+        let _ = docker(&["network", "disconnect", "-f", net, c]);
+    }
+    let _ = docker(&["network", "rm", net]);
+}
+
+/// Create `devops-butler-net` unless it exists. It is shared by every test and never removed.
+pub fn ensure_butler_network() {
+    // The engine's duplicate-name check is not atomic: two creates at once can both succeed and leave
+    // two networks of one name, which every later `network connect` refuses as ambiguous. Serialise
+    // creates in this process, and if another process raced us anyway, keep the oldest network.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+    let ids = || -> Vec<String> {
+        let out = docker(&["network", "ls", "-q", "--no-trunc", "--filter", &format!("name=^{BUTLER_NETWORK}$")]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+    };
+    if ids().is_empty() {
+        let out = docker(&["network", "create", BUTLER_NETWORK]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() || stderr.contains("already exists"), "cannot create {BUTLER_NETWORK}: {stderr}");
+    }
+    let mut found: Vec<(String, String)> = ids()
+        .into_iter()
+        .map(|id| (docker_ok(&["network", "inspect", "-f", "{{.Created}}", &id]), id))
+        .collect();
+    found.sort();
+    for (_, extra) in found.iter().skip(1) {
+        remove_network(extra);
+    }
+}
+
+/// The IP of a container on a network ("" when it is not on it).
+pub fn container_ip(container: &str, network: &str) -> String {
+    let format = format!("{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}");
+    docker_ok(&["inspect", "-f", &format, container])
+}
+
+/// Polls `check` every 100 ms until it is true; panics naming `desc` after `timeout`.
+pub fn wait_until(desc: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {desc}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The test app
+
+/// How to run one test app container (`examples/testapp.rs` in the `app` image). Build one with
+/// `AppContainer::builder(name)`, then `start()` (waits until it listens) or `spawn()` (does not).
+#[derive(Debug, Clone)]
+pub struct AppBuilder {
+    name: String,
+    labels: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    expose: Vec<u16>,
+    listen: Vec<u16>,
+    networks: Vec<String>,
+    args: Vec<String>,
+    docker_args: Vec<String>,
+}
+
+impl AppBuilder {
+    /// A Docker label (`butler.name`, `butler.port`, ...).
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+    /// An environment variable (`APP_NAME`, `VIRTUAL_HOST`, `DELAY_MS`, ...).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+    /// Declare an exposed port in the container's metadata (like EXPOSE); the app need not listen there.
+    pub fn expose(mut self, port: u16) -> Self {
+        self.expose.push(port);
+        self
+    }
+    /// Make the app listen on this port (repeatable). Without any, it listens on 3000.
+    pub fn listen(mut self, port: u16) -> Self {
+        self.listen.push(port);
+        self
+    }
+    /// Attach to this network; the first is the one it starts on, the others are connected before start.
+    /// Without any, the container is on Docker's default bridge.
+    pub fn network(mut self, network: &str) -> Self {
+        self.networks.push(network.into());
+        self
+    }
+    /// An extra argument for the app itself (`--name x`, `--delay-ms 500`, ...).
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+    /// An extra argument for `docker create` (`--health-cmd ...`, `-p ...`).
+    pub fn docker_arg(mut self, arg: &str) -> Self {
+        self.docker_args.push(arg.into());
+        self
+    }
+    /// Create and start the container, and wait (10 s at most) until it prints `listening on` for
+    /// every port it listens on.
+    pub fn start(self) -> AppContainer {
+        let ports = if self.listen.is_empty() { vec![3000] } else { self.listen.clone() };
+        let delay = self.env.iter().find(|(k, _)| k == "DELAY_MS").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
+        let app = self.spawn();
+        wait_until(
+            &format!("app {} listens on {ports:?}", app.name),
+            Duration::from_millis(10_000 + delay),
+            || {
+                let logs = app.logs();
+                ports.iter().all(|p| logs.contains(&format!("listening on :{p}")))
+            },
+        );
+        app
+    }
+    /// Create and start the container; return as soon as Docker has started it.
+    pub fn spawn(self) -> AppContainer {
+        let image = ensure_image("app");
+        let label = test_label();
+        let mut args: Vec<String> = vec!["create".into(), "--name".into(), self.name.clone(), "--label".into(), label];
+        for (k, v) in &self.labels {
+            args.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        for (k, v) in &self.env {
+            args.extend(["--env".into(), format!("{k}={v}")]);
+        }
+        for p in &self.expose {
+            args.extend(["--expose".into(), p.to_string()]);
+        }
+        if let Some(first) = self.networks.first() {
+            args.extend(["--network".into(), first.clone()]);
+        }
+        args.extend(self.docker_args.iter().cloned());
+        args.push(image);
+        for p in &self.listen {
+            args.extend(["--port".into(), p.to_string()]);
+        }
+        args.extend(self.args.iter().cloned());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let id = docker_ok(&argv);
+        // From here on the container is ours to remove, whatever fails next.
+        let app = AppContainer { name: self.name.clone(), id };
+        for net in self.networks.iter().skip(1) {
+            docker_ok(&["network", "connect", net, &app.name]);
+        }
+        docker_ok(&["start", &app.name]);
+        app
+    }
+}
+
+/// A running test app container, removed (`docker rm -f`) when dropped.
+#[derive(Debug)]
+pub struct AppContainer {
+    name: String,
+    id: String,
+}
+
+impl AppContainer {
+    /// A builder for a container named exactly `name` (use `unique_name`, or a fixed name the test
+    /// needs, e.g. to test name handling).
+    pub fn builder(name: &str) -> AppBuilder {
+        AppBuilder {
+            name: name.to_string(),
+            labels: Vec::new(),
+            env: Vec::new(),
+            expose: Vec::new(),
+            listen: Vec::new(),
+            networks: Vec::new(),
+            args: Vec::new(),
+            docker_args: Vec::new(),
+        }
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The container's IP on `network` (panics when it is not on it).
+    pub fn ip(&self, network: &str) -> String {
+        let ip = container_ip(&self.name, network);
+        assert!(!ip.is_empty(), "container {} has no IP on network {network}", self.name);
+        ip
+    }
+    /// Its IP on Docker's default bridge (for apps started without `network`).
+    pub fn default_ip(&self) -> String {
+        self.ip("bridge")
+    }
+    /// stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        let out = docker(&["logs", &self.name]);
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+    pub fn stop(&self) {
+        docker_ok(&["stop", "-t", "5", &self.name]);
+    }
+    pub fn restart(&self) {
+        docker_ok(&["restart", "-t", "5", &self.name]);
+    }
+}
+
+impl Drop for AppContainer {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", "-v", &self.name]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// HTTP and WebSocket clients (raw TcpStream: nothing between the test and the bytes on the wire)
+
+/// One HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("no address for {addr}")))?;
+    let stream = TcpStream::connect_timeout(&sock, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// `GET path` on `addr` ("ip:port") with `Host: host`, one request per connection, 10 s timeout.
+pub fn http_get(addr: &str, host: &str, path: &str) -> std::io::Result<HttpResponse> {
+    let mut stream = connect(addr, Duration::from_secs(10))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-tests\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad(format!("no end of headers in {:?}", String::from_utf8_lossy(raw))))?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok((status, body.to_owned()))
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body".into()))?;
+    }
+    Ok(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
 }
 
-/// Retries `check` until it returns `Some` or `timeout` passes.
-pub async fn eventually<T>(
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> Option<T> {
-    let deadline = Instant::now() + timeout;
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
     loop {
-        if let Some(v) = check().await {
-            return Some(v);
+        let eol = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Some(out);
         }
-        if Instant::now() >= deadline {
-            return None;
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// Open a WebSocket on `addr` ("ip:port") with `Host: host_header` at `path`, check the 101 and its
+/// `Sec-WebSocket-Accept`, send `message` as one masked text frame, and return the text of the first
+/// frame that comes back. The error names what went wrong (e.g. the response head when it was no 101).
+pub fn websocket_echo(addr: &str, host_header: &str, path: &str, message: &str) -> std::io::Result<String> {
+    let err = |m: String| std::io::Error::other(m);
+    let mut stream = connect(addr, Duration::from_secs(10))?;
+    let key = ws_codec::base64(&pseudo_random_bytes::<16>());
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(err(format!("connection closed during the handshake; got {head:?}")));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(err(format!("expected 101 Switching Protocols, got:\n{head}")));
+    }
+    let expected = ws_codec::accept_key(&key);
+    let accept = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|(_, v)| v.trim().to_string());
+    if accept.as_deref() != Some(expected.as_str()) {
+        return Err(err(format!("Sec-WebSocket-Accept is {accept:?}, expected {expected:?}")));
+    }
+    stream.write_all(&client_frame(0x81, message.as_bytes()))?;
+    let mut hdr = [0u8; 2];
+    reader.read_exact(&mut hdr)?;
+    if hdr[1] & 0x80 != 0 {
+        return Err(err("the server sent a masked frame (RFC 6455 §5.1 forbids it)".into()));
+    }
+    let len = match hdr[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            reader.read_exact(&mut b)?;
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            reader.read_exact(&mut b)?;
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    reader.read_exact(&mut payload)?;
+    if hdr[0] & 0x0f != 0x1 {
+        return Err(err(format!("expected a text frame, got opcode {:#x}", hdr[0] & 0x0f)));
+    }
+    // Say goodbye properly; the answer does not matter.
+    let _ = stream.write_all(&client_frame(0x88, &1000u16.to_be_bytes()));
+    String::from_utf8(payload).map_err(|e| err(format!("echo is not UTF-8: {e}")))
+}
+
+/// A client frame: always masked (RFC 6455 §5.3).
+fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = pseudo_random_bytes::<4>();
+    let mut frame = vec![first_byte];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Unpredictable enough for a WebSocket key and mask (not for secrets): std's per-process random
+/// hash keys mixed with the time and a counter.
+fn pseudo_random_bytes<const N: usize>() -> [u8; N] {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let mut out = [0u8; N];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_usize(i);
+        h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
+        let bytes = h.finish().to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The systemd test bed
+
+/// A real systemd as PID 1 in a container (DESIGN.md, "Tests"), with the host's Docker socket mounted
+/// and the container on `devops-butler-net`. Removed when dropped; while a test panics it first dumps
+/// the journal of the `butler-*` units to stderr.
+pub struct Testbed {
+    name: String,
+}
+
+impl Testbed {
+    /// Boot a test bed and install the butler into it: `binary` (pass `env!("CARGO_BIN_EXE_butler")`)
+    /// as /usr/bin/butler, the repo's `systemd/` units, sysusers and tmpfiles files, and `config_toml`
+    /// as /etc/butler/butler.toml; then sysusers, tmpfiles and a daemon-reload. No unit is started.
+    pub fn start(binary: &Path, config_toml: &str) -> Testbed {
+        let tb = Testbed::boot();
+        tb.install_butler(binary, config_toml);
+        tb
+    }
+
+    /// Boot the systemd image and wait until `systemctl is-system-running` says running (or degraded,
+    /// after printing the failed units). Creates the `docker` group with the socket's gid and connects
+    /// the container to `devops-butler-net`; installs nothing else.
+    pub fn boot() -> Testbed {
+        let image = ensure_image("systemd");
+        let name = unique_name("butler-testbed");
+        let start = Instant::now();
+        let label = test_label();
+        let socket_mount = format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}");
+        let out = docker(&[
+            "run", "-d", "--name", &name, "--hostname", "testbed", "--label", &label,
+            "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--cgroupns=host",
+            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            "-v", &socket_mount, &image,
+        ]);
+        // From here on Drop removes the container, whatever fails next.
+        let tb = Testbed { name };
+        assert!(out.status.success(), "cannot start the test bed: {}", String::from_utf8_lossy(&out.stderr));
+        tb.wait_for_boot(Duration::from_secs(90));
+        let booted = start.elapsed();
+        tb.create_docker_group();
+        ensure_butler_network();
+        docker_ok(&["network", "connect", BUTLER_NETWORK, &tb.name]);
+        eprintln!(
+            "support: test bed {} running after {} ms (ready after {} ms)",
+            tb.name,
+            booted.as_millis(),
+            start.elapsed().as_millis()
+        );
+        tb
+    }
+
+    fn wait_for_boot(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            // Until systemd has its private socket this fails at once; then `--wait` blocks until
+            // the boot is done.
+            let out = self.exec(&["timeout", "60", "systemctl", "is-system-running", "--wait"]);
+            match out.stdout.trim() {
+                "running" => return,
+                "degraded" => {
+                    let failed = self.exec(&["systemctl", "--failed", "--no-pager"]);
+                    eprintln!("support: test bed {} booted degraded; failed units:\n{}", self.name, failed.stdout);
+                    return;
+                }
+                _ => {}
+            }
+            if start.elapsed() > timeout {
+                let logs = docker(&["logs", "--tail", "50", &self.name]);
+                panic!(
+                    "test bed {} did not boot within {timeout:?}: is-system-running said {:?} {:?}\n{}{}",
+                    self.name,
+                    out.stdout.trim(),
+                    out.stderr.trim(),
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The group that may use the Docker socket must have the socket's gid inside the test bed too
+    /// (the bind mount keeps the host's numbers).
+    fn create_docker_group(&self) {
+        let gid = std::fs::metadata(DOCKER_SOCKET)
+            .unwrap_or_else(|e| panic!("cannot stat {DOCKER_SOCKET}: {e}"))
+            .gid();
+        let script = if gid == 0 {
+            // A socket owned by group root cannot be shared with a group, and chgrp on the bind mount
+            // would change the host's socket: only root in the test bed reaches it.
+            eprintln!("support: {DOCKER_SOCKET} has gid 0; group docker in the test bed gets a free gid and no access");
+            "getent group docker >/dev/null || groupadd --system docker".to_string()
+        } else {
+            // -o: the gid may already belong to a group of the image; docker must have it all the same.
+            format!("getent group docker >/dev/null && groupmod -o -g {gid} docker || groupadd -o -g {gid} docker")
+        };
+        self.sh(&script).expect_success("creating group docker in the test bed");
+    }
+
+    /// Install the butler from the repo's `systemd/` directory (see `start`).
+    pub fn install_butler(&self, binary: &Path, config_toml: &str) {
+        self.install_butler_from(&repo_root().join("systemd"), binary, config_toml);
+    }
+
+    /// Install the butler with the units in `units_dir`: `binary` → /usr/bin/butler, every `*.service`
+    /// and `*.target` → /etc/systemd/system/, `butler.sysusers` → /usr/lib/sysusers.d/butler.conf,
+    /// `butler.tmpfiles` → /usr/lib/tmpfiles.d/butler.conf, `config_toml` → /etc/butler/butler.toml;
+    /// then `systemd-sysusers`, `systemd-tmpfiles --create` and `systemctl daemon-reload`.
+    pub fn install_butler_from(&self, units_dir: &Path, binary: &Path, config_toml: &str) {
+        let mut files: Vec<(PathBuf, String)> = vec![(binary.to_path_buf(), "/usr/bin/butler".into())];
+        let entries = std::fs::read_dir(units_dir)
+            .unwrap_or_else(|e| panic!("cannot read the butler's units in {}: {e}", units_dir.display()));
+        let mut units: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "service" || x == "target"))
+            .collect();
+        units.sort();
+        assert!(!units.is_empty(), "no *.service or *.target in {}", units_dir.display());
+        for unit in units {
+            let dest = format!("/etc/systemd/system/{}", unit.file_name().unwrap().to_string_lossy());
+            files.push((unit, dest));
+        }
+        files.push((units_dir.join("butler.sysusers"), "/usr/lib/sysusers.d/butler.conf".into()));
+        files.push((units_dir.join("butler.tmpfiles"), "/usr/lib/tmpfiles.d/butler.conf".into()));
+        let refs: Vec<(&Path, &str)> = files.iter().map(|(p, d)| (p.as_path(), d.as_str())).collect();
+        self.install_files(&refs);
+        self.write_file("/etc/butler/butler.toml", config_toml.as_bytes());
+        self.sh("systemd-sysusers && systemd-tmpfiles --create && systemctl daemon-reload")
+            .expect_success("sysusers, tmpfiles and daemon-reload in the test bed");
+    }
+
+    /// Copy host files into the test bed (`(host path, absolute destination)`), creating parent
+    /// directories; modes are kept. Does not reload systemd.
+    pub fn install_files(&self, files: &[(&Path, &str)]) {
+        let dirs: Vec<&str> = files.iter().filter_map(|(_, d)| Path::new(d).parent()?.to_str()).collect();
+        let mut mkdir = vec!["mkdir", "-p"];
+        mkdir.extend(dirs);
+        self.exec(&mkdir).expect_success("mkdir in the test bed");
+        for (src, dest) in files {
+            assert!(src.exists(), "cannot install {}: no such file", src.display());
+            let target = format!("{}:{dest}", self.name);
+            docker_ok(&["cp", &src.to_string_lossy(), &target]);
+        }
+    }
+
+    /// Write `contents` to `dest` in the test bed (parent directories created, mode 0644, root-owned).
+    pub fn write_file(&self, dest: &str, contents: &[u8]) {
+        let script = r#"mkdir -p "$(dirname "$1")" && cat > "$1" && chmod 0644 "$1""#;
+        let out = docker_with_stdin(&["exec", "-i", &self.name, "sh", "-c", script, "sh", dest], contents);
+        CmdOutput::from(out).expect_success(&format!("writing {dest} in the test bed"));
+    }
+
+    /// Run a command in the test bed (as root), whatever its outcome.
+    pub fn exec(&self, argv: &[&str]) -> CmdOutput {
+        let mut args = vec!["exec", self.name.as_str()];
+        args.extend_from_slice(argv);
+        docker(&args).into()
+    }
+
+    /// Run a shell script in the test bed (`sh -c`), whatever its outcome.
+    pub fn sh(&self, script: &str) -> CmdOutput {
+        self.exec(&["sh", "-c", script])
+    }
+
+    /// The container's name (also what `docker` commands on the host take).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The test bed's IP on `devops-butler-net`.
+    pub fn ip(&self) -> String {
+        container_ip(&self.name, BUTLER_NETWORK)
+    }
+
+    /// Polls `check` every 100 ms; panics naming `desc` after `timeout`.
+    pub fn wait_until(&self, desc: &str, timeout: Duration, check: impl FnMut() -> bool) {
+        wait_until(desc, timeout, check)
+    }
+
+    /// `journalctl -u UNIT --no-pager -n LINES` inside the test bed.
+    pub fn journal(&self, unit: &str, lines: usize) -> String {
+        let n = lines.to_string();
+        self.exec(&["journalctl", "-u", unit, "--no-pager", "-n", &n]).stdout
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let journal = self.journal("butler-*", 200);
+            eprintln!("---- journal of butler-* in test bed {} ----\n{journal}---- end of journal ----", self.name);
+        }
+        let _ = docker(&["rm", "-f", "-v", &self.name]);
     }
 }
