@@ -6,7 +6,6 @@
 //! Runs in the systemd test bed (see tests/support), with the release binary.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::Path;

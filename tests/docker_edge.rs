@@ -1,13 +1,15 @@
 //! The Docker edge against the real engine: discovery, events, the network, and the nginx
 //! container fed, validated, reloaded, rolled back and healed through the Docker API only.
+//! Containers run the shared test app and nginx images (`tests/support`); every container and
+//! network a test makes has a unique name and is removed when the test ends, also on panic.
 
-#[path = "edge_support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bollard::Docker;
 use devops_butler::docker::events::{Coalescer, EngineEvent, watch};
 use devops_butler::docker::{discovery, network};
 use devops_butler::proxy::apply::{Applier, ApplyStatus, RouteProbe};
@@ -17,40 +19,35 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use support::*;
 
+/// The butler's own Docker client (bollard), the thing under test; `support` uses the CLI.
+async fn engine() -> Docker {
+    devops_butler::docker::client::connect(None)
+        .await
+        .expect("these tests need a running Docker engine")
+}
+
 // ---------- discovery ----------
 
 #[tokio::test]
 async fn discovery_reads_labels_env_exposed_port_ip_and_listening_socket() {
-    require_image(BASE_IMAGE);
-    let docker = docker().await;
-    let mut cleanup = Cleanup::default();
-    let name = unique("disc");
-    let id = run_app(
-        &mut cleanup,
-        &name,
-        8000,
-        &[
-            "--label",
-            "butler.name=shop",
-            "--label",
-            "butler.host=shop.example.com,www.example.com",
-            "-e",
-            "VIRTUAL_HOST=a=b.example.com",
-            "--expose",
-            "8000",
-        ],
-    );
+    let docker = engine().await;
+    let app = AppContainer::builder(&unique_name("edge-disc"))
+        .label("butler.name", "shop")
+        .label("butler.host", "shop.example.com,www.example.com")
+        .env("VIRTUAL_HOST", "a=b.example.com")
+        .expose(8000)
+        .listen(8000)
+        .start();
 
-    let snap = eventually(Duration::from_secs(10), async || {
-        let s = discovery::snapshot_one(&docker, &name).await.unwrap()?;
-        s.listening_ports.as_ref()?.contains(&8000).then_some(s)
-    })
-    .await
-    .expect("the app's listening socket on 8000 is seen within 10 s");
-
-    assert_eq!(snap.id, id);
-    assert_eq!(snap.name, name);
-    assert_eq!(snap.image, BASE_IMAGE);
+    // `start` returns once the app has printed `listening on :8000`: the socket is there to see.
+    let snap = discovery::snapshot_one(&docker, app.name())
+        .await
+        .unwrap()
+        .expect("a running container has a snapshot");
+    assert_eq!(snap.listening_ports, Some(vec![8000]));
+    assert_eq!(snap.id, app.id());
+    assert_eq!(snap.name, app.name());
+    assert_eq!(snap.image, ensure_image("app"));
     assert_eq!(snap.labels["butler.name"], "shop");
     assert_eq!(
         snap.labels["butler.host"],
@@ -59,16 +56,7 @@ async fn discovery_reads_labels_env_exposed_port_ip_and_listening_socket() {
     // split at the first '=' only
     assert_eq!(snap.env["VIRTUAL_HOST"], "a=b.example.com");
     assert_eq!(snap.exposed_ports, vec![8000]);
-    let ip = snap.networks["bridge"];
-    assert_eq!(
-        ip.to_string(),
-        cli(&[
-            "inspect",
-            "-f",
-            "{{.NetworkSettings.Networks.bridge.IPAddress}}",
-            &name
-        ])
-    );
+    assert_eq!(snap.networks["bridge"].to_string(), app.default_ip());
     assert!(snap.running);
     assert!(snap.started_at.is_some());
     assert_eq!(snap.health, None);
@@ -76,55 +64,50 @@ async fn discovery_reads_labels_env_exposed_port_ip_and_listening_socket() {
 
     let all = discovery::list_snapshots(&docker).await.unwrap();
     assert!(
-        all.iter().any(|s| s.id == id),
+        all.iter().any(|s| s.id == app.id()),
         "list_snapshots includes the app"
     );
 }
 
 #[tokio::test]
 async fn listening_port_is_found_without_expose_and_logs_are_kept_when_ports_are_ambiguous() {
-    require_image(BASE_IMAGE);
-    let docker = docker().await;
-    let mut cleanup = Cleanup::default();
-    let name = unique("noexpose");
-    run_app(&mut cleanup, &name, 9123, &[]);
-
-    let snap = eventually(Duration::from_secs(10), async || {
-        let s = discovery::snapshot_one(&docker, &name).await.unwrap()?;
-        (s.listening_ports.as_deref() == Some(&[9123][..])).then_some(s)
-    })
-    .await
-    .expect("the socket on 9123 is seen although nothing is exposed");
+    let docker = engine().await;
+    let quiet = AppContainer::builder(&unique_name("edge-noexpose"))
+        .listen(9123)
+        .start();
+    let snap = discovery::snapshot_one(&docker, quiet.name())
+        .await
+        .unwrap()
+        .expect("a running container has a snapshot");
     assert!(snap.exposed_ports.is_empty());
+    assert_eq!(
+        snap.listening_ports,
+        Some(vec![9123]),
+        "the socket on 9123 is seen although nothing is exposed"
+    );
 
-    // Two exposed ports and nothing listening yet: the planner will want the logs.
-    let chatty = unique("chatty");
-    cleanup.container(&chatty);
-    cli(&[
-        "run",
-        "-d",
-        "--name",
-        &chatty,
-        "--expose",
-        "3000",
-        "--expose",
-        "4000",
-        BASE_IMAGE,
-        "sh",
-        "-c",
-        "echo 'server listening on :3000'; sleep 600",
-    ]);
-    let snap = eventually(Duration::from_secs(10), async || {
-        let s = discovery::snapshot_one(&docker, &chatty).await.unwrap()?;
-        s.log_tail.contains("listening on :3000").then_some(s)
-    })
-    .await
-    .expect("the log tail is read when the port is ambiguous");
+    // Two exposed ports and two listening sockets: neither picks the port, so the planner will
+    // want the logs.
+    let chatty = AppContainer::builder(&unique_name("edge-chatty"))
+        .expose(3000)
+        .expose(4000)
+        .listen(3000)
+        .listen(4000)
+        .start();
+    let snap = discovery::snapshot_one(&docker, chatty.name())
+        .await
+        .unwrap()
+        .expect("a running container has a snapshot");
     assert_eq!(snap.exposed_ports, vec![3000, 4000]);
-    assert_eq!(snap.listening_ports, Some(vec![]));
+    assert_eq!(snap.listening_ports, Some(vec![3000, 4000]));
+    assert!(
+        snap.log_tail.contains("listening on :3000"),
+        "the log tail is read when the port is ambiguous: {:?}",
+        snap.log_tail
+    );
 
     assert!(
-        discovery::snapshot_one(&docker, "edge-no-such-container")
+        discovery::snapshot_one(&docker, &unique_name("edge-no-such-container"))
             .await
             .unwrap()
             .is_none()
@@ -135,9 +118,7 @@ async fn listening_port_is_found_without_expose_and_logs_are_kept_when_ports_are
 
 #[tokio::test]
 async fn events_and_the_coalescer_see_a_start() {
-    require_image(BASE_IMAGE);
-    let docker = docker().await;
-    let mut cleanup = Cleanup::default();
+    let docker = engine().await;
     let mut events = Box::pin(watch(docker.clone()));
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(5), events.next())
@@ -147,9 +128,8 @@ async fn events_and_the_coalescer_see_a_start() {
         "the first event after connecting is a Resync"
     );
 
-    let name = unique("ev");
-    cleanup.container(&name);
-    let id = cli(&["run", "-d", "--name", &name, BASE_IMAGE, "sleep", "600"]);
+    let app = AppContainer::builder(&unique_name("edge-ev")).spawn();
+    let id = app.id().to_owned();
 
     let coalescer = Coalescer::new(Duration::from_millis(150), Duration::from_secs(1));
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
@@ -173,19 +153,18 @@ async fn events_and_the_coalescer_see_a_start() {
 
 #[tokio::test]
 async fn network_ensure_and_connect_are_idempotent() {
-    require_image(BASE_IMAGE);
-    let docker = docker().await;
-    let mut cleanup = Cleanup::default();
-    let net = cleanup.network(&unique("net"));
-    let app = unique("netapp");
-    cleanup.container(&app);
-    cli(&["run", "-d", "--name", &app, BASE_IMAGE, "sleep", "600"]);
+    let docker = engine().await;
+    let mut cleanup = Cleanup::new();
+    // Created by the code under test; only registered here so that it is removed.
+    let net = unique_name("edge-net");
+    cleanup.add_network(&net);
+    let app = AppContainer::builder(&unique_name("edge-netapp")).spawn();
 
     let first = network::ensure_network(&docker, &net).await.unwrap();
     let second = network::ensure_network(&docker, &net).await.unwrap();
     assert_eq!(first, second, "an existing network is reused");
     assert_eq!(
-        cli(&[
+        docker_ok(&[
             "network",
             "inspect",
             "-f",
@@ -195,11 +174,19 @@ async fn network_ensure_and_connect_are_idempotent() {
         "bridge network"
     );
 
-    assert!(!network::is_connected(&docker, &app, &net).await.unwrap());
-    network::connect(&docker, &app, &net).await.unwrap();
-    network::connect(&docker, &app, &net).await.unwrap();
-    assert!(network::is_connected(&docker, &app, &net).await.unwrap());
-    let snap = discovery::snapshot_one(&docker, &app)
+    assert!(
+        !network::is_connected(&docker, app.name(), &net)
+            .await
+            .unwrap()
+    );
+    network::connect(&docker, app.name(), &net).await.unwrap();
+    network::connect(&docker, app.name(), &net).await.unwrap();
+    assert!(
+        network::is_connected(&docker, app.name(), &net)
+            .await
+            .unwrap()
+    );
+    let snap = discovery::snapshot_one(&docker, app.name())
         .await
         .unwrap()
         .unwrap();
@@ -248,15 +235,18 @@ struct Proxy {
     net: String,
 }
 
-/// A fresh nginx container on its own network and a free port, serving `initial`.
+/// A fresh nginx container (the shared nginx image) on its own network and a free host port,
+/// serving `initial`. Both are made by the code under test and registered with `cleanup`.
 async fn proxy(cleanup: &mut Cleanup, initial: &ConfigTree) -> Proxy {
-    require_image(NGINX_IMAGE);
-    let docker = docker().await;
-    let net = cleanup.network(&unique("pnet"));
+    let docker = engine().await;
+    let net = unique_name("edge-pnet");
+    cleanup.add_network(&net);
     network::ensure_network(&docker, &net).await.unwrap();
+    let container_name = unique_name("edge-nginx");
+    cleanup.add_container(&container_name);
     let spec = NginxSpec {
-        container_name: cleanup.container(&unique("nginx")),
-        image: NGINX_IMAGE.into(),
+        container_name,
+        image: ensure_image("nginx"),
         network: net.clone(),
         http_port: free_port(),
     };
@@ -279,15 +269,17 @@ async fn proxy(cleanup: &mut Cleanup, initial: &ConfigTree) -> Proxy {
     }
 }
 
+/// The body of `GET /` with `Host: host` through the proxy, which must answer 200.
 fn body(addr: SocketAddr, host: &str) -> String {
-    let (status, body) = http_get(addr, host).unwrap();
-    assert_eq!(status, 200, "GET {host} via {addr}: {body}");
-    body
+    let resp = http_get(&addr.to_string(), host, "/")
+        .unwrap_or_else(|e| panic!("GET {host} via {addr}: {e}"));
+    assert_eq!(resp.status, 200, "GET {host} via {addr}: {}", resp.body);
+    resp.body
 }
 
 #[tokio::test]
 async fn a_bad_tree_is_refused_and_a_good_one_goes_live_on_hup_without_a_restart() {
-    let mut cleanup = Cleanup::default();
+    let mut cleanup = Cleanup::new();
     let a = tree("version A", &[]);
     let p = proxy(&mut cleanup, &a).await;
     assert_eq!(body(p.addr, "anything.test"), "version A\n");
@@ -314,18 +306,13 @@ async fn a_bad_tree_is_refused_and_a_good_one_goes_live_on_hup_without_a_restart
     assert_eq!(body(p.addr, "anything.test"), "version A\n");
 
     // A real app on the proxy network, routed by its IP.
-    let app = unique("app");
-    run_app(&mut cleanup, &app, 8000, &["--network", &p.net]);
-    let docker = docker().await;
-    let ip = eventually(Duration::from_secs(10), async || {
-        let s = discovery::snapshot_one(&docker, &app).await.unwrap()?;
-        s.listening_ports
-            .as_ref()?
-            .contains(&8000)
-            .then(|| s.networks[&p.net])
-    })
-    .await
-    .expect("app listens");
+    let app_name = unique_name("edge-app");
+    let app = AppContainer::builder(&app_name)
+        .env("APP_NAME", &app_name)
+        .listen(8000)
+        .network(&p.net)
+        .start();
+    let ip = app.ip(&p.net);
     let site = format!(
         "upstream app {{ server {ip}:8000; keepalive 8; }}\n\
          server {{ listen 80; server_name app.test; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n"
@@ -347,7 +334,11 @@ async fn a_bad_tree_is_refused_and_a_good_one_goes_live_on_hup_without_a_restart
     assert!(out.probes.iter().all(|p| p.ok), "{:?}", out.probes);
     eprintln!("apply B timings: {:?}", out.timings);
     assert_eq!(body(p.addr, "anything.test"), "version B\n");
-    assert!(body(p.addr, "app.test").starts_with("hello from "));
+    let routed = body(p.addr, "app.test");
+    assert!(
+        routed.starts_with(&format!("app={app_name} ")) && routed.contains(" port=8000 path=/ "),
+        "app.test reaches the app: {routed}"
+    );
     assert_eq!(
         p.nginx.started_at().await.unwrap(),
         started,
@@ -361,7 +352,7 @@ async fn a_bad_tree_is_refused_and_a_good_one_goes_live_on_hup_without_a_restart
 
 #[tokio::test]
 async fn a_route_that_fails_after_the_reload_is_rolled_back() {
-    let mut cleanup = Cleanup::default();
+    let mut cleanup = Cleanup::new();
     let a = tree("version A", &[]);
     let p = proxy(&mut cleanup, &a).await;
     // Valid for nginx -t, but its upstream refuses connections: 502.
@@ -397,7 +388,7 @@ async fn a_route_that_fails_after_the_reload_is_rolled_back() {
 
 #[tokio::test]
 async fn a_removed_or_stopped_nginx_comes_back_with_the_last_good_tree() {
-    let mut cleanup = Cleanup::default();
+    let mut cleanup = Cleanup::new();
     let state = tempfile::tempdir().unwrap();
     let store = Store::open(state.path()).unwrap();
     let a = tree("version A", &[]);
@@ -430,7 +421,7 @@ async fn a_removed_or_stopped_nginx_comes_back_with_the_last_good_tree() {
         .await
         .unwrap();
 
-    cli(&["rm", "-f", &p.nginx.spec().container_name]);
+    docker_ok(&["rm", "-f", &p.nginx.spec().container_name]);
     assert_eq!(p.nginx.state().await.unwrap(), NginxState::Missing);
     let last_good = store.last_good().await.unwrap().unwrap();
     assert_eq!(last_good.info.hash, hash(&b));
@@ -447,7 +438,7 @@ async fn a_removed_or_stopped_nginx_comes_back_with_the_last_good_tree() {
     );
     assert_eq!(body(p.addr, "x.test"), "version B\n");
 
-    cli(&["stop", "-t", "1", &p.nginx.spec().container_name]);
+    docker_ok(&["stop", "-t", "1", &p.nginx.spec().container_name]);
     assert!(matches!(
         p.nginx.state().await.unwrap(),
         NginxState::Stopped { .. }
@@ -479,7 +470,7 @@ async fn a_removed_or_stopped_nginx_comes_back_with_the_last_good_tree() {
 /// Not a benchmark (no assertion on time): prints per-step timings of applies of a 200-server tree.
 #[tokio::test]
 async fn apply_step_timings_with_200_servers() {
-    let mut cleanup = Cleanup::default();
+    let mut cleanup = Cleanup::new();
     let a = tree("version A", &[]);
     let p = proxy(&mut cleanup, &a).await;
     let mut rows = Vec::new();

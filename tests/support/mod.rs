@@ -790,3 +790,16 @@ impl Drop for Testbed {
         let _ = docker(&["rm", "-f", "-v", &self.name]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Host ports
+
+/// A host port nothing listens on right now, for a container to publish. The kernel picks it, so
+/// tests running in parallel do not choose the same one (another process may still take it before
+/// Docker binds it; the window is short).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("cannot find a free host port: {e}"))
+        .port()
+}
