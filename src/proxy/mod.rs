@@ -1,0 +1,6 @@
+//! The proxy path's pure core: container snapshots → `plan` (routes and problems) → `render`
+//! (an nginx config tree and its hash). No Docker, no nginx, no files here except template
+//! overrides read at load; discovery and apply are the edges around it.
+
+
+pub mod sanitize;
