@@ -3,4 +3,5 @@
 //! overrides read at load; discovery and apply are the edges around it.
 
 
+pub mod ports;
 pub mod sanitize;
