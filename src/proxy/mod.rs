@@ -3,5 +3,7 @@
 //! overrides read at load; discovery and apply are the edges around it.
 
 
+pub mod model;
+pub mod plan;
 pub mod ports;
 pub mod sanitize;
