@@ -270,8 +270,10 @@ fn evaluate<'a>(
         return None;
     }
 
+    // Reported even without a port: the edge connects the container, and a connect probe on its
+    // new address may then find the port.
     let ip = c.networks.get(&settings.network).copied();
-    if ip.is_none() && port.is_some() {
+    if ip.is_none() {
         problems.push(problem(
             app_ref,
             ProblemKind::NotOnNetwork,
@@ -691,6 +693,22 @@ mod tests {
             [
                 ("shop-2".to_string(), ProblemKind::NotOnNetwork),
                 ("shop-2".to_string(), ProblemKind::NotRouted)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_container_without_a_port_or_network_gets_both_problems() {
+        let mut c = app("1", "worker", "10.0.0.1");
+        c.exposed_ports.clear();
+        c.networks.clear();
+        let p = plan(&[c], &settings());
+        assert_eq!(
+            kinds(&p),
+            [
+                ("worker".to_string(), ProblemKind::NoPort),
+                ("worker".to_string(), ProblemKind::NotOnNetwork),
+                ("worker".to_string(), ProblemKind::NotRouted)
             ]
         );
     }
