@@ -34,7 +34,10 @@ fn main() {
     // Let start-up allocations settle and a few working rounds pass before measuring "idle".
     std::thread::sleep(IDLE);
 
-    println!("Worker memory, idle under systemd ({}s after start)", IDLE.as_secs());
+    println!(
+        "Worker memory, idle under systemd ({}s after start)",
+        IDLE.as_secs()
+    );
     println!("| worker | RSS (MB) | peak RSS (MB) | cgroup MemoryCurrent (MB) | threads |");
     println!("|---|---|---|---|---|");
     for worker in WORKERS {
@@ -74,12 +77,25 @@ fn main() {
          e=$(date +%s%N); echo $(( (e - s) / 1000 )); done"
     );
     let out = tb.sh(&script).expect_success("timing butler services list");
-    let mut micros: Vec<u64> = out.stdout.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let mut micros: Vec<u64> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
     micros.sort_unstable();
     let pct = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
     println!();
-    println!("`butler services list` wall time against the real systemd ({} runs)", micros.len());
+    println!(
+        "`butler services list` wall time against the real systemd ({} runs)",
+        micros.len()
+    );
     println!("| p50 (ms) | p95 (ms) | p99 (ms) | max (ms) |");
     println!("|---|---|---|---|");
-    println!("| {:.1} | {:.1} | {:.1} | {:.1} |", pct(0.5), pct(0.95), pct(0.99), pct(1.0));
+    println!(
+        "| {:.1} | {:.1} | {:.1} | {:.1} |",
+        pct(0.5),
+        pct(0.95),
+        pct(0.99),
+        pct(1.0)
+    );
 }

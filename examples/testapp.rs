@@ -28,8 +28,14 @@ struct Settings {
 fn main() {
     install_signal_handlers();
     let settings = parse_settings();
-    if let Some(ms) = env::var("EXIT_AFTER_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
-        let code = env::var("EXIT_CODE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    if let Some(ms) = env::var("EXIT_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let code = env::var("EXIT_CODE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         thread::spawn(move || {
             thread::sleep(Duration::from_millis(ms));
             println!("exiting with {code} after {ms} ms");
@@ -67,23 +73,39 @@ fn main() {
 
 fn parse_settings() -> Settings {
     let mut ports: Vec<u16> = Vec::new();
-    let env_ports = env::var("PORTS").or_else(|_| env::var("PORT")).unwrap_or_default();
+    let env_ports = env::var("PORTS")
+        .or_else(|_| env::var("PORT"))
+        .unwrap_or_default();
     let parse_list = |s: &str| -> Vec<u16> {
         s.split(',')
             .filter(|p| !p.trim().is_empty())
-            .map(|p| p.trim().parse().unwrap_or_else(|_| usage(&format!("bad port '{p}'"))))
+            .map(|p| {
+                p.trim()
+                    .parse()
+                    .unwrap_or_else(|_| usage(&format!("bad port '{p}'")))
+            })
             .collect()
     };
     let mut name = env::var("APP_NAME").ok();
-    let mut delay_ms: u64 = env::var("DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut delay_ms: u64 = env::var("DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut args = env::args().skip(1);
     let mut arg_ports = Vec::new();
     while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let mut value = |flag: &str| {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
         match arg.as_str() {
             "--port" | "--ports" => arg_ports.extend(parse_list(&value(&arg))),
             "--name" => name = Some(value("--name")),
-            "--delay-ms" => delay_ms = value("--delay-ms").parse().unwrap_or_else(|_| usage("bad --delay-ms")),
+            "--delay-ms" => {
+                delay_ms = value("--delay-ms")
+                    .parse()
+                    .unwrap_or_else(|_| usage("bad --delay-ms"))
+            }
             other => usage(&format!("unknown argument '{other}'")),
         }
     }
@@ -98,11 +120,18 @@ fn parse_settings() -> Settings {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
-    Settings { ports, name: name.unwrap_or_else(|| host.clone()), host, delay_ms }
+    Settings {
+        ports,
+        name: name.unwrap_or_else(|| host.clone()),
+        host,
+        delay_ms,
+    }
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("testapp: {msg}\nusage: testapp [--port N]... [--ports a,b] [--name NAME] [--delay-ms MS]");
+    eprintln!(
+        "testapp: {msg}\nusage: testapp [--port N]... [--ports a,b] [--name NAME] [--delay-ms MS]"
+    );
     process::exit(2);
 }
 
@@ -134,10 +163,14 @@ struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        self.header(name)
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     }
 }
 
@@ -146,7 +179,9 @@ fn serve(stream: TcpStream, port: u16, settings: &Settings) -> std::io::Result<(
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     loop {
-        let Some(req) = read_request(&mut reader)? else { return Ok(()) };
+        let Some(req) = read_request(&mut reader)? else {
+            return Ok(());
+        };
         discard_body(&mut reader, &req)?;
         let keep_alive = if req.version == "HTTP/1.0" {
             req.header_has_token("Connection", "keep-alive")
@@ -158,14 +193,26 @@ fn serve(stream: TcpStream, port: u16, settings: &Settings) -> std::io::Result<(
             if req.header_has_token("Upgrade", "websocket") {
                 return websocket(reader, writer, &req);
             }
-            respond(&mut writer, 426, "expected a WebSocket upgrade\n", keep_alive, settings)?;
+            respond(
+                &mut writer,
+                426,
+                "expected a WebSocket upgrade\n",
+                keep_alive,
+                settings,
+            )?;
         } else if path_only == "/healthz" {
             respond(&mut writer, 200, "ok\n", keep_alive, settings)?;
-        } else if let Some(code) = path_only.strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
+        } else if let Some(code) = path_only
+            .strip_prefix("/status/")
+            .and_then(|c| c.parse::<u16>().ok())
+        {
             let body = format!("app={} status={code}\n", settings.name);
             respond(&mut writer, code, &body, keep_alive, settings)?;
         } else {
-            if let Some(ms) = path_only.strip_prefix("/sleep/").and_then(|m| m.parse::<u64>().ok()) {
+            if let Some(ms) = path_only
+                .strip_prefix("/sleep/")
+                .and_then(|m| m.parse::<u64>().ok())
+            {
                 thread::sleep(Duration::from_millis(ms));
             }
             let body = format!(
@@ -193,10 +240,16 @@ fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request>> {
         }
     }
     let mut parts = line.split_whitespace();
-    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
         return Ok(None);
     };
-    let mut req = Request { method: method.into(), path: path.into(), version: version.into(), headers: Vec::new() };
+    let mut req = Request {
+        method: method.into(),
+        path: path.into(),
+        version: version.into(),
+        headers: Vec::new(),
+    };
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
@@ -207,7 +260,8 @@ fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Request>> {
             return Ok(Some(req));
         }
         if let Some((k, v)) = l.split_once(':') {
-            req.headers.push((k.trim().to_string(), v.trim().to_string()));
+            req.headers
+                .push((k.trim().to_string(), v.trim().to_string()));
         }
     }
 }
@@ -218,7 +272,8 @@ fn discard_body(reader: &mut impl BufRead, req: &Request) -> std::io::Result<()>
         loop {
             line.clear();
             reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+                .unwrap_or(0);
             if size == 0 {
                 // Trailers, up to the empty line.
                 loop {
@@ -228,15 +283,27 @@ fn discard_body(reader: &mut impl BufRead, req: &Request) -> std::io::Result<()>
                     }
                 }
             }
-            std::io::copy(&mut reader.by_ref().take(size as u64 + 2), &mut std::io::sink())?;
+            std::io::copy(
+                &mut reader.by_ref().take(size as u64 + 2),
+                &mut std::io::sink(),
+            )?;
         }
     }
-    let len = req.header("Content-Length").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let len = req
+        .header("Content-Length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     std::io::copy(&mut reader.by_ref().take(len), &mut std::io::sink())?;
     Ok(())
 }
 
-fn respond(w: &mut impl Write, code: u16, body: &str, keep_alive: bool, s: &Settings) -> std::io::Result<()> {
+fn respond(
+    w: &mut impl Write,
+    code: u16,
+    body: &str,
+    keep_alive: bool,
+    s: &Settings,
+) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
@@ -260,7 +327,10 @@ fn respond(w: &mut impl Write, code: u16, body: &str, keep_alive: bool, s: &Sett
 fn websocket(mut reader: impl Read, mut w: TcpStream, req: &Request) -> std::io::Result<()> {
     let Some(key) = req.header("Sec-WebSocket-Key") else {
         let body = "missing Sec-WebSocket-Key\n";
-        let head = format!("HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let head = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
         w.write_all(head.as_bytes())?;
         return w.write_all(body.as_bytes());
     };

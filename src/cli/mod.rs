@@ -3,6 +3,7 @@
 
 mod config;
 mod output;
+mod proxy;
 mod run;
 mod services;
 
@@ -47,6 +48,15 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Reconcile the proxy once now: containers → routes → validated nginx config (exit 1 if refused).
+    ProxyUpdate,
+    /// Watch the engine and print a line whenever the routes change (read-only).
+    ProxyMonitor,
+    /// Routes, config history and rollback.
+    Proxy {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
     /// Control the butler's systemd units over D-Bus.
     Services {
         /// Talk to the calling user's service manager instead of the system's.
@@ -66,6 +76,20 @@ pub enum ConfigCommand {
     },
     /// Print the effective configuration, defaults included.
     Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Apps, hosts, upstream servers and the chosen port with its reason.
+    Routes,
+    /// Applied (and refused) config versions, newest first.
+    History {
+        /// How many versions to show.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Re-apply an earlier config version (default: the one before the newest) and pin it.
+    Rollback { version: Option<i64> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +129,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => run::all(config_path),
         Command::Worker { worker } => run::one(worker, config_path),
         Command::Config { command } => config::dispatch(command, config_path, cli.output),
+        Command::ProxyUpdate => proxy::update(config_path, cli.output),
+        Command::ProxyMonitor => proxy::monitor(config_path, cli.output),
+        Command::Proxy { command } => proxy::dispatch(command, config_path, cli.output),
         Command::Services { user, command } => services::dispatch(command, user, cli.output),
     }
 }

@@ -87,6 +87,7 @@ impl ApplyOutcome {
 pub struct Applier {
     nginx: Nginx,
     probe_addr: SocketAddr,
+    probe_path: String,
     verify_timeout: Duration,
     lock: Arc<Mutex<()>>,
 }
@@ -98,6 +99,7 @@ impl Applier {
         Self {
             nginx,
             probe_addr,
+            probe_path: "/".to_owned(),
             verify_timeout: DEFAULT_VERIFY_TIMEOUT,
             lock: Arc::default(),
         }
@@ -106,6 +108,12 @@ impl Applier {
     /// Probe another address (e.g. the nginx container's IP when the butler runs in a container).
     pub fn with_probe_addr(mut self, addr: SocketAddr) -> Self {
         self.probe_addr = addr;
+        self
+    }
+
+    /// The path every probe requests (default `/`).
+    pub fn with_probe_path(mut self, path: &str) -> Self {
+        self.probe_path = path.to_owned();
         self
     }
 
@@ -233,7 +241,7 @@ impl Applier {
     async fn verify(&self, probes: &[RouteProbe]) -> Vec<ProbeResult> {
         let checks = probes
             .iter()
-            .map(|p| probe_until_good(self.probe_addr, p, self.verify_timeout));
+            .map(|p| probe_until_good(self.probe_addr, &self.probe_path, p, self.verify_timeout));
         futures_util::future::join_all(checks).await
     }
 }
@@ -247,7 +255,12 @@ fn is_good(probe: &RouteProbe, status: u16) -> bool {
 
 /// Retries the route until it answers well or `timeout` passes: right after the HUP, old workers
 /// may still hold keep-alive connections, and an upstream may need a moment.
-async fn probe_until_good(addr: SocketAddr, probe: &RouteProbe, timeout: Duration) -> ProbeResult {
+async fn probe_until_good(
+    addr: SocketAddr,
+    path: &str,
+    probe: &RouteProbe,
+    timeout: Duration,
+) -> ProbeResult {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = ProbeResult {
         host: probe.host.clone(),
@@ -257,7 +270,7 @@ async fn probe_until_good(addr: SocketAddr, probe: &RouteProbe, timeout: Duratio
     };
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, http_status(addr, &probe.host)).await {
+        match tokio::time::timeout(left, http_status_at(addr, &probe.host, path)).await {
             Ok(Ok(status)) => {
                 last.status = Some(status);
                 last.error = None;
@@ -278,9 +291,14 @@ async fn probe_until_good(addr: SocketAddr, probe: &RouteProbe, timeout: Duratio
 
 /// One `GET /` with `Host: host`; the status code of the answer.
 pub async fn http_status(addr: SocketAddr, host: &str) -> std::io::Result<u16> {
+    http_status_at(addr, host, "/").await
+}
+
+/// One `GET path` with `Host: host`; the status code of the answer.
+pub async fn http_status_at(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: devops-butler-verify\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: devops-butler-verify\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut head = Vec::with_capacity(64);

@@ -1,2 +1,18 @@
+//! The proxy path. The pure core: container snapshots → `plan` (routes and problems) → `render`
+//! (an nginx config tree and its hash), with no Docker, nginx or files beyond template overrides.
+//! The edges around it: `nginx` (the container), `apply` (stage, validate, swap, reload, verify) and
+//! `reconcile`, which runs the whole path once.
+
 pub mod apply;
+pub mod model;
 pub mod nginx;
+pub mod plan;
+pub mod ports;
+pub mod reconcile;
+pub mod render;
+pub mod sanitize;
+
+pub use model::{Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};
+pub use plan::plan;
+pub use ports::{PortChoice, PortError, PortReason, choose_port};
+pub use render::{RenderError, RenderSettings, RenderedConfig, Templates, render};

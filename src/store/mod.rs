@@ -4,6 +4,7 @@
 
 mod routes;
 mod schema;
+mod settings;
 mod versions;
 
 use std::path::{Path, PathBuf};

@@ -28,6 +28,11 @@ const MIGRATIONS: &[&str] = &[
         reason     TEXT NOT NULL,
         updated_at TEXT NOT NULL
     );",
+    // 2: small named values, e.g. the config version an operator pinned with `proxy rollback`.
+    "CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

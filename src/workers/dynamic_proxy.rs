@@ -1,14 +1,113 @@
-//! The dynamic-proxy worker: Docker events → routes → validated nginx config.
+//! The dynamic-proxy worker: Docker events → routes → validated nginx config. Initialisation is a
+//! reachable engine and an open store; then one reconcile at start, one per coalesced burst of
+//! events, and one every `health.interval` so a removed or crashed nginx comes back even when no
+//! event says so.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use super::WorkerContext;
+use crate::docker::events::{self, Coalescer};
+use crate::proxy::reconcile::{ReconcileReport, Reconciler};
+use crate::store::Store;
+
+/// How long start-up waits for the engine (dockerd may start after us at boot) before giving up
+/// without READY, inside the units' TimeoutStartSec=30s.
+const ENGINE_WAIT: Duration = Duration::from_secs(20);
 
 pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
-    let period = ctx.config.health.interval.0;
-    ctx.notifier.ready("watching for containers");
+    let docker = connect(&ctx).await?;
+    let store = Store::open(&ctx.config.state.dir).with_context(|| {
+        format!(
+            "cannot open the state store in {} (state.dir)",
+            ctx.config.state.dir.display()
+        )
+    })?;
+    let mut reconciler = Reconciler::new(docker.clone(), ctx.config.clone(), store);
+
+    // Subscribe before the first list, so nothing that happens in between is missed.
+    let mut engine_events = Box::pin(events::watch(docker));
+    let status = round(&mut reconciler, "start").await;
+    ctx.notifier.ready(&status);
     tracing::info!("dynamic-proxy worker ready");
-    let mut ticker = ctx.ticker(period);
-    while ticker.next_round().await {
-        ticker.done("watching for containers".to_owned());
+
+    let coalescer = Coalescer::default();
+    let mut ticker = ctx.ticker(ctx.config.health.interval.0);
+    loop {
+        let cause = tokio::select! {
+            more = ticker.next_round() => {
+                if !more {
+                    break;
+                }
+                "periodic check".to_owned()
+            }
+            batch = coalescer.next_batch(&mut engine_events) => match batch {
+                Some(batch) if batch.resync => "engine reconnected".to_owned(),
+                Some(batch) => format!("{} engine events", batch.events),
+                None => break,
+            },
+        };
+        let status = round(&mut reconciler, &cause).await;
+        ticker.done(status);
     }
     Ok(())
+}
+
+async fn connect(ctx: &WorkerContext) -> anyhow::Result<bollard::Docker> {
+    let host = ctx.config.docker.host.as_deref();
+    let deadline = tokio::time::Instant::now() + ENGINE_WAIT;
+    loop {
+        match crate::docker::client::connect(host).await {
+            Ok(docker) => return Ok(docker),
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "Docker engine not reachable yet; retrying");
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => anyhow::bail!("stopped while waiting for the Docker engine"),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One reconcile, logged; returns the STATUS= line. Failures are logged and retried next round:
+/// the last good config keeps serving meanwhile.
+async fn round(reconciler: &mut Reconciler, cause: &str) -> String {
+    match reconciler.reconcile(cause).await {
+        Ok(report) => {
+            log_report(&report);
+            report.summary()
+        }
+        Err(error) => {
+            tracing::error!(cause, "reconcile failed: {error}");
+            format!("reconcile failed: {error}")
+        }
+    }
+}
+
+fn log_report(report: &ReconcileReport) {
+    for change in &report.changes {
+        tracing::info!(cause = %report.cause, "route {}", change.line());
+    }
+    for problem in &report.plan.problems {
+        tracing::warn!(
+            container = %problem.container_name,
+            app = problem.app.as_deref().unwrap_or(""),
+            kind = ?problem.kind,
+            "{}",
+            problem.reason
+        );
+    }
+    if let Some(why) = &report.nginx_recreated {
+        tracing::warn!(was = %why, "nginx container recreated with the last good config");
+    }
+    if report
+        .apply
+        .as_ref()
+        .is_some_and(|a| a.status != crate::proxy::apply::ApplyStatus::Unchanged)
+    {
+        tracing::info!(cause = %report.cause, version = report.version.unwrap_or(0), "{}", report.summary());
+    }
 }

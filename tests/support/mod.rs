@@ -44,7 +44,13 @@ impl CmdOutput {
     }
     /// Panics with everything the command said unless it exited 0.
     pub fn expect_success(self, what: &str) -> CmdOutput {
-        assert!(self.success(), "{what} failed with exit code {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        assert!(
+            self.success(),
+            "{what} failed with exit code {}\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
@@ -65,7 +71,12 @@ pub fn docker(args: &[&str]) -> Output {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e} (is the Docker CLI installed?)", args.join(" ")))
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `docker {}`: {e} (is the Docker CLI installed?)",
+                args.join(" ")
+            )
+        })
 }
 
 /// `docker ARGS...` with `input` on its stdin.
@@ -110,8 +121,16 @@ pub fn docker_ok(args: &[&str]) -> String {
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    format!("{}-{:x}{:04x}-{n}", prefix.to_ascii_lowercase(), std::process::id(), nanos & 0xffff)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "{}-{:x}{:04x}-{n}",
+        prefix.to_ascii_lowercase(),
+        std::process::id(),
+        nanos & 0xffff
+    )
 }
 
 /// The tag of a locally built image of `kind` (`systemd`, `nginx`, `app`), built by
@@ -137,10 +156,22 @@ pub fn ensure_image(kind: &str) -> String {
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(out.status.success(), "{} {kind} failed ({}); its progress is above", script.display(), out.status);
+        assert!(
+            out.status.success(),
+            "{} {kind} failed ({}); its progress is above",
+            script.display(),
+            out.status
+        );
         let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(!tag.is_empty(), "{} {kind} printed no tag", script.display());
-        eprintln!("support: image {kind} = {tag} ({} ms)", start.elapsed().as_millis());
+        assert!(
+            !tag.is_empty(),
+            "{} {kind} printed no tag",
+            script.display()
+        );
+        eprintln!(
+            "support: image {kind} = {tag} ({} ms)",
+            start.elapsed().as_millis()
+        );
         tag
     })
     .clone()
@@ -200,7 +231,13 @@ fn remove_containers(names: &[String]) {
 fn remove_network(net: &str) {
     // A network with endpoints cannot be removed: disconnect whatever is still on it first
     // (e.g. containers the butler under test connected).
-    let attached = docker(&["network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", net]);
+    let attached = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{end}}",
+        net,
+    ]);
     for c in String::from_utf8_lossy(&attached.stdout).split_whitespace() {
         let _ = docker(&["network", "disconnect", "-f", net, c]);
     }
@@ -215,17 +252,35 @@ pub fn ensure_butler_network() {
     static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = CREATING.lock().unwrap_or_else(|e| e.into_inner());
     let ids = || -> Vec<String> {
-        let out = docker(&["network", "ls", "-q", "--no-trunc", "--filter", &format!("name=^{BUTLER_NETWORK}$")]);
-        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+        let out = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("name=^{BUTLER_NETWORK}$"),
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     };
     if ids().is_empty() {
         let out = docker(&["network", "create", BUTLER_NETWORK]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() || stderr.contains("already exists"), "cannot create {BUTLER_NETWORK}: {stderr}");
+        assert!(
+            out.status.success() || stderr.contains("already exists"),
+            "cannot create {BUTLER_NETWORK}: {stderr}"
+        );
     }
     let mut found: Vec<(String, String)> = ids()
         .into_iter()
-        .map(|id| (docker_ok(&["network", "inspect", "-f", "{{.Created}}", &id]), id))
+        .map(|id| {
+            (
+                docker_ok(&["network", "inspect", "-f", "{{.Created}}", &id]),
+                id,
+            )
+        })
         .collect();
     found.sort();
     for (_, extra) in found.iter().skip(1) {
@@ -235,7 +290,9 @@ pub fn ensure_butler_network() {
 
 /// The IP of a container on a network ("" when it is not on it).
 pub fn container_ip(container: &str, network: &str) -> String {
-    let format = format!("{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}");
+    let format = format!(
+        "{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}"
+    );
     docker_ok(&["inspect", "-f", &format, container])
 }
 
@@ -246,7 +303,10 @@ pub fn wait_until(desc: &str, timeout: Duration, mut check: impl FnMut() -> bool
         if check() {
             return;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting until {desc}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {desc}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -308,15 +368,26 @@ impl AppBuilder {
     /// Create and start the container, and wait (10 s at most) until it prints `listening on` for
     /// every port it listens on.
     pub fn start(self) -> AppContainer {
-        let ports = if self.listen.is_empty() { vec![3000] } else { self.listen.clone() };
-        let delay = self.env.iter().find(|(k, _)| k == "DELAY_MS").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
+        let ports = if self.listen.is_empty() {
+            vec![3000]
+        } else {
+            self.listen.clone()
+        };
+        let delay = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "DELAY_MS")
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(0);
         let app = self.spawn();
         wait_until(
             &format!("app {} listens on {ports:?}", app.name),
             Duration::from_millis(10_000 + delay),
             || {
                 let logs = app.logs();
-                ports.iter().all(|p| logs.contains(&format!("listening on :{p}")))
+                ports
+                    .iter()
+                    .all(|p| logs.contains(&format!("listening on :{p}")))
             },
         );
         app
@@ -325,7 +396,13 @@ impl AppBuilder {
     pub fn spawn(self) -> AppContainer {
         let image = ensure_image("app");
         let label = test_label();
-        let mut args: Vec<String> = vec!["create".into(), "--name".into(), self.name.clone(), "--label".into(), label];
+        let mut args: Vec<String> = vec![
+            "create".into(),
+            "--name".into(),
+            self.name.clone(),
+            "--label".into(),
+            label,
+        ];
         for (k, v) in &self.labels {
             args.extend(["--label".into(), format!("{k}={v}")]);
         }
@@ -347,7 +424,10 @@ impl AppBuilder {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let id = docker_ok(&argv);
         // From here on the container is ours to remove, whatever fails next.
-        let app = AppContainer { name: self.name.clone(), id };
+        let app = AppContainer {
+            name: self.name.clone(),
+            id,
+        };
         for net in self.networks.iter().skip(1) {
             docker_ok(&["network", "connect", net, &app.name]);
         }
@@ -387,7 +467,11 @@ impl AppContainer {
     /// The container's IP on `network` (panics when it is not on it).
     pub fn ip(&self, network: &str) -> String {
         let ip = container_ip(&self.name, network);
-        assert!(!ip.is_empty(), "container {} has no IP on network {network}", self.name);
+        assert!(
+            !ip.is_empty(),
+            "container {} has no IP on network {network}",
+            self.name
+        );
         ip
     }
     /// Its IP on Docker's default bridge (for apps started without `network`).
@@ -397,7 +481,11 @@ impl AppContainer {
     /// stdout and stderr so far.
     pub fn logs(&self) -> String {
         let out = docker(&["logs", &self.name]);
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
     pub fn stop(&self) {
         docker_ok(&["stop", "-t", "5", &self.name]);
@@ -427,15 +515,20 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
-    let sock = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("no address for {addr}")))?;
+    let sock = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("no address for {addr}"),
+        )
+    })?;
     let stream = TcpStream::connect_timeout(&sock, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -445,7 +538,10 @@ fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
 /// `GET path` on `addr` ("ip:port") with `Host: host`, one request per connection, 10 s timeout.
 pub fn http_get(addr: &str, host: &str, path: &str) -> std::io::Result<HttpResponse> {
     let mut stream = connect(addr, Duration::from_secs(10))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-tests\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-tests\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
@@ -456,7 +552,12 @@ fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad(format!("no end of headers in {:?}", String::from_utf8_lossy(raw))))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "no end of headers in {:?}",
+                String::from_utf8_lossy(raw)
+            ))
+        })?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
@@ -470,11 +571,17 @@ fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut body = raw[end + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     if chunked {
         body = dechunk(&body).ok_or_else(|| bad("bad chunked body".into()))?;
     }
-    Ok(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
@@ -495,7 +602,12 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 /// Open a WebSocket on `addr` ("ip:port") with `Host: host_header` at `path`, check the 101 and its
 /// `Sec-WebSocket-Accept`, send `message` as one masked text frame, and return the text of the first
 /// frame that comes back. The error names what went wrong (e.g. the response head when it was no 101).
-pub fn websocket_echo(addr: &str, host_header: &str, path: &str, message: &str) -> std::io::Result<String> {
+pub fn websocket_echo(
+    addr: &str,
+    host_header: &str,
+    path: &str,
+    message: &str,
+) -> std::io::Result<String> {
     let err = |m: String| std::io::Error::other(m);
     let mut stream = connect(addr, Duration::from_secs(10))?;
     let key = ws_codec::base64(&pseudo_random_bytes::<16>());
@@ -509,7 +621,9 @@ pub fn websocket_echo(addr: &str, host_header: &str, path: &str, message: &str) 
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
-            return Err(err(format!("connection closed during the handshake; got {head:?}")));
+            return Err(err(format!(
+                "connection closed during the handshake; got {head:?}"
+            )));
         }
         if line == "\r\n" {
             break;
@@ -517,7 +631,9 @@ pub fn websocket_echo(addr: &str, host_header: &str, path: &str, message: &str) 
         head.push_str(&line);
     }
     if !head.starts_with("HTTP/1.1 101") {
-        return Err(err(format!("expected 101 Switching Protocols, got:\n{head}")));
+        return Err(err(format!(
+            "expected 101 Switching Protocols, got:\n{head}"
+        )));
     }
     let expected = ws_codec::accept_key(&key);
     let accept = head
@@ -526,13 +642,17 @@ pub fn websocket_echo(addr: &str, host_header: &str, path: &str, message: &str) 
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-accept"))
         .map(|(_, v)| v.trim().to_string());
     if accept.as_deref() != Some(expected.as_str()) {
-        return Err(err(format!("Sec-WebSocket-Accept is {accept:?}, expected {expected:?}")));
+        return Err(err(format!(
+            "Sec-WebSocket-Accept is {accept:?}, expected {expected:?}"
+        )));
     }
     stream.write_all(&client_frame(0x81, message.as_bytes()))?;
     let mut hdr = [0u8; 2];
     reader.read_exact(&mut hdr)?;
     if hdr[1] & 0x80 != 0 {
-        return Err(err("the server sent a masked frame (RFC 6455 §5.1 forbids it)".into()));
+        return Err(err(
+            "the server sent a masked frame (RFC 6455 §5.1 forbids it)".into(),
+        ));
     }
     let len = match hdr[1] & 0x7f {
         126 => {
@@ -550,7 +670,10 @@ pub fn websocket_echo(addr: &str, host_header: &str, path: &str, message: &str) 
     let mut payload = vec![0u8; len as usize];
     reader.read_exact(&mut payload)?;
     if hdr[0] & 0x0f != 0x1 {
-        return Err(err(format!("expected a text frame, got opcode {:#x}", hdr[0] & 0x0f)));
+        return Err(err(format!(
+            "expected a text frame, got opcode {:#x}",
+            hdr[0] & 0x0f
+        )));
     }
     // Say goodbye properly; the answer does not matter.
     let _ = stream.write_all(&client_frame(0x88, &1000u16.to_be_bytes()));
@@ -587,7 +710,12 @@ fn pseudo_random_bytes<const N: usize>() -> [u8; N] {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(COUNTER.fetch_add(1, Ordering::Relaxed));
         h.write_usize(i);
-        h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
         let bytes = h.finish().to_le_bytes();
         chunk.copy_from_slice(&bytes[..chunk.len()]);
     }
@@ -624,14 +752,36 @@ impl Testbed {
         let label = test_label();
         let socket_mount = format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}");
         let out = docker(&[
-            "run", "-d", "--name", &name, "--hostname", "testbed", "--label", &label,
-            "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--cgroupns=host",
-            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-            "-v", &socket_mount, &image,
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--hostname",
+            "testbed",
+            "--label",
+            &label,
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--cgroupns=host",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "-v",
+            &socket_mount,
+            &image,
         ]);
         // From here on Drop removes the container, whatever fails next.
         let tb = Testbed { name };
-        assert!(out.status.success(), "cannot start the test bed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cannot start the test bed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         tb.wait_for_boot(Duration::from_secs(90));
         let booted = start.elapsed();
         tb.create_docker_group();
@@ -656,7 +806,10 @@ impl Testbed {
                 "running" => return,
                 "degraded" => {
                     let failed = self.exec(&["systemctl", "--failed", "--no-pager"]);
-                    eprintln!("support: test bed {} booted degraded; failed units:\n{}", self.name, failed.stdout);
+                    eprintln!(
+                        "support: test bed {} booted degraded; failed units:\n{}",
+                        self.name, failed.stdout
+                    );
                     return;
                 }
                 _ => {}
@@ -685,13 +838,18 @@ impl Testbed {
         let script = if gid == 0 {
             // A socket owned by group root cannot be shared with a group, and chgrp on the bind mount
             // would change the host's socket: only root in the test bed reaches it.
-            eprintln!("support: {DOCKER_SOCKET} has gid 0; group docker in the test bed gets a free gid and no access");
+            eprintln!(
+                "support: {DOCKER_SOCKET} has gid 0; group docker in the test bed gets a free gid and no access"
+            );
             "getent group docker >/dev/null || groupadd --system docker".to_string()
         } else {
             // -o: the gid may already belong to a group of the image; docker must have it all the same.
-            format!("getent group docker >/dev/null && groupmod -o -g {gid} docker || groupadd -o -g {gid} docker")
+            format!(
+                "getent group docker >/dev/null && groupmod -o -g {gid} docker || groupadd -o -g {gid} docker"
+            )
         };
-        self.sh(&script).expect_success("creating group docker in the test bed");
+        self.sh(&script)
+            .expect_success("creating group docker in the test bed");
     }
 
     /// Install the butler from the repo's `systemd/` directory (see `start`).
@@ -704,22 +862,46 @@ impl Testbed {
     /// `butler.tmpfiles` → /usr/lib/tmpfiles.d/butler.conf, `config_toml` → /etc/butler/butler.toml;
     /// then `systemd-sysusers`, `systemd-tmpfiles --create` and `systemctl daemon-reload`.
     pub fn install_butler_from(&self, units_dir: &Path, binary: &Path, config_toml: &str) {
-        let mut files: Vec<(PathBuf, String)> = vec![(binary.to_path_buf(), "/usr/bin/butler".into())];
-        let entries = std::fs::read_dir(units_dir)
-            .unwrap_or_else(|e| panic!("cannot read the butler's units in {}: {e}", units_dir.display()));
+        let mut files: Vec<(PathBuf, String)> =
+            vec![(binary.to_path_buf(), "/usr/bin/butler".into())];
+        let entries = std::fs::read_dir(units_dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot read the butler's units in {}: {e}",
+                units_dir.display()
+            )
+        });
         let mut units: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "service" || x == "target"))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "service" || x == "target")
+            })
             .collect();
         units.sort();
-        assert!(!units.is_empty(), "no *.service or *.target in {}", units_dir.display());
+        assert!(
+            !units.is_empty(),
+            "no *.service or *.target in {}",
+            units_dir.display()
+        );
         for unit in units {
-            let dest = format!("/etc/systemd/system/{}", unit.file_name().unwrap().to_string_lossy());
+            let dest = format!(
+                "/etc/systemd/system/{}",
+                unit.file_name().unwrap().to_string_lossy()
+            );
             files.push((unit, dest));
         }
-        files.push((units_dir.join("butler.sysusers"), "/usr/lib/sysusers.d/butler.conf".into()));
-        files.push((units_dir.join("butler.tmpfiles"), "/usr/lib/tmpfiles.d/butler.conf".into()));
-        let refs: Vec<(&Path, &str)> = files.iter().map(|(p, d)| (p.as_path(), d.as_str())).collect();
+        files.push((
+            units_dir.join("butler.sysusers"),
+            "/usr/lib/sysusers.d/butler.conf".into(),
+        ));
+        files.push((
+            units_dir.join("butler.tmpfiles"),
+            "/usr/lib/tmpfiles.d/butler.conf".into(),
+        ));
+        let refs: Vec<(&Path, &str)> = files
+            .iter()
+            .map(|(p, d)| (p.as_path(), d.as_str()))
+            .collect();
         self.install_files(&refs);
         self.write_file("/etc/butler/butler.toml", config_toml.as_bytes());
         self.sh("systemd-sysusers && systemd-tmpfiles --create && systemctl daemon-reload")
@@ -729,12 +911,19 @@ impl Testbed {
     /// Copy host files into the test bed (`(host path, absolute destination)`), creating parent
     /// directories; modes are kept. Does not reload systemd.
     pub fn install_files(&self, files: &[(&Path, &str)]) {
-        let dirs: Vec<&str> = files.iter().filter_map(|(_, d)| Path::new(d).parent()?.to_str()).collect();
+        let dirs: Vec<&str> = files
+            .iter()
+            .filter_map(|(_, d)| Path::new(d).parent()?.to_str())
+            .collect();
         let mut mkdir = vec!["mkdir", "-p"];
         mkdir.extend(dirs);
         self.exec(&mkdir).expect_success("mkdir in the test bed");
         for (src, dest) in files {
-            assert!(src.exists(), "cannot install {}: no such file", src.display());
+            assert!(
+                src.exists(),
+                "cannot install {}: no such file",
+                src.display()
+            );
             let target = format!("{}:{dest}", self.name);
             docker_ok(&["cp", &src.to_string_lossy(), &target]);
         }
@@ -743,7 +932,10 @@ impl Testbed {
     /// Write `contents` to `dest` in the test bed (parent directories created, mode 0644, root-owned).
     pub fn write_file(&self, dest: &str, contents: &[u8]) {
         let script = r#"mkdir -p "$(dirname "$1")" && cat > "$1" && chmod 0644 "$1""#;
-        let out = docker_with_stdin(&["exec", "-i", &self.name, "sh", "-c", script, "sh", dest], contents);
+        let out = docker_with_stdin(
+            &["exec", "-i", &self.name, "sh", "-c", script, "sh", dest],
+            contents,
+        );
         CmdOutput::from(out).expect_success(&format!("writing {dest} in the test bed"));
     }
 
@@ -777,7 +969,8 @@ impl Testbed {
     /// `journalctl -u UNIT --no-pager -n LINES` inside the test bed.
     pub fn journal(&self, unit: &str, lines: usize) -> String {
         let n = lines.to_string();
-        self.exec(&["journalctl", "-u", unit, "--no-pager", "-n", &n]).stdout
+        self.exec(&["journalctl", "-u", unit, "--no-pager", "-n", &n])
+            .stdout
     }
 }
 
@@ -785,7 +978,10 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let journal = self.journal("butler-*", 200);
-            eprintln!("---- journal of butler-* in test bed {} ----\n{journal}---- end of journal ----", self.name);
+            eprintln!(
+                "---- journal of butler-* in test bed {} ----\n{journal}---- end of journal ----",
+                self.name
+            );
         }
         let _ = docker(&["rm", "-f", "-v", &self.name]);
     }

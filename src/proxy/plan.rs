@@ -1,0 +1,809 @@
+//! From container snapshots to routes: which containers are apps, what each app is called, which
+//! hosts it answers and which `ip:port` servers it has. Pure and deterministic; every untrusted
+//! value is validated here, and a bad one becomes a `Problem` for its own container only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::docker::ContainerSnapshot;
+use crate::proxy::model::{Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};
+use crate::proxy::ports::{self, PortError};
+use crate::proxy::sanitize::{self, quote};
+
+pub const LABEL_ENABLE: &str = "butler.enable";
+pub const LABEL_NAME: &str = "butler.name";
+pub const LABEL_HOST: &str = "butler.host";
+/// Present on the butler's own containers (`butler.role=nginx`, ...): never routed.
+pub const LABEL_ROLE: &str = "butler.role";
+pub const ENV_VIRTUAL_HOST: &str = "VIRTUAL_HOST";
+
+/// App names the renderer needs for itself: `sites/000-default.conf` is the default server.
+pub const RESERVED_APP_NAMES: [&str; 1] = ["000-default"];
+
+/// Shortest id prefix accepted in `own_container_ids`: Docker's short id. A shorter one (or an
+/// empty string) would match unrelated containers.
+const MIN_ID_PREFIX: usize = 12;
+
+/// Plans the routes for `containers`. Never fails: whatever is wrong is in `Plan::problems`.
+pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
+    let mut problems = Vec::new();
+    let mut apps: BTreeMap<String, Vec<Member<'_>>> = BTreeMap::new();
+
+    for c in containers {
+        if !c.running || is_own(c, settings) {
+            continue;
+        }
+        if let Some(member) = evaluate(c, settings, &mut problems) {
+            apps.entry(member.app.clone()).or_default().push(member);
+        }
+    }
+
+    // Apps that cannot serve anything take no part in host claims, so they cannot take a host
+    // away from an app that can.
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    for (app, members) in apps {
+        let servers: Vec<UpstreamServer> =
+            members.iter().filter_map(|m| m.server.clone()).collect();
+        if servers.is_empty() {
+            not_routed(
+                &app,
+                &members,
+                "none of its containers is a usable upstream server (see the other problems)",
+                &mut problems,
+            );
+            continue;
+        }
+        let own_host = own_host(&app, settings, &members, &mut problems);
+        candidates.push(Candidate {
+            app,
+            own_host,
+            members,
+            servers,
+        });
+    }
+
+    let winners = resolve_host_claims(&candidates);
+    let mut routes = Vec::new();
+    for cand in candidates {
+        let mut hosts: Vec<String> = Vec::new();
+        if let Some(own) = &cand.own_host {
+            hosts.push(own.clone());
+        }
+        let extras: BTreeSet<&String> = cand
+            .members
+            .iter()
+            .flat_map(|m| &m.hosts)
+            .filter(|h| Some(*h) != cand.own_host.as_ref())
+            .collect();
+        for host in extras {
+            let winner = &winners[host.as_str()];
+            if *winner == cand.app {
+                hosts.push(host.clone());
+                continue;
+            }
+            for m in cand.members.iter().filter(|m| m.hosts.contains(host)) {
+                problems.push(m.problem(
+                    ProblemKind::HostConflict,
+                    format!(
+                        "host {host} is also claimed by app {winner}, which gets it (an app's own \
+                         <app>.<domain> host comes first, then the alphabetically first app); \
+                         {app} is served without it; remove the host from one of the two apps",
+                        app = cand.app
+                    ),
+                ));
+            }
+        }
+        if hosts.is_empty() {
+            not_routed(
+                &cand.app,
+                &cand.members,
+                "it has no valid host name left (see the other problems)",
+                &mut problems,
+            );
+            continue;
+        }
+        let mut servers = cand.servers;
+        servers.sort_by(|a, b| {
+            (&a.container_name, &a.container_id, a.ip, a.port).cmp(&(
+                &b.container_name,
+                &b.container_id,
+                b.ip,
+                b.port,
+            ))
+        });
+        servers.dedup();
+        routes.push(Route {
+            app: cand.app,
+            hosts,
+            servers,
+        });
+    }
+
+    problems.sort_by(|a, b| {
+        (
+            &a.app,
+            &a.container_name,
+            &a.container_id,
+            a.kind,
+            &a.reason,
+        )
+            .cmp(&(
+                &b.app,
+                &b.container_name,
+                &b.container_id,
+                b.kind,
+                &b.reason,
+            ))
+    });
+    problems.dedup();
+    Plan { routes, problems }
+}
+
+/// One container that belongs to an app: its values passed validation, though it may still lack
+/// a port or an address (then `server` is `None`).
+struct Member<'a> {
+    c: &'a ContainerSnapshot,
+    app: String,
+    /// Extra hosts from `butler.host` and `VIRTUAL_HOST`, validated.
+    hosts: Vec<String>,
+    server: Option<UpstreamServer>,
+}
+
+impl Member<'_> {
+    fn problem(&self, kind: ProblemKind, reason: String) -> Problem {
+        Problem {
+            container_id: self.c.id.clone(),
+            container_name: self.c.name.clone(),
+            app: Some(self.app.clone()),
+            kind,
+            reason,
+        }
+    }
+}
+
+struct Candidate<'a> {
+    app: String,
+    own_host: Option<String>,
+    members: Vec<Member<'a>>,
+    servers: Vec<UpstreamServer>,
+}
+
+fn is_own(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
+    c.labels.contains_key(LABEL_ROLE)
+        || settings.own_container_names.contains(&c.name)
+        || settings
+            .own_container_ids
+            .iter()
+            .any(|id| *id == c.id || (id.len() >= MIN_ID_PREFIX && c.id.starts_with(id.as_str())))
+}
+
+/// Validates one container's values. `None` when it is opted out or when any value is invalid;
+/// in the latter case every invalid value has been reported, not just the first.
+fn evaluate<'a>(
+    c: &'a ContainerSnapshot,
+    settings: &PlanSettings,
+    problems: &mut Vec<Problem>,
+) -> Option<Member<'a>> {
+    let problem = |app: Option<&str>, kind, reason: String| Problem {
+        container_id: c.id.clone(),
+        container_name: c.name.clone(),
+        app: app.map(str::to_string),
+        kind,
+        reason,
+    };
+
+    match c.labels.get(LABEL_ENABLE).map(|v| parse_bool(v)) {
+        None | Some(Some(true)) => {}
+        Some(Some(false)) => return None,
+        Some(None) => {
+            // A typo in an opt-out must not publish the app: fail closed.
+            problems.push(problem(
+                None,
+                ProblemKind::InvalidLabel,
+                format!(
+                    "label {LABEL_ENABLE}={} is neither true nor false, so the container is not \
+                     served; set {LABEL_ENABLE}=false to opt out or remove the label",
+                    quote(&c.labels[LABEL_ENABLE])
+                ),
+            ));
+            return None;
+        }
+    }
+
+    let app = match app_name(c) {
+        Ok(app) => app,
+        Err(reason) => {
+            problems.push(problem(None, ProblemKind::InvalidName, reason));
+            return None;
+        }
+    };
+    let app_ref = Some(app.as_str());
+
+    let mut valid = true;
+    let mut hosts = Vec::new();
+    let host_sources = [
+        ("label", LABEL_HOST, c.labels.get(LABEL_HOST)),
+        (
+            "environment variable",
+            ENV_VIRTUAL_HOST,
+            c.env.get(ENV_VIRTUAL_HOST),
+        ),
+    ];
+    for (what, key, value) in host_sources {
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match sanitize::parse_host_list(value) {
+            Ok(list) => hosts.extend(list),
+            Err((entry, err)) => {
+                valid = false;
+                problems.push(problem(
+                    app_ref,
+                    ProblemKind::InvalidHost,
+                    format!(
+                        "{what} {key}={} is rejected: host {} {err}; fix the value or remove it \
+                         (the container is not served until then)",
+                        quote(value),
+                        quote(&entry)
+                    ),
+                ));
+            }
+        }
+    }
+
+    let port = match ports::choose_port(c) {
+        Ok(choice) => Some(choice),
+        Err(err @ PortError::Invalid { .. }) => {
+            valid = false;
+            problems.push(problem(
+                app_ref,
+                ProblemKind::InvalidPort,
+                format!("{err} (the container is not served until then)"),
+            ));
+            None
+        }
+        Err(err @ PortError::NotFound { .. }) => {
+            problems.push(problem(app_ref, ProblemKind::NoPort, err.to_string()));
+            None
+        }
+    };
+    if !valid {
+        return None;
+    }
+
+    // Reported even without a port: the edge connects the container, and a connect probe on its
+    // new address may then find the port.
+    let ip = c.networks.get(&settings.network).copied();
+    if ip.is_none() {
+        problems.push(problem(
+            app_ref,
+            ProblemKind::NotOnNetwork,
+            format!(
+                "the container has no address on network {net}, so nginx cannot reach it; connect \
+                 it with `docker network connect {net} {name}`",
+                net = settings.network,
+                name = shell_word(&c.name),
+            ),
+        ));
+    }
+    let server = ip.zip(port).map(|(ip, choice)| UpstreamServer {
+        container_id: c.id.clone(),
+        container_name: c.name.clone(),
+        ip,
+        port: choice.port,
+        port_reason: choice.reason,
+    });
+
+    Some(Member {
+        c,
+        app,
+        hosts,
+        server,
+    })
+}
+
+/// The app name from `butler.name`, else from the container name, sanitized.
+fn app_name(c: &ContainerSnapshot) -> Result<String, String> {
+    let label = c.labels.get(LABEL_NAME).filter(|v| !v.is_empty());
+    let (source, raw) = match label {
+        Some(v) => (format!("label {LABEL_NAME}"), v.as_str()),
+        None => ("container name".to_string(), c.name.as_str()),
+    };
+    // Sanitizing would turn `x"; } server {` into the harmless name `x-server`, but a value like
+    // that is an attempt to write config, not a name: publishing it under any name would surprise.
+    if let Some(ch) = raw.chars().find(|ch| is_config_syntax(*ch)) {
+        return Err(format!(
+            "{source} {} contains {ch:?}, which is never part of a name, so the container is not \
+             served; use letters, digits and '-'",
+            quote(raw)
+        ));
+    }
+    let Some(app) = sanitize::sanitize_app_name(raw) else {
+        return Err(format!(
+            "{source} {} has no letter or digit to build an app name from, so the container is \
+             not served; set the label {LABEL_NAME}=<name>",
+            quote(raw)
+        ));
+    };
+    if RESERVED_APP_NAMES.contains(&app.as_str()) {
+        return Err(format!(
+            "{source} {} gives the app name {app}, which the butler reserves for itself, so the \
+             container is not served; set the label {LABEL_NAME}=<another name>",
+            quote(raw)
+        ));
+    }
+    Ok(app)
+}
+
+/// A name as it can be pasted into a shell: Docker's own names need no quoting; anything else is
+/// quoted and escaped, so a hostile name cannot break the suggested command or the log line.
+fn shell_word(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if plain { name.to_string() } else { quote(name) }
+}
+
+fn is_config_syntax(ch: char) -> bool {
+    ch.is_control() || matches!(ch, '"' | '\'' | '`' | ';' | '{' | '}' | '$' | '\\' | '#')
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// `<app>.<domain>`, validated like any other host: a bad `proxy.domain` must not reach nginx
+/// either. When it is invalid every member is told, and the app keeps its other hosts.
+fn own_host(
+    app: &str,
+    settings: &PlanSettings,
+    members: &[Member<'_>],
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    let host = format!("{app}.{}", settings.domain);
+    match sanitize::validate_host(&host) {
+        Ok(host) => Some(host),
+        Err(err) => {
+            for m in members {
+                problems.push(m.problem(
+                    ProblemKind::InvalidHost,
+                    format!(
+                        "the app's own host {} {err}; check proxy.domain ({}) in butler.toml, or \
+                         shorten the app name with the label {LABEL_NAME}",
+                        quote(&host),
+                        quote(&settings.domain)
+                    ),
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// Host → the app that serves it. An app's own `<app>.<domain>` beats an extra host claimed by
+/// another app (nobody can take an app's own address away); otherwise the alphabetically first
+/// app wins, so the outcome never depends on the order Docker lists containers in.
+fn resolve_host_claims(candidates: &[Candidate<'_>]) -> BTreeMap<String, String> {
+    let mut best: BTreeMap<&str, (u8, &str)> = BTreeMap::new();
+    for cand in candidates {
+        let own = cand.own_host.iter().map(|h| (0u8, h));
+        let extra = cand.members.iter().flat_map(|m| &m.hosts).map(|h| (1u8, h));
+        for (rank, host) in own.chain(extra) {
+            let claim = (rank, cand.app.as_str());
+            best.entry(host.as_str())
+                .and_modify(|cur| *cur = (*cur).min(claim))
+                .or_insert(claim);
+        }
+    }
+    best.into_iter()
+        .map(|(h, (_, app))| (h.to_string(), app.to_string()))
+        .collect()
+}
+
+fn not_routed(app: &str, members: &[Member<'_>], why: &str, problems: &mut Vec<Problem>) {
+    for m in members {
+        problems.push(m.problem(
+            ProblemKind::NotRouted,
+            format!("app {app} is not routed: {why}"),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::proxy::ports::PortReason;
+
+    const NET: &str = "devops-butler-net";
+
+    fn settings() -> PlanSettings {
+        PlanSettings::default()
+    }
+
+    /// A running container on the proxy network exposing port 80.
+    fn app(id: &str, name: &str, ip: &str) -> ContainerSnapshot {
+        ContainerSnapshot {
+            id: id.into(),
+            name: name.into(),
+            image: "img".into(),
+            exposed_ports: vec![80],
+            networks: BTreeMap::from([(NET.to_string(), ip.parse::<IpAddr>().unwrap())]),
+            running: true,
+            ..Default::default()
+        }
+    }
+
+    fn with_label(mut c: ContainerSnapshot, k: &str, v: &str) -> ContainerSnapshot {
+        c.labels.insert(k.into(), v.into());
+        c
+    }
+
+    fn with_env(mut c: ContainerSnapshot, k: &str, v: &str) -> ContainerSnapshot {
+        c.env.insert(k.into(), v.into());
+        c
+    }
+
+    fn kinds(p: &Plan) -> Vec<(String, ProblemKind)> {
+        p.problems
+            .iter()
+            .map(|p| (p.container_name.clone(), p.kind))
+            .collect()
+    }
+
+    #[test]
+    fn one_app_gets_its_own_host_and_server() {
+        let p = plan(&[app("id1", "web", "172.18.0.2")], &settings());
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(p.routes.len(), 1);
+        let r = &p.routes[0];
+        assert_eq!(r.app, "web");
+        assert_eq!(r.hosts, ["web.localhost"]);
+        assert_eq!(r.servers.len(), 1);
+        assert_eq!(r.servers[0].ip.to_string(), "172.18.0.2");
+        assert_eq!(r.servers[0].port, 80);
+        assert_eq!(r.servers[0].port_reason, PortReason::OnlyExposed);
+    }
+
+    #[test]
+    fn which_containers_are_apps() {
+        let mut stopped = app("id2", "stopped", "172.18.0.3");
+        stopped.running = false;
+        let s = PlanSettings {
+            own_container_names: vec!["butler".into()],
+            own_container_ids: vec!["abcdef123456".into(), "".into()],
+            ..settings()
+        };
+        let cases: &[(&str, ContainerSnapshot, bool)] = &[
+            ("plain", app("id1", "web", "172.18.0.2"), true),
+            ("stopped", stopped, false),
+            (
+                "opt-out",
+                with_label(app("id3", "a", "172.18.0.4"), LABEL_ENABLE, "false"),
+                false,
+            ),
+            (
+                "opt-out FALSE",
+                with_label(app("id3", "a", "172.18.0.4"), LABEL_ENABLE, "FALSE"),
+                false,
+            ),
+            (
+                "explicit enable",
+                with_label(app("id3", "a", "172.18.0.4"), LABEL_ENABLE, "true"),
+                true,
+            ),
+            (
+                "role label",
+                with_label(
+                    app("id4", "butler-nginx", "172.18.0.5"),
+                    LABEL_ROLE,
+                    "nginx",
+                ),
+                false,
+            ),
+            ("own name", app("id5", "butler", "172.18.0.6"), false),
+            (
+                "own id prefix",
+                app("abcdef1234567890", "x", "172.18.0.7"),
+                false,
+            ),
+            (
+                "empty own id matches nothing",
+                app("zzz", "y", "172.18.0.8"),
+                true,
+            ),
+        ];
+        for (name, c, routed) in cases {
+            let p = plan(std::slice::from_ref(c), &s);
+            assert_eq!(!p.routes.is_empty(), *routed, "case {name}: {p:?}");
+            assert!(p.problems.is_empty(), "case {name}: {:?}", p.problems);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_enable_label_fails_closed() {
+        let c = with_label(app("id1", "web", "172.18.0.2"), LABEL_ENABLE, "nope");
+        let p = plan(&[c], &settings());
+        assert!(p.routes.is_empty());
+        assert_eq!(kinds(&p), [("web".to_string(), ProblemKind::InvalidLabel)]);
+    }
+
+    #[test]
+    fn names_come_from_the_label_or_the_container() {
+        let cases: &[(ContainerSnapshot, Option<&str>)] = &[
+            (app("1", "My_Web", "10.0.0.1"), Some("my-web")),
+            (
+                with_label(app("1", "x", "10.0.0.1"), LABEL_NAME, "Shop"),
+                Some("shop"),
+            ),
+            (
+                with_label(app("1", "x", "10.0.0.1"), LABEL_NAME, ""),
+                Some("x"),
+            ),
+            (
+                with_label(app("1", "x", "10.0.0.1"), LABEL_NAME, "___"),
+                None,
+            ),
+            (
+                with_label(app("1", "x", "10.0.0.1"), LABEL_NAME, "000-default"),
+                None,
+            ),
+            (
+                with_label(app("1", "x", "10.0.0.1"), LABEL_NAME, "a\"; } server {"),
+                None,
+            ),
+            (
+                with_label(app("1", "x", "10.0.0.1"), LABEL_NAME, "a\nb"),
+                None,
+            ),
+            (
+                with_label(app("1", "x", "10.0.0.1"), LABEL_NAME, "$host"),
+                None,
+            ),
+        ];
+        for (c, want) in cases {
+            let p = plan(std::slice::from_ref(c), &settings());
+            let got = p.routes.first().map(|r| r.app.as_str());
+            assert_eq!(got, *want, "{:?}", c.labels);
+            if want.is_none() {
+                assert_eq!(kinds(&p), [("x".to_string(), ProblemKind::InvalidName)]);
+            }
+        }
+    }
+
+    #[test]
+    fn hosts_come_from_the_label_and_virtual_host() {
+        let c = with_env(
+            with_label(
+                app("1", "web", "10.0.0.1"),
+                LABEL_HOST,
+                "b.example.com, A.example.com",
+            ),
+            ENV_VIRTUAL_HOST,
+            "c.example.com,web.localhost",
+        );
+        let p = plan(&[c], &settings());
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(
+            p.routes[0].hosts,
+            [
+                "web.localhost",
+                "a.example.com",
+                "b.example.com",
+                "c.example.com"
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_values_make_a_problem_for_that_container_only() {
+        let hostile: &[(&str, &str, ProblemKind)] = &[
+            (LABEL_HOST, "x.com\"", ProblemKind::InvalidHost),
+            (LABEL_HOST, "x.com;", ProblemKind::InvalidHost),
+            (LABEL_HOST, "x.com { }", ProblemKind::InvalidHost),
+            (LABEL_HOST, "x.com\nserver", ProblemKind::InvalidHost),
+            (
+                LABEL_HOST,
+                "x.com; } server { listen 80; server_name evil.com",
+                ProblemKind::InvalidHost,
+            ),
+            (LABEL_HOST, "*.x.com", ProblemKind::InvalidHost),
+            (LABEL_HOST, "ok.com,", ProblemKind::InvalidHost),
+            (ENV_VIRTUAL_HOST, "$host", ProblemKind::InvalidHost),
+            (ports::LABEL_PORT, "80; }", ProblemKind::InvalidPort),
+            (ports::LABEL_PORT, "http", ProblemKind::InvalidPort),
+        ];
+        for (key, value, kind) in hostile {
+            let bad = if key.starts_with("butler.") {
+                with_label(app("bad", "evil", "10.0.0.9"), key, value)
+            } else {
+                with_env(app("bad", "evil", "10.0.0.9"), key, value)
+            };
+            let good = app("good", "web", "10.0.0.2");
+            let p = plan(&[bad, good], &settings());
+            assert_eq!(p.routes.len(), 1, "{key}={value:?}: {p:?}");
+            assert_eq!(p.routes[0].app, "web");
+            assert_eq!(kinds(&p), [("evil".to_string(), *kind)], "{key}={value:?}");
+            assert_eq!(p.problems[0].app.as_deref(), Some("evil"));
+            assert!(
+                !p.problems[0].reason.contains('\n'),
+                "{}",
+                p.problems[0].reason
+            );
+        }
+    }
+
+    #[test]
+    fn every_invalid_value_of_a_container_is_reported() {
+        let c = with_env(
+            with_label(app("1", "web", "10.0.0.1"), ports::LABEL_PORT, "x"),
+            ENV_VIRTUAL_HOST,
+            "a b",
+        );
+        let p = plan(&[c], &settings());
+        assert!(p.routes.is_empty());
+        assert_eq!(
+            kinds(&p),
+            [
+                ("web".to_string(), ProblemKind::InvalidHost),
+                ("web".to_string(), ProblemKind::InvalidPort)
+            ]
+        );
+    }
+
+    #[test]
+    fn instances_sharing_a_name_are_load_balanced() {
+        let a = with_label(app("id-b", "shop-2", "10.0.0.3"), LABEL_NAME, "shop");
+        let b = with_label(app("id-a", "shop-1", "10.0.0.2"), LABEL_NAME, "shop");
+        let p = plan(&[a, b], &settings());
+        assert_eq!(p.routes.len(), 1);
+        let names: Vec<_> = p.routes[0]
+            .servers
+            .iter()
+            .map(|s| s.container_name.as_str())
+            .collect();
+        assert_eq!(names, ["shop-1", "shop-2"]);
+    }
+
+    #[test]
+    fn a_container_off_the_network_is_reported_and_not_a_server() {
+        let mut off = with_label(app("id-off", "shop-2", "10.0.0.3"), LABEL_NAME, "shop");
+        off.networks = BTreeMap::from([("bridge".to_string(), "172.17.0.2".parse().unwrap())]);
+        let on = with_label(app("id-on", "shop-1", "10.0.0.2"), LABEL_NAME, "shop");
+
+        let p = plan(&[off.clone(), on], &settings());
+        assert_eq!(p.routes[0].servers.len(), 1);
+        assert_eq!(p.routes[0].servers[0].container_name, "shop-1");
+        assert_eq!(
+            kinds(&p),
+            [("shop-2".to_string(), ProblemKind::NotOnNetwork)]
+        );
+
+        // Alone, it leaves its app without a server: no route, never an empty upstream.
+        let p = plan(&[off], &settings());
+        assert!(p.routes.is_empty());
+        assert_eq!(
+            kinds(&p),
+            [
+                ("shop-2".to_string(), ProblemKind::NotOnNetwork),
+                ("shop-2".to_string(), ProblemKind::NotRouted)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_container_without_a_port_or_network_gets_both_problems() {
+        let mut c = app("1", "worker", "10.0.0.1");
+        c.exposed_ports.clear();
+        c.networks.clear();
+        let p = plan(&[c], &settings());
+        assert_eq!(
+            kinds(&p),
+            [
+                ("worker".to_string(), ProblemKind::NoPort),
+                ("worker".to_string(), ProblemKind::NotOnNetwork),
+                ("worker".to_string(), ProblemKind::NotRouted)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_container_without_a_port_is_reported() {
+        let mut c = app("1", "worker", "10.0.0.1");
+        c.exposed_ports.clear();
+        let p = plan(&[c], &settings());
+        assert!(p.routes.is_empty());
+        assert_eq!(
+            kinds(&p),
+            [
+                ("worker".to_string(), ProblemKind::NoPort),
+                ("worker".to_string(), ProblemKind::NotRouted)
+            ]
+        );
+    }
+
+    #[test]
+    fn host_conflicts_have_a_deterministic_winner() {
+        let zeta = with_label(app("z", "zeta", "10.0.0.3"), LABEL_HOST, "shared.com");
+        let alpha = with_label(app("a", "alpha", "10.0.0.2"), LABEL_HOST, "shared.com");
+        for input in [[zeta.clone(), alpha.clone()], [alpha.clone(), zeta.clone()]] {
+            let p = plan(&input, &settings());
+            assert_eq!(p.routes[0].hosts, ["alpha.localhost", "shared.com"]);
+            assert_eq!(p.routes[1].hosts, ["zeta.localhost"]);
+            assert_eq!(kinds(&p), [("zeta".to_string(), ProblemKind::HostConflict)]);
+            assert!(
+                p.problems[0].reason.contains("alpha"),
+                "{}",
+                p.problems[0].reason
+            );
+        }
+    }
+
+    #[test]
+    fn an_apps_own_host_cannot_be_taken() {
+        let alpha = with_label(app("a", "alpha", "10.0.0.2"), LABEL_HOST, "beta.localhost");
+        let beta = app("b", "beta", "10.0.0.3");
+        let p = plan(&[alpha, beta], &settings());
+        assert_eq!(p.routes[0].hosts, ["alpha.localhost"]);
+        assert_eq!(p.routes[1].hosts, ["beta.localhost"]);
+        assert_eq!(
+            kinds(&p),
+            [("alpha".to_string(), ProblemKind::HostConflict)]
+        );
+    }
+
+    #[test]
+    fn an_unroutable_app_does_not_take_hosts() {
+        let mut alpha = with_label(app("a", "alpha", "10.0.0.2"), LABEL_HOST, "shared.com");
+        alpha.networks.clear();
+        let beta = with_label(app("b", "beta", "10.0.0.3"), LABEL_HOST, "shared.com");
+        let p = plan(&[alpha, beta], &settings());
+        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.routes[0].hosts, ["beta.localhost", "shared.com"]);
+    }
+
+    #[test]
+    fn an_invalid_domain_never_reaches_a_route() {
+        let s = PlanSettings {
+            domain: "bad domain".into(),
+            ..settings()
+        };
+        let plain = app("1", "web", "10.0.0.1");
+        let extra = with_label(app("2", "api", "10.0.0.2"), LABEL_HOST, "api.example.com");
+        let p = plan(&[plain, extra], &s);
+        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.routes[0].hosts, ["api.example.com"]);
+        assert_eq!(
+            kinds(&p),
+            [
+                ("api".to_string(), ProblemKind::InvalidHost),
+                ("web".to_string(), ProblemKind::InvalidHost),
+                ("web".to_string(), ProblemKind::NotRouted)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_containers_in_any_order_give_the_same_plan() {
+        let cs = vec![
+            with_label(app("3", "shop-b", "10.0.0.4"), LABEL_NAME, "shop"),
+            with_label(app("1", "zeta", "10.0.0.2"), LABEL_HOST, "x.com,y.com"),
+            with_label(app("2", "alpha", "10.0.0.3"), LABEL_HOST, "y.com"),
+            with_label(app("4", "shop-a", "10.0.0.5"), LABEL_NAME, "shop"),
+            with_label(app("5", "evil", "10.0.0.6"), LABEL_HOST, "a;b"),
+        ];
+        let first = plan(&cs, &settings());
+        let mut reversed = cs.clone();
+        reversed.reverse();
+        assert_eq!(plan(&reversed, &settings()), first);
+        let mut rotated = cs;
+        rotated.rotate_left(2);
+        assert_eq!(plan(&rotated, &settings()), first);
+    }
+}

@@ -1,0 +1,538 @@
+//! Which port of a container the proxy sends traffic to, and why. Pure: it reads only the snapshot
+//! (labels, env, exposed and listening ports, recent logs) that discovery already collected, in the
+//! order DESIGN.md gives; the reason travels with the port so users can see how it was chosen.
+
+use std::fmt;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use crate::docker::ContainerSnapshot;
+use crate::proxy::sanitize::{self, InvalidValue};
+
+pub const LABEL_PORT: &str = "butler.port";
+pub const ENV_VIRTUAL_PORT: &str = "VIRTUAL_PORT";
+
+/// Web ports in the order they are preferred when several candidates remain.
+pub const COMMON_WEB_PORTS: [u16; 5] = [80, 8080, 3000, 5000, 8000];
+
+/// How the upstream port was chosen. Serializes as `{"kind": "...", "text": "..."}` so both scripts
+/// and people can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortReason {
+    /// Label `butler.port`.
+    Label,
+    /// Environment variable `VIRTUAL_PORT` (nginx-proxy's convention).
+    VirtualPortEnv,
+    /// The container exposes exactly one port.
+    OnlyExposed,
+    /// Several exposed ports, exactly one of them is listening.
+    ExposedListening,
+    /// Several exposed (or exposed and listening) ports; the first common web port among them.
+    ExposedCommonWeb,
+    /// No exposed ports; the container listens on exactly one.
+    OnlyListening,
+    /// No exposed ports; the first common web port among the listening ones.
+    ListeningCommonWeb,
+    /// The last port the container mentioned in its recent logs ("listening on :3000").
+    LogMention,
+}
+
+impl PortReason {
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Label => "label",
+            Self::VirtualPortEnv => "virtual_port_env",
+            Self::OnlyExposed => "only_exposed",
+            Self::ExposedListening => "exposed_listening",
+            Self::ExposedCommonWeb => "exposed_common_web",
+            Self::OnlyListening => "only_listening",
+            Self::ListeningCommonWeb => "listening_common_web",
+            Self::LogMention => "log_mention",
+        }
+    }
+
+    /// One plain sentence, no untrusted data: safe to show anywhere, including a config comment.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Label => "set by the label butler.port",
+            Self::VirtualPortEnv => "set by the environment variable VIRTUAL_PORT",
+            Self::OnlyExposed => "the only port the container exposes",
+            Self::ExposedListening => "the only exposed port the container is listening on",
+            Self::ExposedCommonWeb => "a common web port among the container's exposed ports",
+            Self::OnlyListening => "the only port the container listens on (it exposes none)",
+            Self::ListeningCommonWeb => {
+                "a common web port among the ports the container listens on (it exposes none)"
+            }
+            Self::LogMention => "the last port the container mentioned in its recent logs",
+        }
+    }
+}
+
+impl fmt::Display for PortReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl Serialize for PortReason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("PortReason", 2)?;
+        s.serialize_field("kind", self.kind())?;
+        s.serialize_field("text", self.text())?;
+        s.end()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortChoice {
+    pub port: u16,
+    pub reason: PortReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// An explicit port that is not a port. Never silently replaced by a guess: the user asked for
+    /// something specific and should learn that it did not work.
+    #[error(
+        "{what} {key}={quoted} {error}; fix it, or remove it to let the butler detect the port",
+        quoted = sanitize::quote(.value)
+    )]
+    Invalid {
+        /// "label" or "environment variable".
+        what: &'static str,
+        key: &'static str,
+        value: String,
+        error: InvalidValue,
+    },
+    #[error("no port to proxy to: {detail}; set the label butler.port=<port> on the container")]
+    NotFound { detail: String },
+}
+
+/// Chooses the upstream port of one container.
+pub fn choose_port(c: &ContainerSnapshot) -> Result<PortChoice, PortError> {
+    if let Some((key, value, reason)) = explicit_port(c) {
+        return sanitize::parse_port(value)
+            .map(|port| PortChoice { port, reason })
+            .map_err(|error| PortError::Invalid {
+                what: if reason == PortReason::Label {
+                    "label"
+                } else {
+                    "environment variable"
+                },
+                key,
+                value: value.to_string(),
+                error,
+            });
+    }
+
+    let exposed = &c.exposed_ports;
+    let listening = c.listening_ports.as_deref();
+    let chosen = match exposed.as_slice() {
+        [only] => Some((*only, PortReason::OnlyExposed)),
+        [] => listening.and_then(|l| match l {
+            [only] => Some((*only, PortReason::OnlyListening)),
+            many => common_web_port(many).map(|p| (p, PortReason::ListeningCommonWeb)),
+        }),
+        several => {
+            let exposed_listening: Vec<u16> = listening
+                .map(|l| several.iter().copied().filter(|p| l.contains(p)).collect())
+                .unwrap_or_default();
+            match exposed_listening.as_slice() {
+                [only] => Some((*only, PortReason::ExposedListening)),
+                [] => common_web_port(several).map(|p| (p, PortReason::ExposedCommonWeb)),
+                many => common_web_port(many).map(|p| (p, PortReason::ExposedCommonWeb)),
+            }
+        }
+    };
+    if let Some((port, reason)) = chosen {
+        return Ok(PortChoice { port, reason });
+    }
+    if let Some(port) = port_from_logs(&c.log_tail) {
+        return Ok(PortChoice {
+            port,
+            reason: PortReason::LogMention,
+        });
+    }
+    Err(PortError::NotFound {
+        detail: describe_no_port(c),
+    })
+}
+
+/// The explicit port source in effect, if any. An empty value counts as unset: compose files
+/// often write `VIRTUAL_PORT=${PORT}` with the variable left empty.
+fn explicit_port(c: &ContainerSnapshot) -> Option<(&'static str, &str, PortReason)> {
+    if let Some(v) = c.labels.get(LABEL_PORT).filter(|v| !v.is_empty()) {
+        return Some((LABEL_PORT, v, PortReason::Label));
+    }
+    c.env
+        .get(ENV_VIRTUAL_PORT)
+        .filter(|v| !v.is_empty())
+        .map(|v| (ENV_VIRTUAL_PORT, v.as_str(), PortReason::VirtualPortEnv))
+}
+
+fn common_web_port(candidates: &[u16]) -> Option<u16> {
+    COMMON_WEB_PORTS
+        .iter()
+        .copied()
+        .find(|p| candidates.contains(p))
+}
+
+fn describe_no_port(c: &ContainerSnapshot) -> String {
+    let list = |ports: &[u16]| {
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let exposed = match c.exposed_ports.as_slice() {
+        [] => "it exposes no port".to_string(),
+        ports => format!(
+            "it exposes {} and none is a common web port ({})",
+            list(ports),
+            list(&COMMON_WEB_PORTS)
+        ),
+    };
+    let listening = match c.listening_ports.as_deref() {
+        None => "its listening ports could not be read".to_string(),
+        Some([]) => "it listens on no TCP port".to_string(),
+        Some(ports) => format!("it listens on {}", list(ports)),
+    };
+    format!("{exposed}, {listening}, and its recent logs name no port")
+}
+
+/// The last port a log mentions where a server announces itself: "listening on :3000",
+/// "Listening on port 8000", "Running on http://127.0.0.1:5000", "0.0.0.0:8080",
+/// "Now listening on: http://[::]:80". An address that binds every interface (`0.0.0.0`, `[::]`,
+/// `*`) counts anywhere; any other form only in a line with an announcing word ("listen",
+/// "running", "port", ...), and a bare "12:30" is never a port, so timestamps and request logs do
+/// not produce false hits.
+pub fn port_from_logs(log_tail: &str) -> Option<u16> {
+    let mut last = None;
+    for line in log_tail.split(['\n', '\r']) {
+        let line = line.to_ascii_lowercase();
+        let announces = ANNOUNCE_WORDS.iter().any(|w| line.contains(w));
+        if let Some(p) = last_port_in_line(&line, announces) {
+            last = Some(p);
+        }
+    }
+    last
+}
+
+const ANNOUNCE_WORDS: [&str; 10] = [
+    "listen", "serving", "running", "started", "starting", "bound", "bind", "server", "port",
+    "local:",
+];
+
+/// The mention that ends last in the line, from either form: `<host>:<port>` or `port <port>`.
+fn last_port_in_line(line: &str, announces: bool) -> Option<u16> {
+    let bytes = line.as_bytes();
+    let mut best: Option<(usize, u16)> = None;
+    let mut consider = |end: usize, port: u16| {
+        if best.is_none_or(|(e, _)| end >= e) {
+            best = Some((end, port));
+        }
+    };
+
+    for (colon, _) in line.match_indices(':') {
+        let Some((port, end)) = digits_at(bytes, colon + 1) else {
+            continue;
+        };
+        match bind_host(line, colon) {
+            Some(BindHost::Any) => consider(end, port),
+            Some(BindHost::Specific) if announces => consider(end, port),
+            _ => {}
+        }
+    }
+    if !announces {
+        return best.map(|(_, p)| p);
+    }
+    for (at, _) in line.match_indices("port") {
+        if at > 0 && bytes[at - 1].is_ascii_alphanumeric() {
+            continue; // "report", "import"
+        }
+        let mut i = at + "port".len();
+        while i < bytes.len() && matches!(bytes[i], b' ' | b':' | b'=' | b'\t') {
+            i += 1;
+        }
+        if i == at + "port".len() {
+            continue; // "port80" or "ports": not the word on its own
+        }
+        if let Some((port, end)) = digits_at(bytes, i) {
+            consider(end, port);
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
+/// A port number of 1..=5 digits starting at `start` and not followed by another digit or by
+/// ".<digit>" (which would make it part of an address or a version, not a port).
+fn digits_at(bytes: &[u8], start: usize) -> Option<(u16, usize)> {
+    let mut end = start;
+    while end < bytes.len() && bytes[end].is_ascii_digit() {
+        end += 1;
+    }
+    if end == start || end - start > 5 {
+        return None;
+    }
+    if end < bytes.len() && bytes[end] == b'.' && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(&bytes[start..end]).ok()?;
+    sanitize::parse_port(text).ok().map(|p| (p, end))
+}
+
+enum BindHost {
+    /// Every interface: `0.0.0.0`, `[::]`, `*`.
+    Any,
+    /// Nothing (":3000"), `localhost`, an IP address, or any host after a URL scheme.
+    Specific,
+}
+
+/// What stands before `colon`, if it is a host a server binds to or announces.
+fn bind_host(line: &str, colon: usize) -> Option<BindHost> {
+    let before = &line[..colon];
+    if let Some(open) = before.strip_suffix(']').and_then(|b| b.rfind('[')) {
+        let ip = before[open + 1..before.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .ok()?;
+        return Some(if ip.is_unspecified() {
+            BindHost::Any
+        } else {
+            BindHost::Specific
+        });
+    }
+    let start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*' | '_')))
+        .map_or(0, |i| i + 1);
+    let host = &before[start..];
+    if host == "*" || host == "0.0.0.0" {
+        return Some(BindHost::Any);
+    }
+    let after_scheme = before[..start].ends_with("://") && !host.is_empty();
+    (after_scheme
+        || host.is_empty()
+        || host == "localhost"
+        || host.parse::<std::net::Ipv4Addr>().is_ok())
+    .then_some(BindHost::Specific)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(
+        labels: &[(&str, &str)],
+        env: &[(&str, &str)],
+        exposed: &[u16],
+        listening: Option<&[u16]>,
+        logs: &str,
+    ) -> ContainerSnapshot {
+        ContainerSnapshot {
+            id: "c1".into(),
+            name: "app".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            exposed_ports: exposed.to_vec(),
+            listening_ports: listening.map(<[u16]>::to_vec),
+            log_tail: logs.into(),
+            running: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn chooses_ports_in_the_documented_order() {
+        use PortReason::*;
+        let lbl = [("butler.port", "9000")];
+        let env = [("VIRTUAL_PORT", "9100")];
+        type Case = (&'static str, ContainerSnapshot, Option<(u16, PortReason)>);
+        let cases: &[Case] = &[
+            (
+                "label beats everything",
+                snap(&lbl, &env, &[80], Some(&[80]), ""),
+                Some((9000, Label)),
+            ),
+            (
+                "env when no label",
+                snap(&[], &env, &[80], Some(&[80]), ""),
+                Some((9100, VirtualPortEnv)),
+            ),
+            (
+                "empty label is unset",
+                snap(&[("butler.port", "")], &env, &[], None, ""),
+                Some((9100, VirtualPortEnv)),
+            ),
+            (
+                "empty env is unset",
+                snap(&[], &[("VIRTUAL_PORT", "")], &[81], None, ""),
+                Some((81, OnlyExposed)),
+            ),
+            (
+                "only exposed",
+                snap(&[], &[], &[5432], None, ""),
+                Some((5432, OnlyExposed)),
+            ),
+            (
+                "only exposed even if another listens",
+                snap(&[], &[], &[81], Some(&[3000]), ""),
+                Some((81, OnlyExposed)),
+            ),
+            (
+                "exposed listening among several",
+                snap(&[], &[], &[80, 9000], Some(&[9000]), ""),
+                Some((9000, ExposedListening)),
+            ),
+            (
+                "several exposed, unknown listening, web port",
+                snap(&[], &[], &[443, 3000, 8080], None, ""),
+                Some((8080, ExposedCommonWeb)),
+            ),
+            (
+                "several exposed, none listening, web port",
+                snap(&[], &[], &[443, 5000], Some(&[]), ""),
+                Some((5000, ExposedCommonWeb)),
+            ),
+            (
+                "several exposed and listening, web port",
+                snap(&[], &[], &[3000, 8000, 9000], Some(&[3000, 8000, 9000]), ""),
+                Some((3000, ExposedCommonWeb)),
+            ),
+            (
+                "web port order 80 first",
+                snap(&[], &[], &[8000, 80], None, ""),
+                Some((80, ExposedCommonWeb)),
+            ),
+            (
+                "several exposed, no web port, falls to logs",
+                snap(&[], &[], &[9000, 9001], None, "listening on :9001"),
+                Some((9001, LogMention)),
+            ),
+            (
+                "no exposed, only listening",
+                snap(&[], &[], &[], Some(&[7000]), ""),
+                Some((7000, OnlyListening)),
+            ),
+            (
+                "no exposed, web among listening",
+                snap(&[], &[], &[], Some(&[22, 8080, 9000]), ""),
+                Some((8080, ListeningCommonWeb)),
+            ),
+            (
+                "no exposed, listening no web, logs",
+                snap(&[], &[], &[], Some(&[22, 9000]), "Listening on port 9000"),
+                Some((9000, LogMention)),
+            ),
+            (
+                "nothing but logs",
+                snap(&[], &[], &[], None, "server started\nhttp://0.0.0.0:5000"),
+                Some((5000, LogMention)),
+            ),
+            ("nothing at all", snap(&[], &[], &[], None, "hello"), None),
+            (
+                "listening empty, no logs",
+                snap(&[], &[], &[], Some(&[]), ""),
+                None,
+            ),
+            (
+                "several exposed, no web port, no logs",
+                snap(&[], &[], &[9000, 9001], Some(&[]), ""),
+                None,
+            ),
+        ];
+        for (name, c, want) in cases {
+            let got = choose_port(c).ok().map(|p| (p.port, p.reason));
+            assert_eq!(got, *want, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_explicit_port_is_an_error_not_a_fallback() {
+        type Pairs = &'static [(&'static str, &'static str)];
+        let cases: &[(Pairs, Pairs, &str)] = &[
+            (&[("butler.port", "http")], &[], "butler.port"),
+            (&[("butler.port", "0")], &[], "butler.port"),
+            (&[("butler.port", "70000")], &[], "butler.port"),
+            (&[("butler.port", "80; }")], &[], "butler.port"),
+            (&[], &[("VIRTUAL_PORT", "80,81")], "VIRTUAL_PORT"),
+            (&[], &[("VIRTUAL_PORT", "-1")], "VIRTUAL_PORT"),
+        ];
+        for (labels, env, key) in cases {
+            let c = snap(labels, env, &[80], Some(&[80]), "");
+            match choose_port(&c) {
+                Err(PortError::Invalid { key: k, .. }) => assert_eq!(k, *key),
+                other => panic!("{labels:?} {env:?}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_port_says_what_was_seen() {
+        let c = snap(&[], &[], &[9000, 9001], None, "");
+        let err = choose_port(&c).unwrap_err().to_string();
+        assert!(err.contains("9000, 9001"), "{err}");
+        assert!(err.contains("could not be read"), "{err}");
+        assert!(err.contains("butler.port"), "{err}");
+    }
+
+    #[test]
+    fn finds_ports_in_logs() {
+        let cases: &[(&str, Option<u16>)] = &[
+            ("listening on :3000", Some(3000)),
+            ("Listening on port 8000", Some(8000)),
+            ("Server running at http://0.0.0.0:5000/", Some(5000)),
+            ("bound to 0.0.0.0:8080", Some(8080)),
+            ("Now listening on: http://[::]:80", Some(80)),
+            ("listening on [::]:8081", Some(8081)),
+            (
+                "Uvicorn running on http://127.0.0.1:8000 (Press CTRL+C to quit)",
+                Some(8000),
+            ),
+            (
+                "Starting development server at http://myhost:8001/",
+                Some(8001),
+            ),
+            ("  Local:   http://localhost:5173/", Some(5173)),
+            ("listening on *:4000", Some(4000)),
+            ("server port=7000", Some(7000)),
+            ("listening on port: 7001", Some(7001)),
+            // The last mention wins, across and within lines.
+            ("listening on :3000\nlistening on :4000", Some(4000)),
+            ("listening on :3000 and port 3001", Some(3001)),
+            ("listening on port 3001, also :3000", Some(3000)),
+            // Timestamps, versions and unrelated lines are not ports.
+            ("2024-01-01T12:30:45Z server started", None),
+            ("12:30:45 listening", None),
+            ("2024-01-01T12:30:45Z listening on :3000", Some(3000)),
+            ("GET http://example.com:8443/api 200", None),
+            ("http://0.0.0.0:5000", Some(5000)),
+            ("0.0.0.0:8080", Some(8080)),
+            ("ready at [::]:8082", Some(8082)),
+            ("connected to db at 10.0.0.5:5432", None),
+            ("took 3 :30", None),
+            ("server v1.2.3 started", None),
+            ("listening on 10.0.0.1:99999", None),
+            ("listening on :0", None),
+            ("report 8080 ready", None),
+            ("ports 80 and 443", None),
+            ("", None),
+        ];
+        for (logs, want) in cases {
+            assert_eq!(port_from_logs(logs), *want, "logs {logs:?}");
+        }
+    }
+
+    #[test]
+    fn reasons_serialize_with_kind_and_text() {
+        let json = serde_json::to_value(PortReason::OnlyExposed).unwrap();
+        assert_eq!(json["kind"], "only_exposed");
+        assert_eq!(json["text"], "the only port the container exposes");
+    }
+}

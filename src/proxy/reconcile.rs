@@ -1,0 +1,457 @@
+//! One reconcile, the whole proxy path in order: what runs on the engine → the plan → the rendered
+//! tree → nginx kept alive → the tree applied (or refused) → the version and routes recorded. The
+//! dynamic-proxy worker runs it on every batch of events and on a timer; `butler proxy-update` runs
+//! it once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use serde::Serialize;
+
+use super::apply::{Applier, ApplyOutcome, ApplyStatus, RouteProbe};
+use super::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec};
+use super::{Plan, PlanSettings, ProblemKind, RenderSettings, RenderedConfig, Route, Templates};
+use crate::config::Config;
+use crate::docker::{discovery, network};
+use crate::store::{NewVersion, RouteRow, Store};
+
+/// Where nginx looks for the live tree inside its container.
+fn live_root() -> String {
+    format!("{CONFIG_ROOT}/live")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("cannot prepare the proxy network: {0}")]
+    Network(#[from] crate::docker::network::NetworkError),
+    #[error("cannot list containers: {0}")]
+    Discovery(#[from] crate::docker::discovery::DiscoveryError),
+    #[error("cannot render the nginx config: {0}")]
+    Render(#[from] super::RenderError),
+    #[error("the nginx container is not serving: {0}")]
+    Nginx(#[from] super::nginx::NginxError),
+    #[error("the state store failed: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// How one app's route changed since the last applied config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum RouteChange {
+    Added {
+        app: String,
+        hosts: Vec<String>,
+        servers: Vec<String>,
+    },
+    Removed {
+        app: String,
+    },
+    Changed {
+        app: String,
+        hosts: Vec<String>,
+        servers: Vec<String>,
+    },
+}
+
+impl RouteChange {
+    pub fn line(&self) -> String {
+        match self {
+            RouteChange::Added {
+                app,
+                hosts,
+                servers,
+            } => {
+                format!("+ {app}: {} → {}", hosts.join(", "), servers.join(", "))
+            }
+            RouteChange::Removed { app } => format!("- {app}"),
+            RouteChange::Changed {
+                app,
+                hosts,
+                servers,
+            } => {
+                format!("~ {app}: {} → {}", hosts.join(", "), servers.join(", "))
+            }
+        }
+    }
+}
+
+/// What one reconcile saw and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileReport {
+    pub cause: String,
+    pub plan: Plan,
+    pub changes: Vec<RouteChange>,
+    /// Containers connected to the proxy network by this reconcile.
+    pub connected: Vec<String>,
+    /// Set when nginx had to be (re)created, with what was wrong.
+    pub nginx_recreated: Option<String>,
+    pub apply: Option<ApplyOutcome>,
+    /// The store's id of the version this reconcile recorded.
+    pub version: Option<i64>,
+    /// Set while an operator's rollback pins the config: nothing is applied.
+    pub pinned: Option<i64>,
+    pub timings: ReconcileTimings,
+}
+
+impl ReconcileReport {
+    /// Applied or nothing to do; false when a config was refused or rolled back.
+    pub fn succeeded(&self) -> bool {
+        self.apply
+            .as_ref()
+            .is_none_or(|a| matches!(a.status, ApplyStatus::Applied | ApplyStatus::Unchanged))
+    }
+
+    /// One line for STATUS= and logs.
+    pub fn summary(&self) -> String {
+        let apps = self.plan.routes.len();
+        let problems = self.plan.problems.len();
+        if let Some(pinned) = self.pinned {
+            return format!(
+                "{apps} apps found; config pinned to version {pinned} (`butler proxy-update` resumes)"
+            );
+        }
+        let state = match self.apply.as_ref().map(|a| &a.status) {
+            None | Some(ApplyStatus::Unchanged) => "config unchanged".to_owned(),
+            Some(ApplyStatus::Applied) => format!("applied version {}", self.version.unwrap_or(0)),
+            Some(ApplyStatus::Invalid { .. }) => "new config refused by nginx -t".to_owned(),
+            Some(ApplyStatus::RolledBack { .. }) => "new config rolled back".to_owned(),
+            Some(ApplyStatus::Failed { .. }) => "apply failed".to_owned(),
+        };
+        format!("{apps} apps routed, {problems} problems; {state}")
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileTimings {
+    pub discover: Duration,
+    pub plan_render: Duration,
+    pub ensure_nginx: Duration,
+    pub apply: Duration,
+}
+
+pub struct Reconciler {
+    docker: Docker,
+    config: std::sync::Arc<Config>,
+    nginx: Nginx,
+    store: Store,
+    /// The routes of the last applied config, to tell what changed.
+    applied_routes: BTreeMap<String, (Vec<String>, Vec<String>)>,
+}
+
+impl Reconciler {
+    pub fn new(docker: Docker, config: std::sync::Arc<Config>, store: Store) -> Self {
+        let nginx = Nginx::new(docker.clone(), NginxSpec::from_config(&config.proxy));
+        Self {
+            docker,
+            config,
+            nginx,
+            store,
+            applied_routes: BTreeMap::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Discovery and planning only: what the routes would be now. Connects nothing, applies nothing.
+    pub async fn plan_now(&self) -> Result<Plan, ReconcileError> {
+        let snapshots = discovery::list_snapshots(&self.docker).await?;
+        Ok(super::plan(&snapshots, &self.plan_settings()))
+    }
+
+    pub async fn reconcile(&mut self, cause: &str) -> Result<ReconcileReport, ReconcileError> {
+        let mut timings = ReconcileTimings::default();
+        let proxy = &self.config.proxy;
+
+        let started = Instant::now();
+        network::ensure_network(&self.docker, &proxy.network).await?;
+        let mut snapshots = discovery::list_snapshots(&self.docker).await?;
+        let settings = self.plan_settings();
+        let mut plan = super::plan(&snapshots, &settings);
+        // Apps off the proxy network cannot be reached by IP: connect them, then look again.
+        let off_network: BTreeSet<String> = plan
+            .problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::NotOnNetwork)
+            .map(|p| p.container_id.clone())
+            .collect();
+        let mut connected = Vec::new();
+        for id in &off_network {
+            match network::connect(&self.docker, id, &proxy.network).await {
+                Ok(()) => connected.push(id.clone()),
+                Err(error) => {
+                    tracing::warn!(container = %id, %error, "cannot connect app to the proxy network")
+                }
+            }
+        }
+        if !connected.is_empty() {
+            snapshots = discovery::list_snapshots(&self.docker).await?;
+            plan = super::plan(&snapshots, &settings);
+        }
+        timings.discover = started.elapsed();
+
+        let started = Instant::now();
+        let rendered = self.render(&plan)?;
+        timings.plan_render = started.elapsed();
+
+        let started = Instant::now();
+        let nginx_recreated = self.ensure_nginx().await?;
+        timings.ensure_nginx = started.elapsed();
+
+        if let Some(pinned) = self.store.pinned_version().await? {
+            // An operator rolled back to a version on purpose: keep it until `butler proxy-update`.
+            return Ok(ReconcileReport {
+                cause: cause.to_owned(),
+                plan,
+                changes: Vec::new(),
+                connected,
+                nginx_recreated,
+                apply: None,
+                version: None,
+                pinned: Some(pinned),
+                timings,
+            });
+        }
+        let changes = self.changes(&plan);
+        let started = Instant::now();
+        let applier = Applier::new(self.nginx.clone())
+            .with_probe_addr(self.nginx_addr().await?)
+            .with_probe_path(ROUTE_PROBE_PATH);
+        // A probe proves that nginx now routes each changed host to its own server block (the block
+        // answers ROUTE_PROBE_PATH itself), whether or not the app behind it is up yet.
+        let probes: Vec<RouteProbe> = changes
+            .iter()
+            .filter_map(|change| match change {
+                RouteChange::Added { hosts, .. } | RouteChange::Changed { hosts, .. } => {
+                    hosts.first().cloned()
+                }
+                RouteChange::Removed { .. } => None,
+            })
+            .map(|host| RouteProbe {
+                host,
+                expected_status: Some(ROUTE_PROBE_STATUS),
+            })
+            .collect();
+        let outcome = applier
+            .apply(&rendered.files, &rendered.hash, &probes)
+            .await;
+        timings.apply = started.elapsed();
+
+        let version = self
+            .record(cause, &plan, &rendered, &changes, &outcome)
+            .await?;
+        let report = ReconcileReport {
+            cause: cause.to_owned(),
+            plan,
+            changes,
+            connected,
+            nginx_recreated,
+            apply: Some(outcome),
+            version,
+            pinned: None,
+            timings,
+        };
+        Ok(report)
+    }
+
+    fn plan_settings(&self) -> PlanSettings {
+        PlanSettings {
+            domain: self.config.proxy.domain.clone(),
+            network: self.config.proxy.network.clone(),
+            own_container_names: vec![self.config.proxy.container_name.clone()],
+            own_container_ids: Vec::new(),
+        }
+    }
+
+    fn render_settings(&self) -> RenderSettings {
+        RenderSettings {
+            config_root: live_root(),
+            listen_port: CONTAINER_HTTP_PORT,
+            domain: self.config.proxy.domain.clone(),
+        }
+    }
+
+    /// Renders with the operator's overrides; read on every reconcile so an edited override takes
+    /// effect without a restart (and a broken one is refused before anything reaches nginx).
+    fn render(&self, plan: &Plan) -> Result<RenderedConfig, ReconcileError> {
+        let templates = Templates::load(Some(&self.config.proxy.templates_dir))?;
+        Ok(super::render(plan, &self.render_settings(), &templates)?)
+    }
+
+    /// Keeps nginx running. A missing, stopped or crash-looping container is recreated with the last
+    /// applied version from the store; with no history yet, with the shipped templates and no apps.
+    async fn ensure_nginx(&self) -> Result<Option<String>, ReconcileError> {
+        let tree = match self.store.last_good().await? {
+            Some(version) => (version.files, version.info.hash),
+            None => {
+                let empty = super::render(
+                    &Plan::default(),
+                    &self.render_settings(),
+                    &Templates::load(None)?,
+                )?;
+                (empty.files, empty.hash)
+            }
+        };
+        Ok(match self.nginx.ensure(&tree.0, &tree.1).await? {
+            Ensured::AlreadyRunning => None,
+            Ensured::Created { was } => {
+                let why = format!("{was:?}");
+                tracing::warn!(container = %self.config.proxy.container_name, was = %why, "recreated the nginx container from the last good config");
+                Some(why)
+            }
+        })
+    }
+
+    /// nginx's own address on the proxy network: reachable from the host and from a butler inside a
+    /// container on that network alike (127.0.0.1 is only the host's).
+    async fn nginx_addr(&self) -> Result<SocketAddr, ReconcileError> {
+        let name = &self.config.proxy.container_name;
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(|source| super::nginx::NginxError::Docker {
+                container: name.clone(),
+                op: "inspect",
+                source,
+            })?;
+        let ip = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut networks| networks.remove(&self.config.proxy.network))
+            .and_then(|endpoint| endpoint.ip_address)
+            .and_then(|ip| ip.parse().ok());
+        Ok(match ip {
+            Some(ip) => SocketAddr::new(ip, CONTAINER_HTTP_PORT),
+            None => SocketAddr::from(([127, 0, 0, 1], self.config.proxy.http_port)),
+        })
+    }
+
+    fn changes(&self, plan: &Plan) -> Vec<RouteChange> {
+        let now: BTreeMap<String, (Vec<String>, Vec<String>)> = plan
+            .routes
+            .iter()
+            .map(|r| (r.app.clone(), route_key(r)))
+            .collect();
+        let mut changes = Vec::new();
+        for (app, (hosts, servers)) in &now {
+            match self.applied_routes.get(app) {
+                None => changes.push(RouteChange::Added {
+                    app: app.clone(),
+                    hosts: hosts.clone(),
+                    servers: servers.clone(),
+                }),
+                Some(before) if before != &(hosts.clone(), servers.clone()) => {
+                    changes.push(RouteChange::Changed {
+                        app: app.clone(),
+                        hosts: hosts.clone(),
+                        servers: servers.clone(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        for app in self
+            .applied_routes
+            .keys()
+            .filter(|app| !now.contains_key(*app))
+        {
+            changes.push(RouteChange::Removed { app: app.clone() });
+        }
+        changes
+    }
+
+    async fn record(
+        &mut self,
+        cause: &str,
+        plan: &Plan,
+        rendered: &RenderedConfig,
+        changes: &[RouteChange],
+        outcome: &ApplyOutcome,
+    ) -> Result<Option<i64>, ReconcileError> {
+        let (applied, error) = match &outcome.status {
+            ApplyStatus::Unchanged => {
+                self.remember(plan);
+                return Ok(None);
+            }
+            ApplyStatus::Applied => (true, None),
+            ApplyStatus::Invalid { error } => {
+                (false, Some(format!("nginx -t refused it: {error}")))
+            }
+            ApplyStatus::RolledBack { reason, .. } => {
+                (false, Some(format!("rolled back: {reason}")))
+            }
+            ApplyStatus::Failed { error } => (false, Some(error.clone())),
+        };
+        let summary = if changes.is_empty() {
+            "no route changes".to_owned()
+        } else {
+            changes
+                .iter()
+                .map(RouteChange::line)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let id = self
+            .store
+            .record_version(NewVersion {
+                hash: rendered.hash.clone(),
+                cause: cause.to_owned(),
+                summary,
+                files: rendered.files.clone(),
+                applied,
+                error: error.clone(),
+            })
+            .await?;
+        if applied {
+            self.remember(plan);
+            let rows = plan
+                .routes
+                .iter()
+                .map(|route| {
+                    let first = route.servers.first();
+                    RouteRow {
+                        app: route.app.clone(),
+                        hosts: route.hosts.clone(),
+                        servers: route_key(route).1,
+                        port: first.map_or(0, |s| s.port),
+                        reason: first.map_or_else(String::new, |s| s.port_reason.text().to_owned()),
+                    }
+                })
+                .collect();
+            self.store.replace_routes(rows).await?;
+        } else if let Some(error) = error {
+            tracing::error!(version = id, %error, "new nginx config not applied; the last good config keeps serving");
+        }
+        Ok(Some(id))
+    }
+
+    fn remember(&mut self, plan: &Plan) {
+        self.applied_routes = plan
+            .routes
+            .iter()
+            .map(|r| (r.app.clone(), route_key(r)))
+            .collect();
+    }
+}
+
+/// Every app's server block answers this path itself (see templates/site.conf), so a probe proves
+/// the host reaches its own block without depending on the app being up.
+pub const ROUTE_PROBE_PATH: &str = "/.well-known/butler-route";
+pub const ROUTE_PROBE_STATUS: u16 = 204;
+
+fn route_key(route: &Route) -> (Vec<String>, Vec<String>) {
+    let servers = route
+        .servers
+        .iter()
+        .map(|s| SocketAddr::new(s.ip, s.port).to_string())
+        .collect();
+    (route.hosts.clone(), servers)
+}
