@@ -136,8 +136,9 @@ pub struct Reconciler {
     config: std::sync::Arc<Config>,
     nginx: Nginx,
     store: Store,
-    /// The routes of the last applied config, to tell what changed.
-    applied_routes: BTreeMap<String, (Vec<String>, Vec<String>)>,
+    /// The routes of the last applied config, to tell what changed; read from the store on the
+    /// first reconcile, so a new process (a restart, `proxy-update`) does not report every route as new.
+    applied_routes: Option<BTreeMap<String, (Vec<String>, Vec<String>)>>,
 }
 
 impl Reconciler {
@@ -148,7 +149,7 @@ impl Reconciler {
             config,
             nginx,
             store,
-            applied_routes: BTreeMap::new(),
+            applied_routes: None,
         }
     }
 
@@ -218,6 +219,15 @@ impl Reconciler {
                 pinned: Some(pinned),
                 timings,
             });
+        }
+        if self.applied_routes.is_none() {
+            let stored = self.store.routes().await?;
+            self.applied_routes = Some(
+                stored
+                    .into_iter()
+                    .map(|r| (r.app, (r.hosts, r.servers)))
+                    .collect(),
+            );
         }
         let changes = self.changes(&plan);
         let started = Instant::now();
@@ -340,9 +350,11 @@ impl Reconciler {
             .iter()
             .map(|r| (r.app.clone(), route_key(r)))
             .collect();
+        let empty = BTreeMap::new();
+        let applied = self.applied_routes.as_ref().unwrap_or(&empty);
         let mut changes = Vec::new();
         for (app, (hosts, servers)) in &now {
-            match self.applied_routes.get(app) {
+            match applied.get(app) {
                 None => changes.push(RouteChange::Added {
                     app: app.clone(),
                     hosts: hosts.clone(),
@@ -358,11 +370,7 @@ impl Reconciler {
                 Some(_) => {}
             }
         }
-        for app in self
-            .applied_routes
-            .keys()
-            .filter(|app| !now.contains_key(*app))
-        {
+        for app in applied.keys().filter(|app| !now.contains_key(*app)) {
             changes.push(RouteChange::Removed { app: app.clone() });
         }
         changes
@@ -434,11 +442,12 @@ impl Reconciler {
     }
 
     fn remember(&mut self, plan: &Plan) {
-        self.applied_routes = plan
-            .routes
-            .iter()
-            .map(|r| (r.app.clone(), route_key(r)))
-            .collect();
+        self.applied_routes = Some(
+            plan.routes
+                .iter()
+                .map(|r| (r.app.clone(), route_key(r)))
+                .collect(),
+        );
     }
 }
 

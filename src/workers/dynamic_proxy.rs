@@ -25,10 +25,11 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
         )
     })?;
     let mut reconciler = Reconciler::new(docker.clone(), ctx.config.clone(), store);
+    let mut problems = ProblemLog::default();
 
     // Subscribe before the first list, so nothing that happens in between is missed.
     let mut engine_events = Box::pin(events::watch(docker));
-    let status = round(&mut reconciler, "start").await;
+    let status = round(&mut reconciler, &mut problems, "start").await;
     ctx.notifier.ready(&status);
     tracing::info!("dynamic-proxy worker ready");
 
@@ -48,7 +49,7 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                 None => break,
             },
         };
-        let status = round(&mut reconciler, &cause).await;
+        let status = round(&mut reconciler, &mut problems, &cause).await;
         ticker.done(status);
     }
     Ok(())
@@ -74,10 +75,11 @@ async fn connect(ctx: &WorkerContext) -> anyhow::Result<bollard::Docker> {
 
 /// One reconcile, logged; returns the STATUS= line. Failures are logged and retried next round:
 /// the last good config keeps serving meanwhile.
-async fn round(reconciler: &mut Reconciler, cause: &str) -> String {
+async fn round(reconciler: &mut Reconciler, problems: &mut ProblemLog, cause: &str) -> String {
     match reconciler.reconcile(cause).await {
         Ok(report) => {
             log_report(&report);
+            problems.log(&report.plan.problems);
             report.summary()
         }
         Err(error) => {
@@ -91,15 +93,6 @@ fn log_report(report: &ReconcileReport) {
     for change in &report.changes {
         tracing::info!(cause = %report.cause, "route {}", change.line());
     }
-    for problem in &report.plan.problems {
-        tracing::warn!(
-            container = %problem.container_name,
-            app = problem.app.as_deref().unwrap_or(""),
-            kind = ?problem.kind,
-            "{}",
-            problem.reason
-        );
-    }
     if let Some(why) = &report.nginx_recreated {
         tracing::warn!(was = %why, "nginx container recreated with the last good config");
     }
@@ -109,5 +102,30 @@ fn log_report(report: &ReconcileReport) {
         .is_some_and(|a| a.status != crate::proxy::apply::ApplyStatus::Unchanged)
     {
         tracing::info!(cause = %report.cause, version = report.version.unwrap_or(0), "{}", report.summary());
+    }
+}
+
+/// Logs each app's problem once when it appears and once when it is gone, not on every round.
+#[derive(Default)]
+struct ProblemLog {
+    open: std::collections::BTreeSet<crate::proxy::Problem>,
+}
+
+impl ProblemLog {
+    fn log(&mut self, now: &[crate::proxy::Problem]) {
+        let now: std::collections::BTreeSet<_> = now.iter().cloned().collect();
+        for problem in now.difference(&self.open) {
+            tracing::warn!(
+                container = %problem.container_name,
+                app = problem.app.as_deref().unwrap_or(""),
+                kind = ?problem.kind,
+                "{}",
+                problem.reason
+            );
+        }
+        for problem in self.open.difference(&now) {
+            tracing::info!(container = %problem.container_name, kind = ?problem.kind, "problem resolved: {}", problem.reason);
+        }
+        self.open = now;
     }
 }
