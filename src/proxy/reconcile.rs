@@ -131,6 +131,9 @@ pub struct ReconcileTimings {
     pub apply: Duration,
 }
 
+/// App → (hosts, upstream servers as `ip:port`).
+type RouteTable = BTreeMap<String, (Vec<String>, Vec<String>)>;
+
 pub struct Reconciler {
     docker: Docker,
     config: std::sync::Arc<Config>,
@@ -138,7 +141,7 @@ pub struct Reconciler {
     store: Store,
     /// The routes of the last applied config, to tell what changed; read from the store on the
     /// first reconcile, so a new process (a restart, `proxy-update`) does not report every route as new.
-    applied_routes: Option<BTreeMap<String, (Vec<String>, Vec<String>)>>,
+    applied_routes: Option<RouteTable>,
 }
 
 impl Reconciler {
@@ -345,7 +348,7 @@ impl Reconciler {
     }
 
     fn changes(&self, plan: &Plan) -> Vec<RouteChange> {
-        let now: BTreeMap<String, (Vec<String>, Vec<String>)> = plan
+        let now: RouteTable = plan
             .routes
             .iter()
             .map(|r| (r.app.clone(), route_key(r)))

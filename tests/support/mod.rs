@@ -999,3 +999,195 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot find a free host port: {e}"))
         .port()
 }
+
+// ---------------------------------------------------------------------------------------------------
+// The butler under test, on the host
+
+/// `butler run` as a child process with everything that could collide made unique: its own nginx
+/// container name, a free proxy port, a free dashboard port and a temp state dir. It shares
+/// `devops-butler-net` and the engine with every other test. Drop stops it and removes its nginx
+/// container; while a test panics it first prints the butler's log.
+pub struct ButlerProcess {
+    child: Option<std::process::Child>,
+    pub nginx: String,
+    pub http_port: u16,
+    pub dashboard_port: u16,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ButlerProcess {
+    /// Starts the butler with the nginx test image; `extra_toml` is appended to the generated
+    /// config (e.g. `[proxy]\ntemplates_dir = "..."` must not repeat a section: pass whole sections
+    /// other than [proxy], or use `start_with` to override proxy keys).
+    pub fn start(binary: &Path) -> ButlerProcess {
+        Self::start_with(binary, "", "")
+    }
+
+    /// `proxy_extra` lines go into the [proxy] section; `extra_toml` is appended after it.
+    pub fn start_with(binary: &Path, proxy_extra: &str, extra_toml: &str) -> ButlerProcess {
+        ensure_butler_network();
+        let dir = tempfile::tempdir().expect("temp dir for the butler");
+        let nginx = unique_name("butler-nginx");
+        let http_port = free_port();
+        let dashboard_port = free_port();
+        let image = ensure_image("nginx");
+        let config = format!(
+            "[proxy]\nhttp_port = {http_port}\nimage = \"{image}\"\ncontainer_name = \"{nginx}\"\n\
+             templates_dir = \"{templates}\"\n{proxy_extra}\n\
+             [dashboard]\nlisten = \"127.0.0.1:{dashboard_port}\"\n\
+             [state]\ndir = \"{state}\"\n\
+             [health]\ninterval = \"2s\"\ntimeout = \"1s\"\n{extra_toml}\n",
+            templates = dir.path().join("templates").display(),
+            state = dir.path().join("state").display(),
+        );
+        let config_path = dir.path().join("butler.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("butler.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(binary)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start butler run");
+        let butler = ButlerProcess {
+            child: Some(child),
+            nginx,
+            http_port,
+            dashboard_port,
+            config_path,
+            log_path,
+            _dir: dir,
+        };
+        butler.wait_until_ready();
+        butler
+    }
+
+    fn wait_until_ready(&self) {
+        wait_until(
+            "the butler's proxy to answer",
+            Duration::from_secs(60),
+            || {
+                self.get("butler-readiness.invalid", "/")
+                    .is_ok_and(|r| r.status == 404 || r.status == 200)
+            },
+        );
+    }
+
+    /// `127.0.0.1:<http_port>`, the proxy as a user on this host reaches it.
+    pub fn proxy_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// A request through the proxy with this Host header.
+    pub fn get(&self, host: &str, path: &str) -> std::io::Result<HttpResponse> {
+        http_get(&self.proxy_addr(), host, path)
+    }
+
+    /// Waits until `host` answers through the proxy with a status for which `ok` holds; returns
+    /// that response.
+    pub fn wait_for(
+        &self,
+        host: &str,
+        timeout: Duration,
+        ok: impl Fn(&HttpResponse) -> bool,
+    ) -> HttpResponse {
+        let last = std::cell::RefCell::new(None);
+        let found = std::cell::RefCell::new(None);
+        wait_until_or(
+            &format!("{host} through the proxy"),
+            timeout,
+            || match self.get(host, "/") {
+                Ok(response) if ok(&response) => {
+                    *found.borrow_mut() = Some(response);
+                    true
+                }
+                Ok(response) => {
+                    *last.borrow_mut() = Some(format!(
+                        "{} {}",
+                        response.status,
+                        response.body.chars().take(120).collect::<String>()
+                    ));
+                    false
+                }
+                Err(error) => {
+                    *last.borrow_mut() = Some(error.to_string());
+                    false
+                }
+            },
+            || {
+                format!("last answer: {:?}", last.borrow())
+                    + &format!("\nbutler log:\n{}", self.log())
+            },
+        );
+        found.into_inner().unwrap()
+    }
+
+    /// Waits until `host` is served by a test app through the proxy (not by the default server's
+    /// directory page, which answers 200 too).
+    pub fn wait_for_app(&self, host: &str) -> HttpResponse {
+        self.wait_for(host, Duration::from_secs(20), |r| {
+            r.status == 200 && r.body.starts_with("app=")
+        })
+    }
+
+    /// Runs `butler ARGS --config <this butler's config>` and returns what it said.
+    pub fn cli(&self, binary: &Path, args: &[&str]) -> CmdOutput {
+        Command::new(binary)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .expect("run butler")
+            .into()
+    }
+
+    /// Everything the butler logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// How many configs the butler applied so far (one reload each), from its log.
+    pub fn applied_count(&self) -> usize {
+        self.log().matches("; applied version ").count()
+    }
+}
+
+impl Drop for ButlerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- butler log ----\n{}---- end of butler log ----",
+                self.log()
+            );
+        }
+        let _ = docker(&["rm", "-f", "-v", &self.nginx]);
+    }
+}
+
+/// Like `wait_until`, with more to say on timeout.
+pub fn wait_until_or(
+    desc: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {desc}; {}",
+                explain()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
