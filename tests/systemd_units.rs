@@ -4,12 +4,13 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{CmdOutput, Testbed, unique_name};
+use support::{
+    AppContainer, Cleanup, CmdOutput, Testbed, ensure_image, free_port, http_get, unique_name,
+};
 
 const WORKERS: [&str; 4] = ["dynamic-proxy", "health-monitor", "recovery", "dashboard"];
 /// What the units say: WatchdogSec=10s, RestartSec=2s.
@@ -20,22 +21,40 @@ fn unit(worker: &str) -> String {
     format!("butler-{worker}.service")
 }
 
-/// A config whose proxy resources are unique to this test bed: every test bed talks to the same host
-/// engine, and two of them must not fight over one nginx container or port.
-fn config() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!(
-        "[proxy]\ncontainer_name = \"{}\"\nhttp_port = {port}\n[health]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
-        unique_name("butler-nginx")
-    )
+/// A test bed whose butler has proxy resources of its own: every test bed talks to the same host
+/// engine, and two of them must not fight over one nginx container or port. The nginx container
+/// lives on the host engine, so it is removed with the test bed.
+struct Bed {
+    tb: Testbed,
+    nginx: String,
+    http_port: u16,
+    _cleanup: Cleanup,
 }
 
-fn testbed() -> Testbed {
-    Testbed::start(Path::new(env!("CARGO_BIN_EXE_butler")), &config())
+impl std::ops::Deref for Bed {
+    type Target = Testbed;
+    fn deref(&self) -> &Testbed {
+        &self.tb
+    }
+}
+
+fn testbed() -> Bed {
+    let nginx = unique_name("butler-nginx");
+    let http_port = free_port();
+    let config = format!(
+        "[proxy]\ncontainer_name = \"{nginx}\"\nhttp_port = {http_port}\nimage = \"{}\"\n\
+         [health]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
+        ensure_image("nginx")
+    );
+    let mut cleanup = Cleanup::new();
+    cleanup.add_container(&nginx);
+    let tb = Testbed::start(Path::new(env!("CARGO_BIN_EXE_butler")), &config);
+    Bed {
+        tb,
+        nginx,
+        http_port,
+        _cleanup: cleanup,
+    }
 }
 
 fn property(tb: &Testbed, unit: &str, name: &str) -> String {
@@ -48,6 +67,28 @@ fn property(tb: &Testbed, unit: &str, name: &str) -> String {
 
 fn main_pid(tb: &Testbed, worker: &str) -> u32 {
     property(tb, &unit(worker), "MainPID").parse().unwrap()
+}
+
+/// Active with a main PID other than `old`, read in one call: two separate reads can straddle the
+/// moment the old process dies (still "active", then PID 0).
+fn restarted(tb: &Testbed, worker: &str, old: u32) -> bool {
+    let out = tb.exec(&[
+        "systemctl",
+        "show",
+        "-p",
+        "ActiveState",
+        "-p",
+        "MainPID",
+        &unit(worker),
+    ]);
+    let active = out.stdout.lines().any(|l| l == "ActiveState=active");
+    let pid: u32 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("MainPID="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    active && pid != 0 && pid != old
 }
 
 fn is_active(tb: &Testbed, worker: &str) -> bool {
@@ -100,7 +141,12 @@ fn target_starts_every_worker_and_services_list_shows_them() {
             u64::from(main_pid(&tb, worker))
         );
         assert_eq!(entry["restarts"], 0);
-        assert_eq!(entry["watchdog_secs"], 10.0);
+        let watchdog = if worker == "dynamic-proxy" {
+            30.0
+        } else {
+            10.0
+        };
+        assert_eq!(entry["watchdog_secs"], watchdog, "{worker}");
         assert!(entry["memory_bytes"].as_u64().unwrap() > 0, "{entry}");
     }
     let target = list.iter().find(|u| u["unit"] == "butler.target").unwrap();
@@ -240,7 +286,7 @@ fn a_killed_worker_is_restarted_and_counted() {
     tb.wait_until(
         "dynamic-proxy back with a new PID",
         Duration::from_secs(20),
-        || is_active(&tb, "dynamic-proxy") && main_pid(&tb, "dynamic-proxy") != pid,
+        || restarted(&tb, "dynamic-proxy", pid),
     );
     let list = services_list(&tb);
     assert_eq!(listed(&list, "dynamic-proxy")["restarts"], 1);
@@ -258,7 +304,7 @@ fn a_stuck_worker_is_killed_by_the_watchdog_and_restarted() {
     tb.wait_until(
         "health-monitor restarted by the watchdog",
         WATCHDOG + RESTART_DELAY + Duration::from_secs(10),
-        || is_active(&tb, "health-monitor") && main_pid(&tb, "health-monitor") != pid,
+        || restarted(&tb, "health-monitor", pid),
     );
     let took = stopped.elapsed();
     // The ping is due every WatchdogSec/2, so systemd notices within WatchdogSec, then restarts
@@ -412,4 +458,35 @@ fn units_verify_clean_and_stay_within_the_exposure_budget() {
         eprintln!("{}: exposure {score}", unit(worker));
         assert!(score <= budget, "{worker}: {last}");
     }
+}
+
+#[test]
+fn the_dynamic_proxy_under_systemd_routes_a_container_of_the_host() {
+    let tb = testbed();
+    start_all(&tb);
+    let name = unique_name("sd-app");
+    let _app = AppContainer::builder(&name)
+        .env("APP_NAME", "sd-app")
+        .listen(3000)
+        .expose(3000)
+        .start();
+    // The butler runs inside the test bed against the host's engine; users reach nginx on the host.
+    let addr = format!("127.0.0.1:{}", tb.http_port);
+    let host = format!("{name}.localhost");
+    tb.wait_until(
+        "the app routed through the butler's nginx",
+        Duration::from_secs(30),
+        || {
+            http_get(&addr, &host, "/")
+                .is_ok_and(|r| r.status == 200 && r.body.starts_with("app=sd-app "))
+        },
+    );
+    // journald may lag behind the request that already succeeded.
+    tb.wait_until("the route in the journal", Duration::from_secs(10), || {
+        tb.journal(&unit("dynamic-proxy"), 100)
+            .contains(&format!("route + {name}"))
+    });
+    assert!(tb.nginx.starts_with("butler-nginx"));
+    let status = property(&tb, &unit("dynamic-proxy"), "StatusText");
+    assert!(status.contains("apps routed"), "{status}");
 }

@@ -15,8 +15,9 @@ use bollard::models::{
     HostConfig, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::TryStreamExt;
 
@@ -37,6 +38,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest wait for an image pull inside one reconcile (the dynamic proxy's WatchdogSec is 30 s).
+const PULL_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A config tree: path relative to the version directory → file content. `nginx.conf` is the root.
 pub type ConfigTree = BTreeMap<String, String>;
 
@@ -56,6 +60,12 @@ pub enum NginxError {
         "config tree path `{path}` is not a plain relative path (no absolute paths, `..`, or empty parts)"
     )]
     BadPath { path: String },
+    #[error(
+        "nginx image {image} is not on this host and could not be pulled ({reason}); pull or load it \
+         (`docker pull {image}`), or build one from Debian packages with scripts/images/build.sh nginx \
+         and set [proxy] image = \"devops-butler/nginx:bookworm\""
+    )]
+    ImageUnavailable { image: String, reason: String },
     #[error("config tree has no nginx.conf at its root")]
     NoMainConf,
     #[error("cannot build the config archive: {0}")]
@@ -261,7 +271,36 @@ impl Nginx {
         Ok(Ensured::Created { was })
     }
 
+    /// Pulls the configured image when the host does not have it, bounded so a registry that never
+    /// answers cannot stall the worker past its watchdog.
+    async fn ensure_image(&self) -> Result<(), NginxError> {
+        let image = &self.spec.image;
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(self.docker_err("inspect image")(e)),
+        }
+        tracing::info!(%image, "pulling the nginx image");
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let pull = self
+            .docker
+            .create_image(Some(options), None, None)
+            .try_collect::<Vec<_>>();
+        let unavailable = |reason: String| NginxError::ImageUnavailable {
+            image: image.clone(),
+            reason,
+        };
+        match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e.to_string())),
+            Err(_) => Err(unavailable(format!("no result within {PULL_TIMEOUT:?}"))),
+        }
+    }
+
     async fn create(&self) -> Result<(), NginxError> {
+        self.ensure_image().await?;
         let port_key = format!("{CONTAINER_HTTP_PORT}/tcp");
         let bindings = HashMap::from([(
             port_key.clone(),

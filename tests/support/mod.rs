@@ -786,7 +786,14 @@ impl Testbed {
         let booted = start.elapsed();
         tb.create_docker_group();
         ensure_butler_network();
-        docker_ok(&["network", "connect", BUTLER_NETWORK, &tb.name]);
+        // A butler running elsewhere on this engine may have connected it already (it connects every
+        // container it sees); that is as good.
+        let out = docker(&["network", "connect", BUTLER_NETWORK, &tb.name]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("already exists"),
+            "cannot connect the test bed to {BUTLER_NETWORK}: {stderr}"
+        );
         eprintln!(
             "support: test bed {} running after {} ms (ready after {} ms)",
             tb.name,
