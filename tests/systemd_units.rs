@@ -253,6 +253,14 @@ fn services_stop_start_restart_change_the_real_unit_state() {
             .contains("received SIGTERM")
     );
 
+    let logs =
+        butler(&tb, &["services", "logs", "recovery", "-n", "50"]).expect_success("services logs");
+    assert!(
+        logs.stdout.contains("recovery worker ready") && logs.stdout.contains("received SIGTERM"),
+        "{}",
+        logs.stdout
+    );
+
     let out = butler(&tb, &["services", "start", "recovery"]).expect_success("services start");
     assert!(
         out.stdout.contains("start done (active/running"),
