@@ -36,11 +36,13 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
             }
         } => {}
         ended = &mut server => {
-            return Err(match ended {
-                Ok(Ok(())) => anyhow::anyhow!("dashboard HTTP server stopped unexpectedly"),
-                Ok(Err(error)) => anyhow::Error::new(error).context("dashboard HTTP server failed"),
-                Err(join) => anyhow::anyhow!("dashboard HTTP server panicked: {join}"),
-            });
+            return match ended {
+                // The graceful shutdown finished before the loop noticed the same signal.
+                Ok(Ok(())) if ctx.shutdown.is_cancelled() => Ok(()),
+                Ok(Ok(())) => Err(anyhow::anyhow!("dashboard HTTP server stopped unexpectedly")),
+                Ok(Err(error)) => Err(anyhow::Error::new(error).context("dashboard HTTP server failed")),
+                Err(join) => Err(anyhow::anyhow!("dashboard HTTP server panicked: {join}")),
+            };
         }
     }
     match server.await {

@@ -44,7 +44,11 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                 "periodic check".to_owned()
             }
             batch = coalescer.next_batch(&mut engine_events) => match batch {
-                Some(batch) if batch.resync => "engine reconnected".to_owned(),
+                Some(batch) if batch.resync => {
+                    // The first connect follows start-up's own full list; later ones are reconnects.
+                    tracing::info!("Docker event stream connected; re-listing every container");
+                    "engine reconnected".to_owned()
+                }
                 Some(batch) => format!("{} engine events", batch.events),
                 None => break,
             },

@@ -1153,6 +1153,14 @@ impl ButlerProcess {
             .into()
     }
 
+    /// Whether `butler run` is still running (it has not exited on its own).
+    pub fn is_running(&self) -> bool {
+        let pid = self.child.as_ref().map(|c| c.id());
+        pid.is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        })
+    }
+
     /// Everything the butler logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -1196,5 +1204,201 @@ pub fn wait_until_or(
             );
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A private Docker engine, for tests that stop and restart the engine itself
+
+/// A second dockerd with its own socket, data and exec roots, so a test can kill and restart an
+/// engine without touching the one every other test shares. `--live-restore` keeps its containers
+/// running while it is down. Its networks come from 10.213.0.0/16, a pool the shared engine never
+/// uses, so the two never route the same subnet. Drop stops it and deletes its state.
+pub struct PrivateEngine {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    bridge: String,
+}
+
+impl PrivateEngine {
+    pub fn start() -> PrivateEngine {
+        let dir = tempfile::Builder::new()
+            .prefix("butler-engine-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let bridge = format!("bd2{:x}", std::process::id() % 0xfffff);
+        let mut engine = PrivateEngine {
+            dir,
+            child: None,
+            bridge,
+        };
+        engine.launch();
+        engine.prepare_network();
+        engine
+    }
+
+    /// The shared engine sets the FORWARD policy to DROP and, with br_netfilter, that applies to
+    /// traffic inside a bridge too; this engine runs without iptables, so its proxy network gets a
+    /// known bridge name and one ACCEPT rule (removed at drop). The butler finds the network
+    /// already there and uses it.
+    fn prepare_network(&self) {
+        let out = self.docker(&[
+            "network",
+            "create",
+            "-o",
+            &format!("com.docker.network.bridge.name={}", self.bridge),
+            BUTLER_NETWORK,
+        ]);
+        assert!(
+            out.status.success(),
+            "creating {BUTLER_NETWORK} on the private engine: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ok = Command::new("iptables")
+            .args([
+                "-I",
+                "DOCKER-USER",
+                "-i",
+                &self.bridge,
+                "-o",
+                &self.bridge,
+                "-j",
+                "ACCEPT",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot allow traffic inside bridge {} (iptables)",
+            self.bridge
+        );
+    }
+
+    /// `unix:///…/docker.sock`, for `[docker] host`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    fn launch(&mut self) {
+        let root = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .arg("-H")
+            .arg(self.host())
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("dockerd.pid"))
+            .args([
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--live-restore",
+            ])
+            .args(["--default-address-pool", "base=10.213.0.0/16,size=24"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start a private dockerd");
+        self.child = Some(child);
+        wait_until_or(
+            "the private engine to answer",
+            Duration::from_secs(60),
+            || self.docker(&["version"]).status.success(),
+            || std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default(),
+        );
+    }
+
+    /// Stops the engine (SIGTERM, as `systemctl stop docker` would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same socket and state.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// `docker -H <private socket> ARGS`.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(self.host())
+            .args(args)
+            .output()
+            .expect("run docker")
+    }
+
+    /// Copies an image from the shared engine into this one.
+    pub fn load_image(&self, image: &str) {
+        let saved = Command::new("docker")
+            .args(["save", image])
+            .output()
+            .expect("docker save");
+        assert!(
+            saved.status.success(),
+            "docker save {image}: {}",
+            String::from_utf8_lossy(&saved.stderr)
+        );
+        let mut load = Command::new("docker")
+            .arg("-H")
+            .arg(self.host())
+            .arg("load")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        load.stdin.take().unwrap().write_all(&saved.stdout).unwrap();
+        assert!(
+            load.wait().unwrap().success(),
+            "docker load {image} into the private engine"
+        );
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        // Containers first: with --live-restore they would outlive the daemon.
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", "-v", id]);
+        }
+        let _ = self.docker(&["network", "rm", BUTLER_NETWORK]);
+        self.stop();
+        let _ = Command::new("iptables")
+            .args([
+                "-D",
+                "DOCKER-USER",
+                "-i",
+                &self.bridge,
+                "-o",
+                &self.bridge,
+                "-j",
+                "ACCEPT",
+            ])
+            .status();
+        // Mounts under the exec root must go before the directory can.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -o ' {0}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                self.dir.path().display()
+            ))
+            .status();
     }
 }
