@@ -436,15 +436,24 @@ fn proxy_routes_and_proxy_update_show_the_routes() {
     assert_eq!(server["port"], 3000);
     assert_eq!(server["port_reason"], PortReason::Label.text());
 
-    // The running butler has applied everything already; other tests' containers may come and go
-    // meanwhile, so allow a few rounds for a quiet moment.
+    // The running butler has applied our route already, so proxy-update never reports it as a
+    // change. Other tests' containers come and go on the shared engine (bursts of 50 included), so
+    // "no route changes" for the whole table needs a quiet moment: retry until one comes.
     let last = std::cell::RefCell::new(None);
     wait_until_or(
         "butler proxy-update to report no route changes",
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || {
-            let out = butler.cli(butler_bin(), &["proxy-update"]);
-            let quiet = out.success() && out.stdout.lines().next() == Some("no route changes");
+            let out = butler
+                .cli(butler_bin(), &["proxy-update"])
+                .expect_success("butler proxy-update");
+            let ours = out.stdout.lines().find(|l| {
+                let mut words = l.split_whitespace();
+                matches!(words.next(), Some("+" | "-" | "~"))
+                    && words.next().map(|a| a.trim_end_matches(':')) == Some(name.as_str())
+            });
+            assert_eq!(ours, None, "our app changed:\n{}", out.stdout);
+            let quiet = out.stdout.lines().next() == Some("no route changes");
             *last.borrow_mut() = Some(out);
             quiet
         },
