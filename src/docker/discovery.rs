@@ -263,7 +263,11 @@ fn read_proc_listening(pid: i64, container_id: &str) -> Option<Vec<u16>> {
     readable.then(|| ports.into_iter().collect())
 }
 
-/// Local ports of the rows in state `0A` (LISTEN) of a `/proc/net/tcp` or `tcp6` table.
+/// Local ports of the rows in state `0A` (LISTEN) of a `/proc/net/tcp` or `tcp6` table, except
+/// sockets bound to a loopback address: nginx reaches the container on its network IP, so those
+/// are not servable, and Docker's embedded DNS listens on 127.0.0.11 in every container on a
+/// user-defined network (as every app on the proxy network is), which would otherwise count as a
+/// second listening port and defeat the "only listening port" rule.
 pub fn parse_proc_net_tcp_listening(text: &str) -> BTreeSet<u16> {
     text.lines()
         .skip(1)
@@ -274,10 +278,33 @@ pub fn parse_proc_net_tcp_listening(text: &str) -> BTreeSet<u16> {
             if state != "0A" {
                 return None;
             }
-            let (_, port_hex) = local.rsplit_once(':')?;
+            let (addr_hex, port_hex) = local.rsplit_once(':')?;
+            if is_loopback_hex(addr_hex) {
+                return None;
+            }
             u16::from_str_radix(port_hex, 16).ok()
         })
         .collect()
+}
+
+/// Whether a `/proc/net/tcp{,6}` address (32-bit words in hex, each in host byte order) is a
+/// loopback address, IPv4-mapped ones included. Unparseable means no.
+fn is_loopback_hex(addr_hex: &str) -> bool {
+    let words: Option<Vec<[u8; 4]>> = (0..addr_hex.len() / 8)
+        .map(|i| {
+            let word = addr_hex.get(i * 8..i * 8 + 8)?;
+            u32::from_str_radix(word, 16).ok().map(u32::to_ne_bytes)
+        })
+        .collect();
+    match (addr_hex.len(), words.as_deref()) {
+        (8, Some([v4])) => std::net::Ipv4Addr::from(*v4).is_loopback(),
+        (32, Some(words)) => {
+            let bytes: [u8; 16] = words.concat().try_into().unwrap_or_default();
+            let v6 = std::net::Ipv6Addr::from(bytes);
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        _ => false,
+    }
 }
 
 /// Connects to each candidate port at once; the ones that accept within the timeout are listening.
@@ -334,7 +361,7 @@ mod tests {
     fn listening_rows_only() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
-   1: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
+   1: 0500A8C0:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
    2: 0200A8C0:1F90 0100A8C0:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
         assert_eq!(
             parse_proc_net_tcp_listening(table),
@@ -342,6 +369,26 @@ mod tests {
         );
         let v6 = "  sl  local_address                         remote_address                        st\n\
    0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000\n";
+        assert_eq!(parse_proc_net_tcp_listening(v6), BTreeSet::from([80]));
+    }
+
+    #[test]
+    fn loopback_listeners_are_not_servable() {
+        // Little-endian words, as on the hosts the tests run on.
+        if cfg!(target_endian = "big") {
+            return;
+        }
+        // Docker's embedded DNS (127.0.0.11:46363) and an app bound to 127.0.0.1:3000.
+        let table = "  sl  local_address rem_address   st\n\
+   0: 0B00007F:B51B 00000000:0000 0A 00000000:00000000\n\
+   1: 0100007F:0BB8 00000000:0000 0A 00000000:00000000\n\
+   2: 00000000:1388 00000000:0000 0A 00000000:00000000\n";
+        assert_eq!(parse_proc_net_tcp_listening(table), BTreeSet::from([5000]));
+        // ::1:3000 and ::ffff:127.0.0.1:3001 are loopback; :::80 is not.
+        let v6 = "  sl  local_address                         remote_address                        st\n\
+   0: 00000000000000000000000001000000:0BB8 00000000000000000000000000000000:0000 0A 0\n\
+   1: 0000000000000000FFFF00000100007F:0BB9 00000000000000000000000000000000:0000 0A 0\n\
+   2: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
         assert_eq!(parse_proc_net_tcp_listening(v6), BTreeSet::from([80]));
     }
 
