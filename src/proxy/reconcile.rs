@@ -211,6 +211,8 @@ impl Reconciler {
         let rendered = self.render(&plan)?;
         timings.plan_render = started.elapsed();
 
+        // Held until the version is recorded: a rollback in another process waits, or we see its pin.
+        let _apply_lock = self.store.lock_apply().await?;
         if let Some(pinned) = self.store.pinned_version().await? {
             // An operator rolled back to a version on purpose: keep it until `butler proxy-update`.
             return Ok(ReconcileReport {
