@@ -89,7 +89,12 @@ pub enum ProxyCommand {
         limit: usize,
     },
     /// Re-apply an earlier config version (default: the one before the newest) and pin it.
-    Rollback { version: Option<i64> },
+    Rollback {
+        /// The version to restore, as `butler proxy history` lists it. Its id is not `version`:
+        /// that is `--version`'s, and clap panics on the clash when the command is parsed.
+        #[arg(id = "config_version", value_name = "VERSION")]
+        version: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +180,23 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rollback_takes_an_optional_version() {
+        for (argv, expected) in [
+            (&["butler", "proxy", "rollback", "7"][..], Some(7)),
+            (&["butler", "proxy", "rollback"][..], None),
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            assert!(
+                matches!(
+                    cli.command,
+                    Command::Proxy { command: ProxyCommand::Rollback { version } } if version == expected
+                ),
+                "{argv:?}"
+            );
+        }
     }
 
     #[test]

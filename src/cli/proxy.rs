@@ -235,6 +235,8 @@ async fn rollback(
     format: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(&config)?;
+    // Until the pin is set: the worker must not apply its own render in between.
+    let _apply_lock = store.lock_apply().await?;
     let applied: Vec<_> = store
         .list_versions(1000)
         .await?

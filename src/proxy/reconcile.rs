@@ -201,14 +201,18 @@ impl Reconciler {
         }
         timings.discover = started.elapsed();
 
-        let started = Instant::now();
-        let rendered = self.render(&plan)?;
-        timings.plan_render = started.elapsed();
-
+        // nginx first: a template override that fails to render must not keep a removed or
+        // stopped nginx down (it comes back with the last good config either way).
         let started = Instant::now();
         let nginx_recreated = self.ensure_nginx().await?;
         timings.ensure_nginx = started.elapsed();
 
+        let started = Instant::now();
+        let rendered = self.render(&plan)?;
+        timings.plan_render = started.elapsed();
+
+        // Held until the version is recorded: a rollback in another process waits, or we see its pin.
+        let _apply_lock = self.store.lock_apply().await?;
         if let Some(pinned) = self.store.pinned_version().await? {
             // An operator rolled back to a version on purpose: keep it until `butler proxy-update`.
             return Ok(ReconcileReport {

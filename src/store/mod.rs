@@ -17,6 +17,8 @@ pub use routes::RouteRow;
 pub use versions::{ConfigVersion, NewVersion, VersionInfo};
 
 pub const DB_FILE: &str = "butler.db";
+/// Locked (flock) while a config version is applied and recorded; see [`Store::lock_apply`].
+pub const APPLY_LOCK_FILE: &str = "apply.lock";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,16 @@ pub enum StoreError {
     },
     #[error("state database {path}: the worker thread running a query panicked")]
     Panicked { path: PathBuf },
+    #[error("cannot lock {path}: {source} (check the state directory's permissions)")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+/// Held while one process checks the pin, applies a config and records it; released on drop.
+#[derive(Debug)]
+pub struct ApplyLock(#[allow(dead_code)] std::fs::File);
 
 /// A handle on the database; clones share one connection.
 #[derive(Debug, Clone)]
@@ -95,6 +106,30 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Waits for the state directory's apply lock. The worker, `butler proxy-update` and
+    /// `butler proxy rollback` are separate processes: without it a worker round that checked the
+    /// pin just before a rollback pinned would apply its own render over the operator's rollback.
+    pub async fn lock_apply(&self) -> Result<ApplyLock, StoreError> {
+        let path = self.path.with_file_name(APPLY_LOCK_FILE);
+        let panicked = StoreError::Panicked { path: path.clone() };
+        tokio::task::spawn_blocking(move || {
+            let lock_err = |source| StoreError::Lock {
+                path: path.clone(),
+                source,
+            };
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(lock_err)?;
+            file.lock().map_err(lock_err)?;
+            Ok(ApplyLock(file))
+        })
+        .await
+        .map_err(|_| panicked)?
     }
 
     /// Runs `f` with the connection on the blocking pool.
