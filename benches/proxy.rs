@@ -3,6 +3,7 @@
 //! config churns. Prints one markdown table per item; asserts nothing.
 //!
 //!     cargo bench --bench proxy
+//!     BENCH_ITEMS=3,4 cargo bench --bench proxy    # only some items
 //!
 //! Needs the Docker engine and builds the test images like the integration tests (tests/support).
 //! Every container it starts carries `devops-butler.test=<pid>` and is removed at the end, also when
@@ -233,7 +234,13 @@ fn timed_app(name: &str) -> support::AppBuilder {
 }
 
 /// Starts `n` tiny app containers (`docker run -d`, `threads` at a time); their names.
-fn run_many(prefix: &str, n: usize, threads: usize, delay_ms: u64) -> Vec<String> {
+fn run_many(
+    prefix: &str,
+    n: usize,
+    threads: usize,
+    delay_ms: u64,
+    network: Option<&str>,
+) -> Vec<String> {
     let image = support::ensure_image("app");
     let label = format!("{}={}", support::TEST_LABEL, std::process::id());
     let names: Vec<String> = (0..n).map(|_| unique_name(prefix)).collect();
@@ -244,19 +251,16 @@ fn run_many(prefix: &str, n: usize, threads: usize, delay_ms: u64) -> Vec<String
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     let Some(name) = names.get(i) else { break };
-                    support::docker_ok(&[
-                        "run",
-                        "-d",
-                        "--name",
-                        name,
-                        "--label",
-                        &label,
-                        "--expose",
-                        "3000",
-                        "--env",
-                        &format!("DELAY_MS={delay_ms}"),
-                        &image,
-                    ]);
+                    let env = format!("DELAY_MS={delay_ms}");
+                    let mut args = vec![
+                        "run", "-d", "--name", name, "--label", &label, "--expose", "3000",
+                        "--env", &env,
+                    ];
+                    if let Some(net) = network {
+                        args.extend(["--network", net]);
+                    }
+                    args.push(&image);
+                    support::docker_ok(&args);
                 }
             });
         }
@@ -600,7 +604,7 @@ fn item1_table(samples: &[StartSample], split: &Split) {
 fn item2_burst(butler: &ButlerProcess) {
     let before = butler.applied_count();
     let t0 = Instant::now();
-    let names = run_many("bench-burst", BURST, BURST, APP_DELAY_MS);
+    let names = run_many("bench-burst", BURST, BURST, APP_DELAY_MS, None);
     let spawned = t0.elapsed();
     let needles: Vec<String> = names.iter().map(|n| format!("route + {n}:")).collect();
     let mut all_routed = None;
@@ -933,7 +937,9 @@ fn item4_rss() {
     for &n in &RSS_STEPS {
         let more = n - names.len();
         let t = Instant::now();
-        names.extend(run_many("bench-rss", more, 6, 0));
+        // On the proxy network from the start: memory does not depend on it, and it spares the
+        // engine 200 network connects.
+        names.extend(run_many("bench-rss", more, 6, 0, Some(BUTLER_NETWORK)));
         let started = t.elapsed();
         let t = Instant::now();
         let all_routed = {
@@ -968,7 +974,7 @@ fn item4_rss() {
     let _ = support::docker(&["rm", "-f", "-v", &nginx]);
     let mut out = format!(
         "### 4. dynamic-proxy worker memory (`butler worker dynamic-proxy` as its own process, release build) — goal < 20 MB at 200\n\n\
-         Tiny containers: the static test app (1.4 MB image). Read from /proc/<pid>/status 8 s after all were routed.\n\n\
+         Tiny containers: the static test app (1.4 MB image), started on the proxy network. Read from /proc/<pid>/status 8 s after all were routed.\n\n\
          | bench containers | apps routed | containers running on the engine | VmRSS (MB) | VmHWM (MB) | threads | start + route time |\n\
          |---|---|---|---|---|---|---|\n"
     );
@@ -988,33 +994,55 @@ fn main() {
         print_tables();
         cleanup_everything();
     }));
+    // BENCH_ITEMS=3,4 runs only those items (default: all five).
+    let items: Vec<usize> = std::env::var("BENCH_ITEMS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 3, 4, 5]);
+    let want = |i: usize| items.contains(&i);
     let started = Instant::now();
     support::ensure_image("app");
     support::ensure_image("nginx");
     support::ensure_butler_network();
 
-    eprintln!("item 3: plan+render of {SYNTHETIC_APPS} synthetic apps");
-    item3_plan_render();
+    if want(3) {
+        eprintln!("item 3: plan+render of {SYNTHETIC_APPS} synthetic apps");
+        item3_plan_render();
+    }
 
     let mut apps: Vec<AppContainer> = Vec::new();
-    {
+    if want(1) || want(2) || want(5) {
         let butler = ButlerProcess::start(butler_bin());
-        eprintln!("item 1: {SEQUENTIAL_STARTS} sequential starts");
-        let samples = item1_sequential(&butler, &mut apps);
-        eprintln!("item 5: load, then load with churn");
-        item5_load(&butler, &apps[0]);
-        eprintln!("item 2: burst of {BURST}");
-        item2_burst(&butler);
+        let mut samples = Vec::new();
+        if want(1) {
+            eprintln!("item 1: {SEQUENTIAL_STARTS} sequential starts");
+            samples = item1_sequential(&butler, &mut apps);
+        }
+        if want(5) {
+            if apps.is_empty() {
+                apps.push(timed_app(&unique_name("bench-target")).start());
+            }
+            eprintln!("item 5: load, then load with churn");
+            item5_load(&butler, &apps[0]);
+        }
+        if want(2) {
+            eprintln!("item 2: burst of {BURST}");
+            item2_burst(&butler);
+        }
         drop(butler);
-        eprintln!("item 1: split, in-process");
-        let split = item1_split(&mut apps);
-        item1_table(&samples, &split);
+        if want(1) {
+            eprintln!("item 1: split, in-process");
+            let split = item1_split(&mut apps);
+            item1_table(&samples, &split);
+        }
     }
     remove_bulk(&apps.iter().map(|a| a.name().to_owned()).collect::<Vec<_>>());
     drop(apps);
 
-    eprintln!("item 4: worker RSS at {RSS_STEPS:?} containers");
-    item4_rss();
+    if want(4) {
+        eprintln!("item 4: worker RSS at {RSS_STEPS:?} containers");
+        item4_rss();
+    }
 
     cleanup_everything();
     print_tables();
