@@ -1,0 +1,1054 @@
+//! Dynamic-proxy benchmark (issue 3, "Measure"): how fast a new container is routed, how many
+//! reloads a burst costs, plan+render time, the worker's memory, and errors under load while the
+//! config churns. Prints one markdown table per item; asserts nothing.
+//!
+//!     cargo bench --bench proxy
+//!     BENCH_ITEMS=3,4 cargo bench --bench proxy    # only some items
+//!
+//! Needs the Docker engine and builds the test images like the integration tests (tests/support).
+//! Every container it starts carries `devops-butler.test=<pid>` and is removed at the end, also when
+//! it panics. About 10 minutes on 2 cores; loopback only.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use devops_butler::config::Config;
+use devops_butler::docker::ContainerSnapshot;
+use devops_butler::docker::events::{self, Coalescer};
+use devops_butler::proxy::reconcile::Reconciler;
+use devops_butler::proxy::{PlanSettings, RenderSettings, Templates, plan, render};
+use devops_butler::store::Store;
+use futures_util::StreamExt;
+use support::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
+
+/// A real app takes a moment to listen; every timed app here does too.
+const APP_DELAY_MS: u64 = 300;
+const SEQUENTIAL_STARTS: usize = 50;
+/// Starts timed in-process (events → coalescer → reconcile) for the split of item 1.
+const SPLIT_STARTS: usize = 20;
+const BURST: usize = 50;
+const SYNTHETIC_APPS: usize = 1000;
+const RENDER_ITERATIONS: usize = 50;
+const RSS_STEPS: [usize; 3] = [0, 50, 200];
+const LOAD_CONNECTIONS: usize = 4;
+/// Requests per second per connection: a steady load that leaves the 2 cores room for the butler,
+/// nginx and dockerd, so latency measures the proxy and not a saturated host.
+const LOAD_RATE_PER_CONNECTION: u64 = 200;
+const LOAD_BASELINE: Duration = Duration::from_secs(20);
+const RECONFIGURATIONS: usize = 100;
+const POLL: Duration = Duration::from_millis(5);
+
+fn butler_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_butler"))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Output and cleanup
+
+/// The tables, printed in item order at the end (and what there is so far when something panics).
+static TABLES: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
+/// Child processes and nginx containers to remove if the bench dies (release builds abort on panic,
+/// so no destructor runs then).
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static EXTRA_CONTAINERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn table(item: usize, text: String) {
+    eprintln!("{text}");
+    TABLES.lock().unwrap().insert(item, text);
+}
+
+fn print_tables() {
+    for text in TABLES.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        println!("{text}");
+    }
+}
+
+/// Removes every container this process labelled, the nginx containers it made, and kills its
+/// children. Safe to call more than once.
+fn cleanup_everything() {
+    for pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    let mut names: Vec<String> = EXTRA_CONTAINERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    let ours = support::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label={}={}", support::TEST_LABEL, std::process::id()),
+    ]);
+    names.extend(
+        String::from_utf8_lossy(&ours.stdout)
+            .split_whitespace()
+            .map(str::to_owned),
+    );
+    remove_bulk(&names);
+}
+
+fn remove_bulk(names: &[String]) {
+    for chunk in names.chunks(50) {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(chunk.iter().map(String::as_str));
+        let _ = support::docker(&args);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Statistics
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `| what | n | p50 | p95 | max |` in ms.
+fn row(what: &str, values: &[f64]) -> String {
+    let s = sorted(values.to_vec());
+    format!(
+        "| {what} | {} | {:.1} | {:.1} | {:.1} |",
+        s.len(),
+        pct(&s, 50.0),
+        pct(&s, 95.0),
+        s.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Small helpers
+
+/// An RFC 3339 UTC timestamp as tracing's stderr logs print it (`2025-06-01T12:00:00.123456Z`).
+fn parse_utc(ts: &str) -> Option<SystemTime> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (h, mi, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let nanos: u64 = format!("{frac:0<9}")[..9].parse().ok()?;
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
+    Some(UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_nanos(nanos))
+}
+
+/// The timestamp of the first log line containing `needle`.
+fn log_time(log: &str, needle: &str) -> Option<SystemTime> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    parse_utc(line.split_whitespace().next()?)
+}
+
+fn since(t0: SystemTime, t: SystemTime) -> f64 {
+    match t.duration_since(t0) {
+        Ok(d) => ms(d),
+        Err(e) => -ms(e.duration()),
+    }
+}
+
+/// Polls `GET /` on `addr` with `Host: host` every `POLL` until `ok`; the time since `from`.
+fn poll_until(
+    addr: &str,
+    host: &str,
+    from: Instant,
+    timeout: Duration,
+    ok: impl Fn(&support::HttpResponse) -> bool,
+) -> Option<Duration> {
+    while from.elapsed() < timeout {
+        if let Ok(r) = quick_get(addr, host)
+            && ok(&r)
+        {
+            return Some(from.elapsed());
+        }
+        std::thread::sleep(POLL);
+    }
+    None
+}
+
+/// Like support::http_get with a short timeout (a poll must not hang on one attempt).
+fn quick_get(addr: &str, host: &str) -> std::io::Result<support::HttpResponse> {
+    let sock: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-bench\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not HTTP"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok(support::HttpResponse {
+        status,
+        headers: Vec::new(),
+        body,
+    })
+}
+
+fn is_app(r: &support::HttpResponse) -> bool {
+    r.status == 200 && r.body.starts_with("app=")
+}
+
+/// A timed app: exposes 3000 like a typical image's EXPOSE, listens after APP_DELAY_MS.
+fn timed_app(name: &str) -> support::AppBuilder {
+    AppContainer::builder(name)
+        .env("DELAY_MS", &APP_DELAY_MS.to_string())
+        .expose(3000)
+}
+
+/// Starts `n` tiny app containers (`docker run -d`, `threads` at a time); their names.
+fn run_many(
+    prefix: &str,
+    n: usize,
+    threads: usize,
+    delay_ms: u64,
+    network: Option<&str>,
+) -> Vec<String> {
+    let image = support::ensure_image("app");
+    let label = format!("{}={}", support::TEST_LABEL, std::process::id());
+    let names: Vec<String> = (0..n).map(|_| unique_name(prefix)).collect();
+    let next = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(n.max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(name) = names.get(i) else { break };
+                    let env = format!("DELAY_MS={delay_ms}");
+                    let mut args = vec![
+                        "run", "-d", "--name", name, "--label", &label, "--expose", "3000",
+                        "--env", &env,
+                    ];
+                    if let Some(net) = network {
+                        args.extend(["--network", net]);
+                    }
+                    args.push(&image);
+                    support::docker_ok(&args);
+                }
+            });
+        }
+    });
+    names
+}
+
+fn status_field(pid: u32, name: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The butler's config as ButlerProcess writes it, for processes this bench runs itself.
+fn config_text(nginx: &str, http_port: u16, dir: &Path) -> String {
+    format!(
+        "[proxy]\nhttp_port = {http_port}\nimage = \"{image}\"\ncontainer_name = \"{nginx}\"\n\
+         templates_dir = \"{templates}\"\n\
+         [dashboard]\nlisten = \"127.0.0.1:{dashboard}\"\n\
+         [state]\ndir = \"{state}\"\n\
+         [health]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
+        image = support::ensure_image("nginx"),
+        templates = dir.join("templates").display(),
+        dashboard = support::free_port(),
+        state = dir.join("state").display(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Item 3: plan+render of 1,000 synthetic apps (pure, no Docker)
+
+fn synthetic_apps(n: usize) -> Vec<ContainerSnapshot> {
+    (0..n)
+        .map(|i| ContainerSnapshot {
+            id: format!("{:064x}", i + 1),
+            name: format!("app-{i:04}"),
+            image: "bench/app:1".into(),
+            exposed_ports: vec![3000],
+            listening_ports: Some(vec![3000]),
+            networks: [(
+                BUTLER_NETWORK.to_owned(),
+                IpAddr::V4(Ipv4Addr::new(10, 9, (i / 250) as u8, (i % 250 + 2) as u8)),
+            )]
+            .into(),
+            running: true,
+            started_at: Some("2025-01-01T00:00:00Z".into()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn item3_plan_render() {
+    let apps = synthetic_apps(SYNTHETIC_APPS);
+    let plan_settings = PlanSettings::default();
+    let render_settings = RenderSettings::default();
+    let (mut load_t, mut plan_t, mut render_t, mut total_t) = (vec![], vec![], vec![], vec![]);
+    let mut files = 0;
+    let mut bytes = 0;
+    for _ in 0..RENDER_ITERATIONS {
+        let t = Instant::now();
+        // The worker loads (and parses) the templates on every reconcile, so overrides apply live.
+        let templates = Templates::load(None).expect("shipped templates");
+        let t_load = t.elapsed();
+        let t = Instant::now();
+        let p = plan(std::hint::black_box(&apps), &plan_settings);
+        let t_plan = t.elapsed();
+        let t = Instant::now();
+        let rendered = render(&p, &render_settings, &templates).expect("render");
+        let t_render = t.elapsed();
+        assert_eq!(p.routes.len(), SYNTHETIC_APPS, "{:?}", p.problems.first());
+        files = rendered.files.len();
+        bytes = rendered.files.values().map(String::len).sum::<usize>();
+        std::hint::black_box(&rendered);
+        load_t.push(ms(t_load));
+        plan_t.push(ms(t_plan));
+        render_t.push(ms(t_render));
+        total_t.push(ms(t_load + t_plan + t_render));
+    }
+    let mut out = format!(
+        "### 3. plan+render, {SYNTHETIC_APPS} synthetic apps (pure library, {RENDER_ITERATIONS} iterations; {files} files, {:.0} KiB) — goal p50 < 20 ms\n\n\
+         | step | n | p50 (ms) | p95 (ms) | max (ms) |\n|---|---|---|---|---|\n",
+        bytes as f64 / 1024.0
+    );
+    for line in [
+        row("plan", &plan_t),
+        row("render", &render_t),
+        row("plan+render", &plan_t.iter().zip(&render_t).map(|(a, b)| a + b).collect::<Vec<_>>()),
+        row("template load (per reconcile)", &load_t),
+        row("load+plan+render (as the worker runs it)", &total_t),
+    ] {
+        out += &line;
+        out.push('\n');
+    }
+    table(3, out);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Item 1: start-to-route against the floor, with `butler run`
+
+struct StartSample {
+    proxy_200: Option<Duration>,
+    floor: Option<Duration>,
+    route_logged: Option<f64>,
+    applied_logged: Option<f64>,
+}
+
+fn item1_sequential(butler: &ButlerProcess, apps: &mut Vec<AppContainer>) -> Vec<StartSample> {
+    let proxy = butler.proxy_addr();
+    let mut samples = Vec::new();
+    for i in 0..SEQUENTIAL_STARTS {
+        let name = unique_name("bench-seq");
+        let host = format!("{name}.localhost");
+        let app = timed_app(&name).spawn();
+        let t0 = Instant::now();
+        let t0_wall = SystemTime::now();
+        let (proxy_200, floor) = std::thread::scope(|s| {
+            let via_proxy =
+                s.spawn(|| poll_until(&proxy, &host, t0, Duration::from_secs(20), is_app));
+            let direct = s.spawn(|| {
+                let ip = support::container_ip(&name, "bridge");
+                poll_until(
+                    &format!("{ip}:3000"),
+                    &host,
+                    t0,
+                    Duration::from_secs(20),
+                    is_app,
+                )
+            });
+            (via_proxy.join().unwrap(), direct.join().unwrap())
+        });
+        // The route line is logged after the apply that made it live; give the log a moment.
+        let needle = format!("route + {name}:");
+        let mut route_logged = None;
+        let mut applied_logged = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let log = butler.log();
+            if let Some(pos) = log.find(&needle) {
+                let line_start = log[..pos].rfind('\n').map_or(0, |i| i + 1);
+                route_logged = log_time(&log[line_start..], &needle).map(|t| since(t0_wall, t));
+                applied_logged = log_time(&log[pos..], "; applied version ").map(|t| since(t0_wall, t));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "  seq {i:2}: proxy {:?} floor {:?} route-logged {:?} ms",
+            proxy_200.map(ms),
+            floor.map(ms),
+            route_logged
+        );
+        samples.push(StartSample {
+            proxy_200,
+            floor,
+            route_logged,
+            applied_logged,
+        });
+        apps.push(app);
+        // Let the follow-up reconcile (the network connect event) pass before the next start.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    samples
+}
+
+/// The same path as the worker (engine events → coalescer → reconcile), run in-process so each
+/// step's time is visible; against its own nginx, with the apps of the sequential run still up.
+#[derive(Default)]
+struct Split {
+    event: Vec<f64>,
+    discover: Vec<f64>,
+    plan_render: Vec<f64>,
+    ensure_nginx: Vec<f64>,
+    upload: Vec<f64>,
+    validate: Vec<f64>,
+    swap: Vec<f64>,
+    reload: Vec<f64>,
+    verify: Vec<f64>,
+    prune: Vec<f64>,
+    record: Vec<f64>,
+    total: Vec<f64>,
+    apps: usize,
+    not_applied: usize,
+}
+
+fn item1_split(apps: &mut Vec<AppContainer>) -> Split {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = unique_name("bench-nginx");
+    EXTRA_CONTAINERS.lock().unwrap().push(nginx.clone());
+    let http_port = support::free_port();
+    let config_path = dir.path().join("butler.toml");
+    let config = Config::parse(&config_text(&nginx, http_port, dir.path()), &config_path)
+        .expect("bench config");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut split = Split::default();
+    rt.block_on(async {
+        let docker = devops_butler::docker::client::connect(None)
+            .await
+            .expect("Docker engine");
+        let store = Store::open(&dir.path().join("state")).expect("store");
+        let mut reconciler = Reconciler::new(docker.clone(), Arc::new(config), store);
+        let mut engine_events = Box::pin(events::watch(docker));
+        let first = reconciler.reconcile("start").await.expect("first reconcile");
+        eprintln!("  split: first reconcile: {}", first.summary());
+        let coalescer = Coalescer::default();
+        for i in 0..SPLIT_STARTS {
+            // Whatever the last round caused (network connects) and events replayed at subscribe.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(300), engine_events.next()).await
+                {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
+            let name = unique_name("bench-split");
+            let app = tokio::task::block_in_place(|| timed_app(&name).spawn());
+            let t0 = Instant::now();
+            let _batch = coalescer.next_batch(&mut engine_events).await;
+            let event = t0.elapsed();
+            let report = reconciler.reconcile("bench").await.expect("reconcile");
+            let total = t0.elapsed();
+            let t = &report.timings;
+            let Some(apply) = report.apply.as_ref() else {
+                split.not_applied += 1;
+                continue;
+            };
+            if !report.succeeded() || !report.changes.iter().any(|c| c.line().contains(&name)) {
+                eprintln!("  split {i}: {} ({:?})", report.summary(), apply.status);
+                split.not_applied += 1;
+            }
+            let a = &apply.timings;
+            let parts = t.discover + t.plan_render + t.ensure_nginx + t.apply;
+            split.event.push(ms(event));
+            split.discover.push(ms(t.discover));
+            split.plan_render.push(ms(t.plan_render));
+            split.ensure_nginx.push(ms(t.ensure_nginx));
+            split.upload.push(ms(a.upload));
+            split.validate.push(ms(a.validate));
+            split.swap.push(ms(a.swap));
+            split.reload.push(ms(a.reload));
+            split.verify.push(ms(a.verify));
+            split.prune.push(ms(a.prune));
+            split.record.push(ms((total - event).saturating_sub(parts)));
+            split.total.push(ms(total));
+            split.apps = report.plan.routes.len();
+            eprintln!(
+                "  split {i:2}: event {:.0} discover {:.0} render {:.1} apply {:.0} total {:.0} ms",
+                ms(event),
+                ms(t.discover),
+                ms(t.plan_render),
+                ms(t.apply),
+                ms(total)
+            );
+            apps.push(app);
+        }
+    });
+    drop(rt);
+    let _ = support::docker(&["rm", "-f", "-v", &nginx]);
+    split
+}
+
+fn item1_table(samples: &[StartSample], split: &Split) {
+    let get = |f: &dyn Fn(&StartSample) -> Option<f64>| -> Vec<f64> {
+        samples.iter().filter_map(f).collect()
+    };
+    let proxy = get(&|s| s.proxy_200.map(ms));
+    let floor = get(&|s| s.floor.map(ms));
+    let route = get(&|s| s.route_logged);
+    let applied = get(&|s| s.applied_logged);
+    let ratios: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| Some(ms(s.proxy_200?) / ms(s.floor?)))
+        .collect();
+    let route_first = samples
+        .iter()
+        .filter(|s| matches!((s.route_logged, s.floor), (Some(r), Some(f)) if r <= ms(f)))
+        .count();
+    let (p, f) = (pct(&sorted(proxy.clone()), 50.0), pct(&sorted(floor.clone()), 50.0));
+    let failed = samples.iter().filter(|s| s.proxy_200.is_none()).count();
+    let mut out = format!(
+        "### 1. Start-to-route, {SEQUENTIAL_STARTS} sequential app starts (`butler run`; app listens after DELAY_MS={APP_DELAY_MS}, EXPOSE 3000) — goal p50 ≤ 1.2× floor\n\n\
+         All times from `docker start` returning.\n\n\
+         | measure | n | p50 (ms) | p95 (ms) | max (ms) |\n|---|---|---|---|---|\n"
+    );
+    for line in [
+        row("first 200 from the app through the proxy", &proxy),
+        row("floor: first 200 from the app on its own IP", &floor),
+        row("route live: butler logs `route + <app>` (after apply+verify)", &route),
+        row("applied: butler logs `applied version`", &applied),
+    ] {
+        out += &line;
+        out.push('\n');
+    }
+    let r = sorted(ratios);
+    out += &format!(
+        "\nproxy/floor: p50 of the two = **{:.2}×** (per start: p50 {:.2}×, p95 {:.2}×); route live before the app answered in {route_first}/{} starts; {failed} starts never answered through the proxy in 20 s.\n",
+        p / f,
+        pct(&r, 50.0),
+        pct(&r, 95.0),
+        samples.len()
+    );
+    out += &format!(
+        "\nSplit of the butler's part, {} more starts through the same path in-process \
+         (engine events → `Coalescer::default()` → `Reconciler::reconcile`, its own nginx, {} apps routed):\n\n\
+         | step | n | p50 (ms) | p95 (ms) | max (ms) |\n|---|---|---|---|---|\n",
+        split.total.len(),
+        split.apps
+    );
+    for line in [
+        row("event delay: `docker start` returned → batch closed (150 ms quiet)", &split.event),
+        row("discover: list + inspect all, connect to proxy net, re-list", &split.discover),
+        row("plan+render (templates loaded)", &split.plan_render),
+        row("ensure nginx (inspect)", &split.ensure_nginx),
+        row("apply: upload", &split.upload),
+        row("apply: validate (`nginx -t`)", &split.validate),
+        row("apply: swap", &split.swap),
+        row("apply: reload (HUP → new workers)", &split.reload),
+        row("apply: verify (route probe)", &split.verify),
+        row("apply: prune", &split.prune),
+        row("rest (live-version read, store record)", &split.record),
+        row("total: `docker start` returned → reconcile returned", &split.total),
+    ] {
+        out += &line;
+        out.push('\n');
+    }
+    if split.not_applied > 0 {
+        out += &format!(
+            "\n{} of the in-process rounds did not apply the new route in that round.\n",
+            split.not_applied
+        );
+    }
+    table(1, out);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Item 2: reloads per burst of 50
+
+fn item2_burst(butler: &ButlerProcess) {
+    let before = butler.applied_count();
+    let t0 = Instant::now();
+    let names = run_many("bench-burst", BURST, BURST, APP_DELAY_MS, None);
+    let spawned = t0.elapsed();
+    let needles: Vec<String> = names.iter().map(|n| format!("route + {n}:")).collect();
+    let mut all_routed = None;
+    while t0.elapsed() < Duration::from_secs(60) {
+        let log = butler.log();
+        if needles.iter().all(|n| log.contains(n)) {
+            all_routed = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at_routed = butler.applied_count() - before;
+    // Then every app through the proxy (their own start included).
+    let mut all_answer = None;
+    if all_routed.is_some() {
+        let proxy = butler.proxy_addr();
+        let ok = names.iter().all(|n| {
+            poll_until(&proxy, &format!("{n}.localhost"), Instant::now(), Duration::from_secs(20), is_app).is_some()
+        });
+        if ok {
+            all_answer = Some(t0.elapsed());
+        }
+    }
+    // Follow-up rounds (network connect events) that the burst still causes.
+    std::thread::sleep(Duration::from_secs(4));
+    let settled = butler.applied_count() - before;
+    let routed = {
+        let log = butler.log();
+        needles.iter().filter(|n| log.contains(n.as_str())).count()
+    };
+    let out = format!(
+        "### 2. Reloads per burst of {BURST} (`butler run`; {BURST} `docker run -d` at once, DELAY_MS={APP_DELAY_MS}) — issue's test: ≤ 3\n\n\
+         | measure | value |\n|---|---|\n\
+         | containers started / routed | {BURST} / {routed} |\n\
+         | configs applied (reloads) until all {BURST} routed | **{at_routed}** |\n\
+         | configs applied including follow-ups (4 s later) | {settled} |\n\
+         | last `docker run` returned | {:.0} ms |\n\
+         | all {BURST} routes live (log) | {} |\n\
+         | all {BURST} answer through the proxy | {} |\n",
+        ms(spawned),
+        all_routed.map_or("not within 60 s".into(), |d| format!("{:.0} ms", ms(d))),
+        all_answer.map_or("no".into(), |d| format!("{:.0} ms", ms(d))),
+    );
+    table(2, out);
+    remove_bulk(&names);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Item 5: steady load through the proxy, with and without 100 reconfigurations
+
+#[derive(Default)]
+struct LoadResult {
+    sent: u64,
+    ok: u64,
+    non_2xx: u64,
+    io_errors: u64,
+    /// A kept-alive connection closed by nginx before any byte of the answer (an old worker
+    /// shutting down at a reload); the request was sent again on a new connection, as HTTP clients
+    /// do for an idempotent request.
+    retried: u64,
+    latencies_us: Vec<u64>,
+    elapsed: Duration,
+}
+
+enum Attempt {
+    Status(u16),
+    /// Closed before any byte of the answer.
+    ClosedEarly,
+    Error,
+}
+
+/// One request on a keep-alive connection; reads the whole answer (Content-Length or chunked).
+fn keepalive_get(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Attempt {
+    if stream.write_all(request).is_err() {
+        return Attempt::ClosedEarly;
+    }
+    buf.clear();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) if buf.is_empty() => return Attempt::ClosedEarly,
+            Ok(0) => return Attempt::Error,
+            Ok(n) => n,
+            Err(e)
+                if buf.is_empty()
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                return Attempt::ClosedEarly;
+            }
+            Err(_) => return Attempt::Error,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = &buf[end + 4..];
+        let complete = if let Some(len) = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            body.len() >= len
+        } else if head.contains("transfer-encoding: chunked") {
+            body.ends_with(b"0\r\n\r\n")
+        } else {
+            // No length: the answer ends with the connection.
+            false
+        };
+        if complete {
+            return Attempt::Status(status);
+        }
+    }
+}
+
+fn connect_proxy(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Runs the paced load until `stop` is set; one thread per connection.
+fn run_load(addr: SocketAddr, host: &str, stop: &AtomicBool) -> LoadResult {
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-bench-load\r\n\r\n"
+    )
+    .into_bytes();
+    let interval = Duration::from_micros(1_000_000 / LOAD_RATE_PER_CONNECTION);
+    let started = Instant::now();
+    let results: Vec<LoadResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..LOAD_CONNECTIONS)
+            .map(|_| {
+                let request = &request;
+                s.spawn(move || {
+                    let mut r = LoadResult::default();
+                    let mut buf = Vec::with_capacity(1024);
+                    let mut conn: Option<TcpStream> = None;
+                    let mut next = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        } else if now - next > Duration::from_secs(1) {
+                            next = now; // fell far behind: do not burst to catch up
+                        }
+                        next += interval;
+                        r.sent += 1;
+                        let t = Instant::now();
+                        let mut outcome = Attempt::Error;
+                        // At most one retry, and only for a reused connection closed before answering.
+                        for attempt in 0..2 {
+                            let fresh = conn.is_none();
+                            if fresh {
+                                conn = connect_proxy(addr).ok();
+                            }
+                            let Some(stream) = conn.as_mut() else {
+                                outcome = Attempt::Error;
+                                break;
+                            };
+                            outcome = keepalive_get(stream, request, &mut buf);
+                            match outcome {
+                                Attempt::Status(_) => break,
+                                Attempt::ClosedEarly if !fresh && attempt == 0 => {
+                                    r.retried += 1;
+                                    conn = None;
+                                }
+                                _ => {
+                                    conn = None;
+                                    break;
+                                }
+                            }
+                        }
+                        match outcome {
+                            Attempt::Status(200..=299) => {
+                                r.ok += 1;
+                                r.latencies_us.push(t.elapsed().as_micros() as u64);
+                            }
+                            Attempt::Status(_) => {
+                                r.non_2xx += 1;
+                                r.latencies_us.push(t.elapsed().as_micros() as u64);
+                            }
+                            Attempt::ClosedEarly | Attempt::Error => r.io_errors += 1,
+                        }
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut total = LoadResult {
+        elapsed: started.elapsed(),
+        ..Default::default()
+    };
+    for r in results {
+        total.sent += r.sent;
+        total.ok += r.ok;
+        total.non_2xx += r.non_2xx;
+        total.io_errors += r.io_errors;
+        total.retried += r.retried;
+        total.latencies_us.extend(r.latencies_us);
+    }
+    total
+}
+
+fn load_row(what: &str, r: &LoadResult, reconfigs: &str) -> String {
+    let lat = sorted(r.latencies_us.iter().map(|&u| u as f64 / 1000.0).collect());
+    format!(
+        "| {what} | {:.0} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {reconfigs} |",
+        r.elapsed.as_secs_f64(),
+        r.sent,
+        r.ok,
+        r.non_2xx,
+        r.io_errors,
+        r.non_2xx + r.io_errors,
+        r.retried,
+        pct(&lat, 50.0),
+        pct(&lat, 99.0),
+        lat.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+fn item5_load(butler: &ButlerProcess, target: &AppContainer) {
+    let addr: SocketAddr = butler.proxy_addr().parse().unwrap();
+    let host = format!("{}.localhost", target.name());
+    butler.wait_for_app(&host);
+    let churn_name = unique_name("bench-churn");
+    let churn = AppContainer::builder(&churn_name).expose(3000).spawn();
+    butler.wait_for_app(&format!("{churn_name}.localhost"));
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Without churn.
+    let stop = AtomicBool::new(false);
+    let baseline = std::thread::scope(|s| {
+        let load = s.spawn(|| run_load(addr, &host, &stop));
+        std::thread::sleep(LOAD_BASELINE);
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+
+    // With churn: stop and start the unrelated app, each waiting for its reconfiguration.
+    let stop = AtomicBool::new(false);
+    let before = butler.applied_count();
+    let mut timeouts = 0;
+    let churned = std::thread::scope(|s| {
+        let load = s.spawn(|| run_load(addr, &host, &stop));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut k = 0;
+        while butler.applied_count() - before < RECONFIGURATIONS && Instant::now() < deadline {
+            let want = butler.applied_count() + 1;
+            if k % 2 == 0 {
+                support::docker_ok(&["stop", "-t", "2", &churn_name]);
+            } else {
+                support::docker_ok(&["start", &churn_name]);
+            }
+            k += 1;
+            let t = Instant::now();
+            while butler.applied_count() < want && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if butler.applied_count() < want {
+                timeouts += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        (load.join().unwrap(), k)
+    });
+    let (churn_load, actions) = churned;
+    let applied = butler.applied_count() - before;
+    drop(churn);
+    let out = format!(
+        "### 5. Steady load through the proxy, without and with {RECONFIGURATIONS} reconfigurations — goal: zero failed requests\n\n\
+         In-bench load generator: {LOAD_CONNECTIONS} keep-alive connections to {addr} (loopback), {} req/s in total, `GET /` to one app. \
+         Churn: `docker stop`/`docker start` of an unrelated app, each waiting for the butler's applied config before the next ({actions} actions, {timeouts} without a new config within 10 s).\n\n\
+         | run | seconds | sent | 2xx | non-2xx | IO errors | **failed** | retried after keep-alive close | p50 (ms) | p99 (ms) | max (ms) | configs applied |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n{}\n{}\n",
+        LOAD_CONNECTIONS as u64 * LOAD_RATE_PER_CONNECTION,
+        load_row("no churn", &baseline, "0"),
+        load_row("with churn", &churn_load, &applied.to_string()),
+    );
+    table(5, out);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Item 4: the dynamic-proxy worker's RSS
+
+fn item4_rss() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = unique_name("bench-nginx");
+    EXTRA_CONTAINERS.lock().unwrap().push(nginx.clone());
+    let http_port = support::free_port();
+    let config_path = dir.path().join("butler.toml");
+    std::fs::write(&config_path, config_text(&nginx, http_port, dir.path())).unwrap();
+    let log_path: PathBuf = dir.path().join("worker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child: Child = Command::new(butler_bin())
+        .args(["worker", "dynamic-proxy", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start butler worker dynamic-proxy");
+    let pid = child.id();
+    CHILDREN.lock().unwrap().push(pid);
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // "N apps routed" of the worker's last summary line.
+    let routed = || -> Option<usize> {
+        let log = read_log();
+        let line = log.lines().rev().find(|l| l.contains(" apps routed, "))?;
+        let before = line.split(" apps routed, ").next()?;
+        before.split_whitespace().last()?.parse().ok()
+    };
+    support::wait_until("the worker is ready", Duration::from_secs(60), || {
+        read_log().contains("dynamic-proxy worker ready")
+    });
+
+    let mut rows = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for &n in &RSS_STEPS {
+        let more = n - names.len();
+        let t = Instant::now();
+        // On the proxy network from the start: memory does not depend on it, and it spares the
+        // engine 200 network connects.
+        names.extend(run_many("bench-rss", more, 6, 0, Some(BUTLER_NETWORK)));
+        let started = t.elapsed();
+        let t = Instant::now();
+        let all_routed = {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let r = routed().unwrap_or(0);
+                if r >= n || Instant::now() > deadline {
+                    break r;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+        let routing = t.elapsed();
+        // Settled: a few periodic rounds (every 2 s) with nothing new.
+        std::thread::sleep(Duration::from_secs(8));
+        let running = support::docker(&["ps", "-q"]);
+        let running = String::from_utf8_lossy(&running.stdout).lines().count();
+        rows.push(format!(
+            "| {n} | {} | {running} | {:.1} | {:.1} | {} | {:.0} s + {:.0} s |",
+            routed().unwrap_or(all_routed),
+            status_field(pid, "VmRSS:") / 1024.0,
+            status_field(pid, "VmHWM:") / 1024.0,
+            status_field(pid, "Threads:"),
+            started.as_secs_f64(),
+            routing.as_secs_f64(),
+        ));
+    }
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = child.wait();
+    CHILDREN.lock().unwrap().retain(|&p| p != pid);
+    remove_bulk(&names);
+    let _ = support::docker(&["rm", "-f", "-v", &nginx]);
+    let mut out = format!(
+        "### 4. dynamic-proxy worker memory (`butler worker dynamic-proxy` as its own process, release build) — goal < 20 MB at 200\n\n\
+         Tiny containers: the static test app (1.4 MB image), started on the proxy network. Read from /proc/<pid>/status 8 s after all were routed.\n\n\
+         | bench containers | apps routed | containers running on the engine | VmRSS (MB) | VmHWM (MB) | threads | start + route time |\n\
+         |---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        out += &r;
+        out.push('\n');
+    }
+    table(4, out);
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+fn main() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        print_tables();
+        cleanup_everything();
+    }));
+    // BENCH_ITEMS=3,4 runs only those items (default: all five).
+    let items: Vec<usize> = std::env::var("BENCH_ITEMS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 3, 4, 5]);
+    let want = |i: usize| items.contains(&i);
+    let started = Instant::now();
+    support::ensure_image("app");
+    support::ensure_image("nginx");
+    support::ensure_butler_network();
+
+    if want(3) {
+        eprintln!("item 3: plan+render of {SYNTHETIC_APPS} synthetic apps");
+        item3_plan_render();
+    }
+
+    let mut apps: Vec<AppContainer> = Vec::new();
+    if want(1) || want(2) || want(5) {
+        let butler = ButlerProcess::start(butler_bin());
+        let mut samples = Vec::new();
+        if want(1) {
+            eprintln!("item 1: {SEQUENTIAL_STARTS} sequential starts");
+            samples = item1_sequential(&butler, &mut apps);
+        }
+        if want(5) {
+            if apps.is_empty() {
+                apps.push(timed_app(&unique_name("bench-target")).start());
+            }
+            eprintln!("item 5: load, then load with churn");
+            item5_load(&butler, &apps[0]);
+        }
+        if want(2) {
+            eprintln!("item 2: burst of {BURST}");
+            item2_burst(&butler);
+        }
+        drop(butler);
+        if want(1) {
+            eprintln!("item 1: split, in-process");
+            let split = item1_split(&mut apps);
+            item1_table(&samples, &split);
+        }
+    }
+    remove_bulk(&apps.iter().map(|a| a.name().to_owned()).collect::<Vec<_>>());
+    drop(apps);
+
+    if want(4) {
+        eprintln!("item 4: worker RSS at {RSS_STEPS:?} containers");
+        item4_rss();
+    }
+
+    cleanup_everything();
+    print_tables();
+    println!(
+        "_Run: `cargo bench --bench proxy`, {:.0} s, {} cores._",
+        started.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+}
