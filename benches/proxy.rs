@@ -351,7 +351,14 @@ fn item3_plan_render() {
     for line in [
         row("plan", &plan_t),
         row("render", &render_t),
-        row("plan+render", &plan_t.iter().zip(&render_t).map(|(a, b)| a + b).collect::<Vec<_>>()),
+        row(
+            "plan+render",
+            &plan_t
+                .iter()
+                .zip(&render_t)
+                .map(|(a, b)| a + b)
+                .collect::<Vec<_>>(),
+        ),
         row("template load (per reconcile)", &load_t),
         row("load+plan+render (as the worker runs it)", &total_t),
     ] {
@@ -405,7 +412,8 @@ fn item1_sequential(butler: &ButlerProcess, apps: &mut Vec<AppContainer>) -> Vec
             if let Some(pos) = log.find(&needle) {
                 let line_start = log[..pos].rfind('\n').map_or(0, |i| i + 1);
                 route_logged = log_time(&log[line_start..], &needle).map(|t| since(t0_wall, t));
-                applied_logged = log_time(&log[pos..], "; applied version ").map(|t| since(t0_wall, t));
+                applied_logged =
+                    log_time(&log[pos..], "; applied version ").map(|t| since(t0_wall, t));
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -466,17 +474,17 @@ fn item1_split(apps: &mut Vec<AppContainer>) -> Split {
         let store = Store::open(&dir.path().join("state")).expect("store");
         let mut reconciler = Reconciler::new(docker.clone(), Arc::new(config), store);
         let mut engine_events = Box::pin(events::watch(docker));
-        let first = reconciler.reconcile("start").await.expect("first reconcile");
+        let first = reconciler
+            .reconcile("start")
+            .await
+            .expect("first reconcile");
         eprintln!("  split: first reconcile: {}", first.summary());
         let coalescer = Coalescer::default();
         for i in 0..SPLIT_STARTS {
             // Whatever the last round caused (network connects) and events replayed at subscribe.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(300), engine_events.next()).await
-                {
-                    Ok(Some(_)) => continue,
-                    _ => break,
-                }
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(300), engine_events.next()).await
+            {
             }
             let name = unique_name("bench-split");
             let app = tokio::task::block_in_place(|| timed_app(&name).spawn());
@@ -541,7 +549,10 @@ fn item1_table(samples: &[StartSample], split: &Split) {
         .iter()
         .filter(|s| matches!((s.route_logged, s.floor), (Some(r), Some(f)) if r <= ms(f)))
         .count();
-    let (p, f) = (pct(&sorted(proxy.clone()), 50.0), pct(&sorted(floor.clone()), 50.0));
+    let (p, f) = (
+        pct(&sorted(proxy.clone()), 50.0),
+        pct(&sorted(floor.clone()), 50.0),
+    );
     let failed = samples.iter().filter(|s| s.proxy_200.is_none()).count();
     let mut out = format!(
         "### 1. Start-to-route, {SEQUENTIAL_STARTS} sequential app starts (`butler run`; app listens after DELAY_MS={APP_DELAY_MS}, EXPOSE 3000) — goal p50 ≤ 1.2× floor\n\n\
@@ -551,7 +562,10 @@ fn item1_table(samples: &[StartSample], split: &Split) {
     for line in [
         row("first 200 from the app through the proxy", &proxy),
         row("floor: first 200 from the app on its own IP", &floor),
-        row("route live: butler logs `route + <app>` (after apply+verify)", &route),
+        row(
+            "route live: butler logs `route + <app>` (after apply+verify)",
+            &route,
+        ),
         row("applied: butler logs `applied version`", &applied),
     ] {
         out += &line;
@@ -573,8 +587,14 @@ fn item1_table(samples: &[StartSample], split: &Split) {
         split.apps
     );
     for line in [
-        row("event delay: `docker start` returned → batch closed (150 ms quiet)", &split.event),
-        row("discover: list + inspect all, connect to proxy net, re-list", &split.discover),
+        row(
+            "event delay: `docker start` returned → batch closed (150 ms quiet)",
+            &split.event,
+        ),
+        row(
+            "discover: list + inspect all, connect to proxy net, re-list",
+            &split.discover,
+        ),
         row("plan+render (templates loaded)", &split.plan_render),
         row("ensure nginx (inspect)", &split.ensure_nginx),
         row("apply: upload", &split.upload),
@@ -584,7 +604,10 @@ fn item1_table(samples: &[StartSample], split: &Split) {
         row("apply: verify (route probe)", &split.verify),
         row("apply: prune", &split.prune),
         row("rest (live-version read, store record)", &split.record),
-        row("total: `docker start` returned → reconcile returned", &split.total),
+        row(
+            "total: `docker start` returned → reconcile returned",
+            &split.total,
+        ),
     ] {
         out += &line;
         out.push('\n');
@@ -622,7 +645,14 @@ fn item2_burst(butler: &ButlerProcess) {
     if all_routed.is_some() {
         let proxy = butler.proxy_addr();
         let ok = names.iter().all(|n| {
-            poll_until(&proxy, &format!("{n}.localhost"), Instant::now(), Duration::from_secs(20), is_app).is_some()
+            poll_until(
+                &proxy,
+                &format!("{n}.localhost"),
+                Instant::now(),
+                Duration::from_secs(20),
+                is_app,
+            )
+            .is_some()
         });
         if ok {
             all_answer = Some(t0.elapsed());
@@ -737,10 +767,9 @@ fn connect_proxy(addr: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// Runs the paced load until `stop` is set; one thread per connection.
 fn run_load(addr: SocketAddr, host: &str, stop: &AtomicBool) -> LoadResult {
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-bench-load\r\n\r\n"
-    )
-    .into_bytes();
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-bench-load\r\n\r\n")
+            .into_bytes();
     let interval = Duration::from_micros(1_000_000 / LOAD_RATE_PER_CONNECTION);
     let started = Instant::now();
     let results: Vec<LoadResult> = std::thread::scope(|s| {
@@ -972,11 +1001,11 @@ fn item4_rss() {
     CHILDREN.lock().unwrap().retain(|&p| p != pid);
     remove_bulk(&names);
     let _ = support::docker(&["rm", "-f", "-v", &nginx]);
-    let mut out = format!(
+    let mut out = String::from(
         "### 4. dynamic-proxy worker memory (`butler worker dynamic-proxy` as its own process, release build) — goal < 20 MB at 200\n\n\
          Tiny containers: the static test app (1.4 MB image), started on the proxy network. Read from /proc/<pid>/status 8 s after all were routed.\n\n\
          | bench containers | apps routed | containers running on the engine | VmRSS (MB) | VmHWM (MB) | threads | start + route time |\n\
-         |---|---|---|---|---|---|---|\n"
+         |---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out += &r;
