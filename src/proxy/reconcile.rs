@@ -142,6 +142,9 @@ pub struct Reconciler {
     /// The routes of the last applied config, to tell what changed; read from the store on the
     /// first reconcile, so a new process (a restart, `proxy-update`) does not report every route as new.
     applied_routes: Option<RouteTable>,
+    /// The last tree nginx refused, with the outcome: the same tree is not staged, validated and
+    /// recorded again every round (it can only be refused again) until something changes it.
+    refused: Option<ApplyOutcome>,
 }
 
 impl Reconciler {
@@ -153,6 +156,7 @@ impl Reconciler {
             nginx,
             store,
             applied_routes: None,
+            refused: None,
         }
     }
 
@@ -237,6 +241,19 @@ impl Reconciler {
             );
         }
         let changes = self.changes(&plan);
+        if let Some(refused) = self.refused.as_ref().filter(|r| r.hash == rendered.hash) {
+            return Ok(ReconcileReport {
+                cause: cause.to_owned(),
+                plan,
+                changes,
+                connected,
+                nginx_recreated,
+                apply: Some(refused.clone()),
+                version: None,
+                pinned: None,
+                timings,
+            });
+        }
         let started = Instant::now();
         let applier = Applier::new(self.nginx.clone())
             .with_probe_addr(self.nginx_addr().await?)
@@ -260,6 +277,8 @@ impl Reconciler {
             .apply(&rendered.files, &rendered.hash, &probes)
             .await;
         timings.apply = started.elapsed();
+        self.refused =
+            matches!(outcome.status, ApplyStatus::Invalid { .. }).then(|| outcome.clone());
 
         let version = self
             .record(cause, &plan, &rendered, &changes, &outcome)

@@ -59,6 +59,8 @@ pub enum StoreError {
     },
     #[error("state database {path}: the worker thread running a query panicked")]
     Panicked { path: PathBuf },
+    #[error("state database {path}: query abandoned because the butler is shutting down")]
+    Cancelled { path: PathBuf },
     #[error("cannot lock {path}: {source} (check the state directory's permissions)")]
     Lock {
         path: PathBuf,
@@ -113,7 +115,7 @@ impl Store {
     /// pin just before a rollback pinned would apply its own render over the operator's rollback.
     pub async fn lock_apply(&self) -> Result<ApplyLock, StoreError> {
         let path = self.path.with_file_name(APPLY_LOCK_FILE);
-        let panicked = StoreError::Panicked { path: path.clone() };
+        let joined = joined_err(path.clone());
         tokio::task::spawn_blocking(move || {
             let lock_err = |source| StoreError::Lock {
                 path: path.clone(),
@@ -129,7 +131,7 @@ impl Store {
             Ok(ApplyLock(file))
         })
         .await
-        .map_err(|_| panicked)?
+        .map_err(joined)?
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -146,9 +148,18 @@ impl Store {
             f(&mut guard, &path)
         })
         .await
-        .map_err(|_| StoreError::Panicked {
-            path: self.path.clone(),
-        })?
+        .map_err(joined_err(self.path.clone()))?
+    }
+}
+
+/// A blocking task that did not return: cancelled at runtime shutdown, or panicked.
+fn joined_err(path: PathBuf) -> impl FnOnce(tokio::task::JoinError) -> StoreError {
+    move |error| {
+        if error.is_cancelled() {
+            StoreError::Cancelled { path }
+        } else {
+            StoreError::Panicked { path }
+        }
     }
 }
 

@@ -53,7 +53,12 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                 None => break,
             },
         };
-        let status = round(&mut reconciler, &mut problems, &cause).await;
+        // SIGTERM must not wait for a long round: what a cut round leaves behind is a staged or
+        // validated version, and the next start reconciles from the store's last good one.
+        let status = tokio::select! {
+            status = round(&mut reconciler, &mut problems, &cause) => status,
+            () = ctx.shutdown.cancelled() => break,
+        };
         ticker.done(status);
     }
     Ok(())

@@ -84,13 +84,11 @@ impl Ticker<'_> {
     }
 
     /// Ends a round: its one-line summary becomes systemd's STATUS=.
+    /// The next round is due a full period from now: a round longer than the period must not leave
+    /// the timer always due, starving whatever else the loop waits for (engine events).
     pub fn done(&mut self, status: String) {
+        self.next_round = Instant::now() + self.period;
         self.status = status;
         self.ctx.notifier.heartbeat(&self.status);
-    }
-
-    /// Starts the next round now instead of at the end of the period (an event arrived).
-    pub fn hurry(&mut self) {
-        self.next_round = Instant::now();
     }
 }
