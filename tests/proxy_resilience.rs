@@ -272,7 +272,6 @@ fn an_override_nginx_refuses_is_not_applied_and_the_last_good_config_keeps_servi
     let old = unique_name("old");
     let _old = start_app(&old);
     wait_served(&butler, &old);
-    let good_hash = butler.live_hash();
 
     // A valid template that renders a config nginx -t refuses.
     let directive = "butler_no_such_directive";
@@ -304,12 +303,26 @@ fn an_override_nginx_refuses_is_not_applied_and_the_last_good_config_keeps_servi
         error.contains("unknown directive") && error.contains(directive),
         "the refused version does not carry nginx's error: {refused:?}"
     );
+    // Other tests' containers come and go on the same engine, so a round that rendered with the
+    // shipped templates may still go live while the override is being written; from the first
+    // refusal on, every round renders with the override and nothing may go live.
+    let live_at_refusal = butler.live_hash();
     assert_serves(&butler, &old);
     assert_not_routed(&butler, &new);
     assert_eq!(
         butler.live_hash(),
-        good_hash,
+        live_at_refusal,
         "the live config changed although every new one was refused"
+    );
+    let applied_since = butler
+        .history(bin)
+        .versions
+        .into_iter()
+        .filter(|v| v.id > refused.id && v.applied)
+        .count();
+    assert_eq!(
+        applied_since, 0,
+        "a version went live after the override was refused"
     );
     assert!(!butler.live_nginx_config().contains(directive));
 

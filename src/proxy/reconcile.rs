@@ -14,7 +14,7 @@ use super::apply::{Applier, ApplyOutcome, ApplyStatus, RouteProbe};
 use super::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec};
 use super::{Plan, PlanSettings, ProblemKind, RenderSettings, RenderedConfig, Route, Templates};
 use crate::config::Config;
-use crate::docker::{discovery, network};
+use crate::docker::{ContainerSnapshot, discovery, network};
 use crate::store::{NewVersion, RouteRow, Store};
 
 /// Where nginx looks for the live tree inside its container.
@@ -145,6 +145,8 @@ pub struct Reconciler {
     /// The last tree nginx refused, with the outcome: the same tree is not staged, validated and
     /// recorded again every round (it can only be refused again) until something changes it.
     refused: Option<ApplyOutcome>,
+    /// Every running container as of the last full list, kept current by targeted re-inspects.
+    known: Option<BTreeMap<String, ContainerSnapshot>>,
 }
 
 impl Reconciler {
@@ -157,6 +159,7 @@ impl Reconciler {
             store,
             applied_routes: None,
             refused: None,
+            known: None,
         }
     }
 
@@ -168,20 +171,70 @@ impl Reconciler {
         &self.docker
     }
 
+    /// Lists and inspects every running container, and remembers them.
+    async fn refresh_all(&mut self) -> Result<Vec<ContainerSnapshot>, ReconcileError> {
+        self.known = None;
+        let snapshots = discovery::list_snapshots(&self.docker).await?;
+        self.known = Some(
+            snapshots
+                .iter()
+                .map(|s| (s.id.clone(), s.clone()))
+                .collect(),
+        );
+        Ok(snapshots)
+    }
+
+    /// Re-inspects `ids` (gone or stopped ones are forgotten) on top of the remembered list.
+    async fn refresh(
+        &mut self,
+        ids: &BTreeSet<String>,
+    ) -> Result<Vec<ContainerSnapshot>, ReconcileError> {
+        let mut known = self.known.take().unwrap_or_default();
+        for id in ids {
+            // An error leaves `known` empty, so the next round lists everything again.
+            match discovery::snapshot_one(&self.docker, id).await? {
+                Some(snapshot) => {
+                    // Events may name a container by a short id; the remembered list is by full id.
+                    known.retain(|key, _| !key.starts_with(id.as_str()) || *key == snapshot.id);
+                    known.insert(snapshot.id.clone(), snapshot);
+                }
+                None => known.retain(|key, _| !key.starts_with(id.as_str())),
+            }
+        }
+        let snapshots = known.values().cloned().collect();
+        self.known = Some(known);
+        Ok(snapshots)
+    }
+
     /// Discovery and planning only: what the routes would be now. Connects nothing, applies nothing.
     pub async fn plan_now(&self) -> Result<Plan, ReconcileError> {
         let snapshots = discovery::list_snapshots(&self.docker).await?;
         Ok(super::plan(&snapshots, &self.plan_settings()))
     }
 
+    /// A full reconcile: every container on the engine is inspected.
     pub async fn reconcile(&mut self, cause: &str) -> Result<ReconcileReport, ReconcileError> {
+        self.reconcile_changed(cause, None).await
+    }
+
+    /// A reconcile that re-inspects only `changed` containers (those a batch of events named) and
+    /// takes the rest from the last full list; `None`, or no full list yet, inspects everything.
+    /// Inspecting every container is most of a round's time on a host with many of them.
+    pub async fn reconcile_changed(
+        &mut self,
+        cause: &str,
+        changed: Option<&BTreeSet<String>>,
+    ) -> Result<ReconcileReport, ReconcileError> {
         let mut timings = ReconcileTimings::default();
-        let proxy = &self.config.proxy;
+        let proxy = self.config.proxy.clone();
 
         let started = Instant::now();
         network::ensure_network(&self.docker, &proxy.network).await?;
-        let mut snapshots = discovery::list_snapshots(&self.docker).await?;
         let settings = self.plan_settings();
+        let snapshots = match changed {
+            Some(ids) if self.known.is_some() => self.refresh(ids).await?,
+            _ => self.refresh_all().await?,
+        };
         let mut plan = super::plan(&snapshots, &settings);
         // Apps off the proxy network cannot be reached by IP: connect them, then look again.
         let off_network: BTreeSet<String> = plan
@@ -190,19 +243,22 @@ impl Reconciler {
             .filter(|p| p.kind == ProblemKind::NotOnNetwork)
             .map(|p| p.container_id.clone())
             .collect();
-        let mut connected = Vec::new();
+        let mut connected = BTreeSet::new();
         for id in &off_network {
             match network::connect(&self.docker, id, &proxy.network).await {
-                Ok(()) => connected.push(id.clone()),
+                Ok(()) => {
+                    connected.insert(id.clone());
+                }
                 Err(error) => {
                     tracing::warn!(container = %id, %error, "cannot connect app to the proxy network")
                 }
             }
         }
         if !connected.is_empty() {
-            snapshots = discovery::list_snapshots(&self.docker).await?;
+            let snapshots = self.refresh(&connected).await?;
             plan = super::plan(&snapshots, &settings);
         }
+        let connected: Vec<String> = connected.into_iter().collect();
         timings.discover = started.elapsed();
 
         // nginx first: a template override that fails to render must not keep a removed or

@@ -29,34 +29,36 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
 
     // Subscribe before the first list, so nothing that happens in between is missed.
     let mut engine_events = Box::pin(events::watch(docker));
-    let status = round(&mut reconciler, &mut problems, "start").await;
+    let status = round(&mut reconciler, &mut problems, "start", None).await;
     ctx.notifier.ready(&status);
     tracing::info!("dynamic-proxy worker ready");
 
     let coalescer = Coalescer::default();
     let mut ticker = ctx.ticker(ctx.config.health.interval.0);
     loop {
-        let cause = tokio::select! {
+        // `changed` names the containers to re-inspect; `None` re-lists everything (the periodic
+        // round and a reconnect, which also correct anything the events missed).
+        let (cause, changed) = tokio::select! {
             more = ticker.next_round() => {
                 if !more {
                     break;
                 }
-                "periodic check".to_owned()
+                ("periodic check".to_owned(), None)
             }
             batch = coalescer.next_batch(&mut engine_events) => match batch {
                 Some(batch) if batch.resync => {
                     // The first connect follows start-up's own full list; later ones are reconnects.
                     tracing::info!("Docker event stream connected; re-listing every container");
-                    "engine reconnected".to_owned()
+                    ("engine reconnected".to_owned(), None)
                 }
-                Some(batch) => format!("{} engine events", batch.events),
+                Some(batch) => (format!("{} engine events", batch.events), Some(batch.containers)),
                 None => break,
             },
         };
         // SIGTERM must not wait for a long round: what a cut round leaves behind is a staged or
         // validated version, and the next start reconciles from the store's last good one.
         let status = tokio::select! {
-            status = round(&mut reconciler, &mut problems, &cause) => status,
+            status = round(&mut reconciler, &mut problems, &cause, changed.as_ref()) => status,
             () = ctx.shutdown.cancelled() => break,
         };
         ticker.done(status);
@@ -84,8 +86,13 @@ async fn connect(ctx: &WorkerContext) -> anyhow::Result<bollard::Docker> {
 
 /// One reconcile, logged; returns the STATUS= line. Failures are logged and retried next round:
 /// the last good config keeps serving meanwhile.
-async fn round(reconciler: &mut Reconciler, problems: &mut ProblemLog, cause: &str) -> String {
-    match reconciler.reconcile(cause).await {
+async fn round(
+    reconciler: &mut Reconciler,
+    problems: &mut ProblemLog,
+    cause: &str,
+    changed: Option<&std::collections::BTreeSet<String>>,
+) -> String {
+    match reconciler.reconcile_changed(cause, changed).await {
         Ok(report) => {
             log_report(&report);
             problems.log(&report.plan.problems);
