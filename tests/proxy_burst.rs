@@ -59,17 +59,31 @@ fn a_burst_of_fifty_containers_is_all_routed_with_at_most_three_reloads() {
     let routed = started.elapsed();
     let total_reloads = butler.applied_count() - before_count;
 
-    // Reloads that routed part of the burst; other processes' containers may cause more.
-    let history = butler.history(bin);
-    let burst_versions: Vec<_> = history
-        .applied()
-        .into_iter()
-        .filter(|v| v.id > before_id && v.summary.contains(&format!("+ {tag}-")))
-        .collect();
-    let routed_per_version: Vec<usize> = burst_versions
-        .iter()
-        .map(|v| v.summary.matches(&format!("+ {tag}-")).count())
-        .collect();
+    // Reloads that routed part of the burst; other processes' containers may cause more. nginx
+    // serves a version a moment before the store records it (the apply prunes old versions first),
+    // so wait for the history to account for the whole burst.
+    let burst_history = || {
+        let history = butler.history(bin);
+        let versions: Vec<_> = history
+            .applied()
+            .into_iter()
+            .filter(|v| v.id > before_id && v.summary.contains(&format!("+ {tag}-")))
+            .cloned()
+            .collect();
+        let per_version: Vec<usize> = versions
+            .iter()
+            .map(|v| v.summary.matches(&format!("+ {tag}-")).count())
+            .collect();
+        (history, versions, per_version)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (history, burst_versions, routed_per_version) = loop {
+        let found = burst_history();
+        if found.2.iter().sum::<usize>() >= BURST || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     eprintln!(
         "burst of {BURST}: spawned in {} ms, all routed after {} ms; {} reloads for the burst \
          (apps added per reload, newest first: {routed_per_version:?}), {total_reloads} reloads in all",
