@@ -1,11 +1,15 @@
 //! The CLI as a user meets it on a host without systemd: config checking, `butler run` in the
 //! foreground, and clean shutdown on SIGTERM. Real processes, real sockets.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod support;
+
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use support::{Cleanup, ensure_image, free_port, http_get, unique_name, wait_until};
 
 fn butler() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_butler"));
@@ -27,14 +31,6 @@ fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, body).unwrap();
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -152,46 +148,41 @@ fn a_worker_with_a_bad_config_exits_2_and_says_why() {
     );
 }
 
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// A config for `butler run` whose proxy cannot collide with anything else on the engine: the local
+/// nginx test image, a unique container name and a free port. The guard removes that container.
+fn run_config(dir: &Path, dashboard_port: u16) -> (PathBuf, Cleanup) {
+    let nginx = unique_name("cli-nginx");
+    let mut cleanup = Cleanup::new();
+    cleanup.add_container(&nginx);
+    let config = write_config(
+        dir,
+        "run.toml",
+        &format!(
+            "[proxy]\nimage = \"{}\"\ncontainer_name = \"{nginx}\"\nhttp_port = {}\n\
+             [dashboard]\nlisten = \"127.0.0.1:{dashboard_port}\"\n[state]\ndir = \"{}\"\n\
+             [health]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+            ensure_image("nginx"),
+            free_port(),
+            dir.display()
+        ),
+    );
+    (config, cleanup)
 }
 
 #[test]
 fn butler_run_serves_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = write_config(
-        dir.path(),
-        "run.toml",
-        &format!(
-            "[dashboard]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"{}\"\n[health]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
-            dir.path().display()
-        ),
-    );
+    let (config, _cleanup) = run_config(dir.path(), port);
     let mut child = butler()
         .args(["run", "--config", config.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the dashboard to answer", Duration::from_secs(20), || {
-        http_get(port, "/healthz").is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+    wait_until("the dashboard to answer", Duration::from_secs(20), || {
+        http_get(&format!("127.0.0.1:{port}"), "localhost", "/healthz")
+            .is_ok_and(|r| r.status == 200)
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let sent = Instant::now();
@@ -223,14 +214,7 @@ fn butler_run_fails_when_a_worker_cannot_initialise() {
     // Occupy the dashboard's port so its worker cannot bind.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let config = write_config(
-        dir.path(),
-        "run.toml",
-        &format!(
-            "[dashboard]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"{}\"\n",
-            dir.path().display()
-        ),
-    );
+    let (config, _cleanup) = run_config(dir.path(), port);
     let out = butler()
         .args(["run", "--config", config.to_str().unwrap()])
         .output()
