@@ -340,23 +340,8 @@ fn websocket(mut reader: impl Read, mut w: TcpStream, req: &Request) -> std::io:
     );
     w.write_all(head.as_bytes())?;
     loop {
-        let mut hdr = [0u8; 2];
-        reader.read_exact(&mut hdr)?;
-        let opcode = hdr[0] & 0x0f;
-        let masked = hdr[1] & 0x80 != 0;
-        let len = match hdr[1] & 0x7f {
-            126 => {
-                let mut b = [0u8; 2];
-                reader.read_exact(&mut b)?;
-                u64::from(u16::from_be_bytes(b))
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                reader.read_exact(&mut b)?;
-                u64::from_be_bytes(b)
-            }
-            n => u64::from(n),
-        };
+        let header = ws_codec::read_frame_header(&mut reader)?;
+        let (opcode, masked, len) = (header.opcode, header.masked, header.payload_len);
         let mut mask = [0u8; 4];
         if masked {
             reader.read_exact(&mut mask)?;
@@ -370,7 +355,7 @@ fn websocket(mut reader: impl Read, mut w: TcpStream, req: &Request) -> std::io:
         }
         match opcode {
             // Text, binary and continuation frames come back as they are; ping gets its pong.
-            0x0..=0x2 => write_frame(&mut w, hdr[0], &payload)?,
+            0x0..=0x2 => write_frame(&mut w, header.first_byte, &payload)?,
             0x9 => write_frame(&mut w, 0x80 | 0xA, &payload)?,
             0x8 => return write_frame(&mut w, 0x80 | 0x8, &payload),
             _ => {}

@@ -647,32 +647,19 @@ pub fn websocket_echo(
         )));
     }
     stream.write_all(&client_frame(0x81, message.as_bytes()))?;
-    let mut hdr = [0u8; 2];
-    reader.read_exact(&mut hdr)?;
-    if hdr[1] & 0x80 != 0 {
+    let header = ws_codec::read_frame_header(&mut reader)?;
+    if header.masked {
         return Err(err(
             "the server sent a masked frame (RFC 6455 §5.1 forbids it)".into(),
         ));
     }
-    let len = match hdr[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            reader.read_exact(&mut b)?;
-            u64::from(u16::from_be_bytes(b))
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            reader.read_exact(&mut b)?;
-            u64::from_be_bytes(b)
-        }
-        n => u64::from(n),
-    };
+    let len = header.payload_len;
     let mut payload = vec![0u8; len as usize];
     reader.read_exact(&mut payload)?;
-    if hdr[0] & 0x0f != 0x1 {
+    if header.opcode != 0x1 {
         return Err(err(format!(
             "expected a text frame, got opcode {:#x}",
-            hdr[0] & 0x0f
+            header.opcode
         )));
     }
     // Say goodbye properly; the answer does not matter.

@@ -87,3 +87,37 @@ pub fn accept_key(client_key: &str) -> String {
         format!("{}{}", client_key.trim(), WS_GUID).as_bytes(),
     ))
 }
+
+/// The start of a frame as RFC 6455 §5.2 lays it out.
+pub struct FrameHeader {
+    /// FIN, RSV and opcode, as sent.
+    pub first_byte: u8,
+    pub opcode: u8,
+    pub masked: bool,
+    pub payload_len: u64,
+}
+
+/// Reads the two fixed bytes and the extended payload length (not the mask key).
+pub fn read_frame_header(reader: &mut impl std::io::Read) -> std::io::Result<FrameHeader> {
+    let mut hdr = [0u8; 2];
+    reader.read_exact(&mut hdr)?;
+    let payload_len = match hdr[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            reader.read_exact(&mut b)?;
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            reader.read_exact(&mut b)?;
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    Ok(FrameHeader {
+        first_byte: hdr[0],
+        opcode: hdr[0] & 0x0f,
+        masked: hdr[1] & 0x80 != 0,
+        payload_len,
+    })
+}
