@@ -2,6 +2,7 @@
 //! each writing its own tables. `Store` is the only door: every call runs on the blocking pool so
 //! async workers never stall on disk, and the schema is migrated by `user_version` on open.
 
+mod health;
 mod routes;
 mod schema;
 mod settings;
@@ -13,6 +14,10 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use health::{
+    AppHealth, AppStatus, CheckResult, Finding, Incident, IncidentFilter, IncidentState,
+    NewRecovery, Recovery, RecoveryOutcome, Sample, Severity, SuccessRate,
+};
 pub use routes::RouteRow;
 pub use versions::{ConfigVersion, NewVersion, VersionInfo};
 

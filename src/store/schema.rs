@@ -33,6 +33,71 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 3: health and recovery (health-monitor writes checks, app_health, samples and incidents;
+    //    recovery updates incidents and writes recoveries) and deployments (`butler deploy`).
+    "CREATE TABLE checks (
+        subject    TEXT NOT NULL,    -- 'app:<name>', 'proxy', 'host', 'unit:<unit name>'
+        name       TEXT NOT NULL,    -- 'container', 'tcp', 'http_direct', 'http_proxy', ...
+        ok         INTEGER NOT NULL,
+        latency_ms REAL,
+        detail     TEXT NOT NULL,
+        checked_at TEXT NOT NULL,
+        PRIMARY KEY (subject, name)
+    );
+    CREATE TABLE app_health (
+        app        TEXT PRIMARY KEY,
+        status     TEXT NOT NULL,    -- healthy | degraded | down
+        reason     TEXT NOT NULL,
+        latency_ms REAL,             -- last response time through the proxy
+        started_at TEXT,             -- the container's start time (uptime)
+        checked_at TEXT NOT NULL
+    );
+    CREATE TABLE incidents (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        severity    TEXT NOT NULL,   -- low | medium | high | critical
+        component   TEXT NOT NULL,   -- same form as checks.subject
+        summary     TEXT NOT NULL,
+        state       TEXT NOT NULL,   -- open | recovering | resolved | escalated
+        first_seen  TEXT NOT NULL,
+        last_seen   TEXT NOT NULL,
+        count       INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        resolved_at TEXT
+    );
+    -- One problem is one incident: at most one unresolved incident per kind and component.
+    CREATE UNIQUE INDEX incidents_unresolved ON incidents (kind, component) WHERE state != 'resolved';
+    CREATE INDEX incidents_last_seen ON incidents (last_seen);
+    CREATE TABLE recoveries (
+        id          INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        kind        TEXT NOT NULL,   -- the incident's kind, kept for success rates per kind
+        action      TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        outcome     TEXT NOT NULL,   -- success | failed | skipped
+        detail      TEXT NOT NULL
+    );
+    CREATE INDEX recoveries_incident ON recoveries (incident_id);
+    CREATE TABLE samples (
+        metric TEXT NOT NULL,        -- 'disk_free_bytes:<path>', 'mem_available_bytes', 'load1', ...
+        at_ms  INTEGER NOT NULL,     -- unix time in milliseconds, for projections
+        value  REAL NOT NULL
+    );
+    CREATE INDEX samples_metric_at ON samples (metric, at_ms);
+    CREATE TABLE deployments (
+        id          INTEGER PRIMARY KEY,
+        app         TEXT NOT NULL,
+        revision    TEXT NOT NULL,
+        image_id    TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        outcome     TEXT NOT NULL,   -- running | deployed | failed | rolled_back
+        duration_ms INTEGER,
+        detail      TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX deployments_app ON deployments (app, id);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
