@@ -275,6 +275,7 @@ async fn rollback(
             files: chosen.files.clone(),
             applied: ok,
             error: error.clone(),
+            timings: outcome.timings.for_version(None),
         })
         .await?;
     if ok {

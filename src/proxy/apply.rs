@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::nginx::{ConfigTree, Nginx, NginxError, VERSIONS_DIR};
+use crate::store::VersionTimings;
 
 /// Versions kept in the container besides the live and the previous one, for a quick rollback.
 const KEEP_NEWEST: usize = 5;
@@ -44,6 +45,18 @@ pub struct StepTimings {
     pub verify: Duration,
     pub rollback: Duration,
     pub prune: Duration,
+}
+
+impl StepTimings {
+    /// What the store keeps of an apply: validate and reload, with the render before it.
+    pub fn for_version(&self, render: Option<Duration>) -> VersionTimings {
+        let ran = |step: Duration| (!step.is_zero()).then_some(step.as_secs_f64() * 1e3);
+        VersionTimings {
+            render_ms: render.map(|r| r.as_secs_f64() * 1e3),
+            validate_ms: ran(self.validate),
+            reload_ms: ran(self.reload),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

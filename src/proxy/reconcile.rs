@@ -337,7 +337,7 @@ impl Reconciler {
             matches!(outcome.status, ApplyStatus::Invalid { .. }).then(|| outcome.clone());
 
         let version = self
-            .record(cause, &plan, &rendered, &changes, &outcome)
+            .record(cause, &plan, &rendered, &changes, &outcome, &timings)
             .await?;
         let report = ReconcileReport {
             cause: cause.to_owned(),
@@ -465,6 +465,7 @@ impl Reconciler {
         rendered: &RenderedConfig,
         changes: &[RouteChange],
         outcome: &ApplyOutcome,
+        timings: &ReconcileTimings,
     ) -> Result<Option<i64>, ReconcileError> {
         let (applied, error) = match &outcome.status {
             ApplyStatus::Unchanged => {
@@ -498,6 +499,7 @@ impl Reconciler {
                 files: rendered.files.clone(),
                 applied,
                 error: error.clone(),
+                timings: outcome.timings.for_version(Some(timings.plan_render)),
             })
             .await?;
         if applied {

@@ -19,7 +19,7 @@ pub use health::{
     NewRecovery, Recovery, RecoveryOutcome, Sample, Severity, SuccessRate,
 };
 pub use routes::RouteRow;
-pub use versions::{ConfigVersion, NewVersion, VersionInfo};
+pub use versions::{ConfigVersion, NewVersion, VersionInfo, VersionTimings};
 
 pub const DB_FILE: &str = "butler.db";
 /// Locked (flock) while a config version is applied and recorded; see [`Store::lock_apply`].

@@ -98,6 +98,10 @@ const MIGRATIONS: &[&str] = &[
         detail      TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX deployments_app ON deployments (app, id);",
+    // 4: how long each applied version took to render, validate and reload (for /metrics).
+    "ALTER TABLE config_versions ADD COLUMN render_ms REAL;
+    ALTER TABLE config_versions ADD COLUMN validate_ms REAL;
+    ALTER TABLE config_versions ADD COLUMN reload_ms REAL;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ use super::{Store, StoreError, now_rfc3339, query_err};
 pub type Files = BTreeMap<String, String>;
 
 /// A version to record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewVersion {
     pub hash: String,
     /// What triggered it: "start", "container web started", "rollback to 12", ...
@@ -24,10 +24,19 @@ pub struct NewVersion {
     pub applied: bool,
     /// Why it was not applied (nginx's message, the failed probe).
     pub error: Option<String>,
+    pub timings: VersionTimings,
+}
+
+/// Milliseconds each step of a version took; `None` for a step that did not run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct VersionTimings {
+    pub render_ms: Option<f64>,
+    pub validate_ms: Option<f64>,
+    pub reload_ms: Option<f64>,
 }
 
 /// A recorded version without its files (for lists).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionInfo {
     pub id: i64,
     pub hash: String,
@@ -37,16 +46,18 @@ pub struct VersionInfo {
     pub summary: String,
     pub applied: bool,
     pub error: Option<String>,
+    pub timings: VersionTimings,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConfigVersion {
     #[serde(flatten)]
     pub info: VersionInfo,
     pub files: Files,
 }
 
-const INFO_COLUMNS: &str = "id, hash, created_at, cause, summary, applied, error";
+const INFO_COLUMNS: &str =
+    "id, hash, created_at, cause, summary, applied, error, render_ms, validate_ms, reload_ms";
 
 fn info_from_row(row: &Row<'_>) -> rusqlite::Result<VersionInfo> {
     Ok(VersionInfo {
@@ -57,6 +68,11 @@ fn info_from_row(row: &Row<'_>) -> rusqlite::Result<VersionInfo> {
         summary: row.get(4)?,
         applied: row.get(5)?,
         error: row.get(6)?,
+        timings: VersionTimings {
+            render_ms: row.get(7)?,
+            validate_ms: row.get(8)?,
+            reload_ms: row.get(9)?,
+        },
     })
 }
 
@@ -91,7 +107,7 @@ fn full_version(
     let sql = format!("SELECT {INFO_COLUMNS}, files_zjson FROM config_versions {where_clause}");
     let row = conn
         .query_row(&sql, rusqlite::params_from_iter(param), |row| {
-            Ok((info_from_row(row)?, row.get::<_, Vec<u8>>(7)?))
+            Ok((info_from_row(row)?, row.get::<_, Vec<u8>>(10)?))
         })
         .optional()
         .map_err(query_err(path, "reading a config version"))?;
@@ -109,8 +125,9 @@ impl Store {
     pub async fn record_version(&self, version: NewVersion) -> Result<i64, StoreError> {
         self.call(move |conn, path| {
             conn.execute(
-                "INSERT INTO config_versions (hash, created_at, cause, summary, files_zjson, applied, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO config_versions (hash, created_at, cause, summary, files_zjson, applied,
+                   error, render_ms, validate_ms, reload_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     version.hash,
                     now_rfc3339(),
@@ -118,7 +135,10 @@ impl Store {
                     version.summary,
                     compress(&version.files),
                     version.applied,
-                    version.error
+                    version.error,
+                    version.timings.render_ms,
+                    version.timings.validate_ms,
+                    version.timings.reload_ms
                 ],
             )
             .map_err(query_err(path, "recording a config version"))?;
@@ -181,6 +201,11 @@ mod tests {
             ]),
             applied,
             error: (!applied).then(|| "nginx: [emerg] unknown directive".into()),
+            timings: VersionTimings {
+                render_ms: Some(1.5),
+                validate_ms: applied.then_some(40.0),
+                reload_ms: None,
+            },
         }
     }
 
