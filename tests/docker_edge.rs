@@ -404,6 +404,7 @@ async fn a_removed_or_stopped_nginx_comes_back_with_the_last_good_tree() {
             files: b.clone(),
             applied: true,
             error: None,
+            timings: out.timings.for_version(None),
         })
         .await
         .unwrap();
@@ -417,6 +418,7 @@ async fn a_removed_or_stopped_nginx_comes_back_with_the_last_good_tree() {
             files: bad,
             applied: refused.is_applied(),
             error: Some(format!("{:?}", refused.status)),
+            timings: refused.timings.for_version(None),
         })
         .await
         .unwrap();
