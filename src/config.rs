@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::store::Severity;
+
 /// Where the config lives when neither `--config` nor `BUTLER_CONFIG` names another file.
 pub const DEFAULT_PATH: &str = "/etc/butler/butler.toml";
 
@@ -173,15 +175,6 @@ pub struct AlertRule {
 
 fn default_alert_interval() -> HumanDuration {
     HumanDuration::from_secs(300)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
 }
 
 /// A duration written with its unit (`"500ms"`, `"10s"`, `"2m"`): a bare number is refused because
