@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::nginx::{ConfigTree, Nginx, NginxError, VERSIONS_DIR};
+use super::nginx::{Activation, ConfigTree, Nginx, NginxError, VERSIONS_DIR};
 use crate::store::VersionTimings;
 
 /// Versions kept in the container besides the live and the previous one, for a quick rollback.
@@ -38,13 +38,15 @@ pub struct ProbeResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StepTimings {
     pub upload: Duration,
+    /// `nginx -t`; on the one-exec path also the swap and the SIGHUP (see [`Nginx::activate`]).
     pub validate: Duration,
+    /// The step-by-step path only: the `live` link upload and the SIGHUP.
     pub swap: Duration,
-    /// SIGHUP until nginx runs workers of the new generation.
+    /// SIGHUP sent until only new workers accept (nginx serves the new config from the first).
     pub reload: Duration,
+    /// Probing the changed routes until each answers from its own server block.
     pub verify: Duration,
     pub rollback: Duration,
-    pub prune: Duration,
 }
 
 impl StepTimings {
@@ -54,7 +56,7 @@ impl StepTimings {
         VersionTimings {
             render_ms: render.map(|r| r.as_secs_f64() * 1e3),
             validate_ms: ran(self.validate),
-            reload_ms: ran(self.reload),
+            reload_ms: ran(self.swap + self.reload),
         }
     }
 }
@@ -179,27 +181,45 @@ impl Applier {
             return Ok(());
         }
 
+        // The workers of the serving generation, read while the upload runs: the reload is done
+        // when none of them accepts any more.
         let t = Instant::now();
-        nginx.stage(files, hash).await?;
+        let (staged, before) = tokio::join!(nginx.stage(files, hash), nginx.worker_pids());
+        staged?;
+        let before = before?;
         out.timings.upload = t.elapsed();
 
         let t = Instant::now();
-        let verdict = nginx
-            .test_config(&format!("{VERSIONS_DIR}/{hash}/nginx.conf"))
-            .await?;
-        out.timings.validate = t.elapsed();
-        if let Err(error) = verdict {
-            out.status = ApplyStatus::Invalid { error };
-            return Ok(());
+        match nginx.activate(hash).await? {
+            Activation::Activated => {
+                out.timings.validate = t.elapsed();
+                out.live = Some(hash.to_owned());
+            }
+            Activation::Invalid(error) => {
+                out.timings.validate = t.elapsed();
+                out.status = ApplyStatus::Invalid { error };
+                return Ok(());
+            }
+            Activation::Unsupported => {
+                let verdict = nginx
+                    .test_config(&format!("{VERSIONS_DIR}/{hash}/nginx.conf"))
+                    .await?;
+                out.timings.validate = t.elapsed();
+                if let Err(error) = verdict {
+                    out.status = ApplyStatus::Invalid { error };
+                    return Ok(());
+                }
+                let t = Instant::now();
+                nginx.point_live(hash).await?;
+                out.live = Some(hash.to_owned());
+                nginx.send_hup().await?;
+                out.timings.swap = t.elapsed();
+            }
         }
 
+        // Probes only once no old worker accepts: an old one could answer for a changed host.
         let t = Instant::now();
-        nginx.point_live(hash).await?;
-        out.timings.swap = t.elapsed();
-        out.live = Some(hash.to_owned());
-
-        let t = Instant::now();
-        let reloaded = nginx.reload().await;
+        let reloaded = nginx.await_new_workers(&before).await;
         out.timings.reload = t.elapsed();
         let failure = match reloaded {
             Err(e @ NginxError::ReloadNotApplied { .. }) => Some(e.to_string()),
@@ -241,13 +261,17 @@ impl Applier {
             return Ok(());
         }
 
-        let t = Instant::now();
-        let mut keep = vec![hash];
-        keep.extend(out.previous.as_deref());
-        if let Err(e) = nginx.prune_versions(&keep, KEEP_NEWEST).await {
-            tracing::warn!(error = %e, "could not prune old nginx config versions");
-        }
-        out.timings.prune = t.elapsed();
+        // Old versions go after the apply returns: the route is live and nothing waits for this.
+        let keep: Vec<String> = std::iter::once(hash.to_owned())
+            .chain(out.previous.clone())
+            .collect();
+        let pruner = nginx.clone();
+        tokio::spawn(async move {
+            let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+            if let Err(e) = pruner.prune_versions(&keep, KEEP_NEWEST).await {
+                tracing::warn!(error = %e, "could not prune old nginx config versions");
+            }
+        });
         Ok(())
     }
 

@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
@@ -163,16 +165,84 @@ pub struct ExecOutput {
     pub output: String,
 }
 
-/// Handle on the nginx container. Cheap to clone.
+/// What [`Nginx::activate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// Validated, `live` swapped and SIGHUP sent.
+    Activated,
+    /// `nginx -t` refused the version (nginx's words); `live` was not touched.
+    Invalid(String),
+    /// The image cannot run the one-exec path (no POSIX shell, no `mv -T`, or nginx is not PID 1);
+    /// nothing was changed, and the caller takes the step-by-step path.
+    Unsupported,
+}
+
+/// Validate, swap and reload in one exec: each Docker round trip costs tens of milliseconds, and
+/// an app's route should be live before the app is. `mv -T` renames the new link over `live`
+/// atomically. Exit codes: 11 refused by `nginx -t`, 12 cannot take this path (nothing changed).
+const ACTIVATE_SCRIPT: &str = r#"
+read -r comm < /proc/1/comm && [ "$comm" = nginx ] || exit 12
+out=$(nginx -t -q -c "$1/versions/$2/nginx.conf" 2>&1) || { printf '%s' "$out"; exit 11; }
+ln -sfn "versions/$2" "$1/live.next" || exit 12
+mv -Tf "$1/live.next" "$1/live" || { rm -f "$1/live.next"; exit 12; }
+kill -HUP 1
+"#;
+
+/// Whether the image can run [`ACTIVATE_SCRIPT`]: 0 not known yet, 1 yes, 2 no.
+const SHELL_UNKNOWN: u8 = 0;
+const SHELL_YES: u8 = 1;
+const SHELL_NO: u8 = 2;
+
+/// Handle on the nginx container. Cheap to clone; clones share what was learned about the image.
 #[derive(Debug, Clone)]
 pub struct Nginx {
     docker: Docker,
     spec: NginxSpec,
+    shell: Arc<AtomicU8>,
 }
 
 impl Nginx {
     pub fn new(docker: Docker, spec: NginxSpec) -> Self {
-        Self { docker, spec }
+        Self {
+            docker,
+            spec,
+            shell: Arc::new(AtomicU8::new(SHELL_UNKNOWN)),
+        }
+    }
+
+    /// Validates version `hash`, points `live` at it and sends SIGHUP in one exec, when the image
+    /// allows (learned on the first call and remembered).
+    pub async fn activate(&self, hash: &str) -> Result<Activation, NginxError> {
+        check_hash(hash)?;
+        if self.shell.load(Ordering::Relaxed) == SHELL_NO {
+            return Ok(Activation::Unsupported);
+        }
+        let out = self
+            .exec(&["sh", "-c", ACTIVATE_SCRIPT, "sh", CONFIG_ROOT, hash])
+            .await?;
+        let known = match out.exit_code {
+            0 => Some(Activation::Activated),
+            11 => Some(Activation::Invalid(out.output.trim().to_owned())),
+            _ => None,
+        };
+        match known {
+            Some(activation) => {
+                self.shell.store(SHELL_YES, Ordering::Relaxed);
+                Ok(activation)
+            }
+            None => {
+                // 126/127: no shell; 12: no `mv -T` or nginx is not PID 1. Both are facts about
+                // the image, so the step-by-step path is used from now on.
+                tracing::info!(
+                    container = %self.name(),
+                    exit_code = out.exit_code,
+                    output = %out.output.trim(),
+                    "nginx image cannot validate, swap and reload in one exec; using one Docker call per step"
+                );
+                self.shell.store(SHELL_NO, Ordering::Relaxed);
+                Ok(Activation::Unsupported)
+            }
+        }
     }
 
     pub fn spec(&self) -> &NginxSpec {
@@ -558,20 +628,28 @@ impl Nginx {
     /// accept requests: nginx keeps the old config and workers when it cannot load the new one.
     pub async fn reload(&self) -> Result<(), NginxError> {
         let before = self.worker_pids().await?;
+        self.send_hup().await?;
+        self.await_new_workers(&before).await
+    }
+
+    pub async fn send_hup(&self) -> Result<(), NginxError> {
         let options = KillContainerOptionsBuilder::default()
             .signal("SIGHUP")
             .build();
         self.docker
             .kill_container(self.name(), Some(options))
             .await
-            .map_err(self.docker_err("kill -HUP"))?;
+            .map_err(self.docker_err("kill -HUP"))
+    }
+
+    /// Waits until every accepting worker is new (none of `before`): old ones either exited or are
+    /// marked "shutting down", which nginx does as it closes their listening sockets. Until then
+    /// an old worker may still take a request with the old config.
+    pub async fn await_new_workers(&self, before: &BTreeSet<String>) -> Result<(), NginxError> {
         let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
         loop {
-            // Done when every accepting worker is new: old ones either exited or are marked
-            // "shutting down", which nginx does as it closes their listening sockets. Until then
-            // an old worker may still take a request with the old config.
             let now = self.worker_pids().await?;
-            if !now.is_empty() && now.is_disjoint(&before) {
+            if !now.is_empty() && now.is_disjoint(before) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -585,7 +663,7 @@ impl Nginx {
     }
 
     /// PIDs of the workers serving the current generation (not the ones shutting down).
-    async fn worker_pids(&self) -> Result<BTreeSet<String>, NginxError> {
+    pub async fn worker_pids(&self) -> Result<BTreeSet<String>, NginxError> {
         let top = self
             .docker
             .top_processes(self.name(), None)

@@ -33,7 +33,7 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     ctx.notifier.ready(&status);
     tracing::info!("dynamic-proxy worker ready");
 
-    let coalescer = Coalescer::default();
+    let mut coalescer = Coalescer::default();
     let mut ticker = ctx.ticker(ctx.config.health.interval.0);
     loop {
         // `changed` names the containers to re-inspect; `None` re-lists everything (the periodic

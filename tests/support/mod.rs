@@ -5,6 +5,7 @@
 //! labelled `devops-butler.test`, and removed on drop, also when a test panics.
 #![allow(dead_code)]
 
+pub mod private_engine;
 pub mod ws_codec;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1003,6 +1004,8 @@ pub fn free_port() -> u16 {
 /// container; while a test panics it first prints the butler's log.
 pub struct ButlerProcess {
     child: Option<std::process::Child>,
+    /// The network namespace it runs in (with a private engine); `None` for the host's.
+    netns: Option<String>,
     pub nginx: String,
     pub http_port: u16,
     pub dashboard_port: u16,
@@ -1022,6 +1025,21 @@ impl ButlerProcess {
     /// `proxy_extra` lines go into the [proxy] section; `extra_toml` is appended after it.
     pub fn start_with(binary: &Path, proxy_extra: &str, extra_toml: &str) -> ButlerProcess {
         ensure_butler_network();
+        Self::launch(binary, proxy_extra, extra_toml, None)
+    }
+
+    /// Starts the butler inside network namespace `netns` (see `private_engine`); requests from
+    /// this handle go through that namespace too.
+    pub fn start_in_netns(binary: &Path, netns: &str, extra_toml: &str) -> ButlerProcess {
+        Self::launch(binary, "", extra_toml, Some(netns))
+    }
+
+    fn launch(
+        binary: &Path,
+        proxy_extra: &str,
+        extra_toml: &str,
+        netns: Option<&str>,
+    ) -> ButlerProcess {
         let dir = tempfile::tempdir().expect("temp dir for the butler");
         let nginx = unique_name("butler-nginx");
         let http_port = free_port();
@@ -1040,7 +1058,15 @@ impl ButlerProcess {
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("butler.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(binary)
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command.arg(private_engine::netns_arg(netns)).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
@@ -1050,6 +1076,7 @@ impl ButlerProcess {
             .expect("start butler run");
         let butler = ButlerProcess {
             child: Some(child),
+            netns: netns.map(str::to_owned),
             nginx,
             http_port,
             dashboard_port,
@@ -1079,7 +1106,12 @@ impl ButlerProcess {
 
     /// A request through the proxy with this Host header.
     pub fn get(&self, host: &str, path: &str) -> std::io::Result<HttpResponse> {
-        http_get(&self.proxy_addr(), host, path)
+        match &self.netns {
+            Some(netns) => {
+                private_engine::in_netns(netns, || http_get(&self.proxy_addr(), host, path))
+            }
+            None => http_get(&self.proxy_addr(), host, path),
+        }
     }
 
     /// Waits until `host` answers through the proxy with a status for which `ok` holds; returns
