@@ -178,6 +178,44 @@ pub fn ensure_image(kind: &str) -> String {
     .clone()
 }
 
+/// The nginx test image without a shell (no `sh`, no `dash`), like a distroless nginx: the butler
+/// must then validate, swap and reload with one Docker call per step. Derived from
+/// `ensure_image("nginx")` by committing a container that deleted them; cached by that image's tag.
+pub fn nginx_image_without_shell() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let base = ensure_image("nginx");
+        let version = base.rsplit(':').next().unwrap_or("latest");
+        let tag = format!("devops-butler-test/nginx-noshell:{version}");
+        if docker(&["image", "inspect", &tag]).status.success() {
+            return tag;
+        }
+        let scratch = unique_name("noshell");
+        docker_ok(&[
+            "run",
+            "--name",
+            &scratch,
+            "--entrypoint",
+            "/usr/bin/rm",
+            &base,
+            "-f",
+            "/usr/bin/sh",
+            "/usr/bin/dash",
+            "/bin/sh",
+            "/bin/dash",
+        ]);
+        let committed = docker(&["commit", "--change", "ENTRYPOINT []", &scratch, &tag]);
+        let _ = docker(&["rm", "-f", &scratch]);
+        assert!(
+            committed.status.success(),
+            "docker commit {tag}: {}",
+            String::from_utf8_lossy(&committed.stderr)
+        );
+        tag
+    })
+    .clone()
+}
+
 /// Removes the containers and networks registered with it when dropped, also while a test panics.
 /// Declare it before the things it cleans so that it drops after them.
 #[derive(Default)]
