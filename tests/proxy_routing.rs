@@ -98,11 +98,13 @@ fn an_app_started_after_the_butler_is_routed_by_name() {
     let response = butler.wait_for_app(&format!("{name}.localhost"));
     assert!(response.body.starts_with("app=shop "), "{}", response.body);
     assert!(response.body.contains("port=3000"), "{}", response.body);
-    // Unknown hosts get the app directory, which lists the new app.
+    // Unknown hosts get the app directory, which links the new app on the port users reach.
     let directory = butler.get("nobody.localhost", "/").unwrap();
     assert!(is_directory(&directory), "{}", directory.body);
     assert!(
-        directory.body.contains(&format!("http://{name}.localhost")),
+        directory
+            .body
+            .contains(&format!("http://{name}.localhost:{}/", butler.http_port)),
         "{}",
         directory.body
     );

@@ -366,6 +366,7 @@ impl Reconciler {
         RenderSettings {
             config_root: live_root(),
             listen_port: CONTAINER_HTTP_PORT,
+            public_port: self.config.proxy.http_port,
             domain: self.config.proxy.domain.clone(),
         }
     }
