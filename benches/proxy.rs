@@ -601,7 +601,10 @@ fn item1_table(samples: &[StartSample], split: &Split) {
         row("plan+render (templates loaded)", &split.plan_render),
         row("ensure nginx (inspect)", &split.ensure_nginx),
         row("apply: upload (images without tar)", &split.upload),
-        row("apply: tar on stdin + validate + swap + HUP (one exec)", &split.validate),
+        row(
+            "apply: tar on stdin + validate + swap + HUP (one exec)",
+            &split.validate,
+        ),
         row("apply: swap + HUP (images without a shell)", &split.swap),
         row("apply: HUP → only new workers accept", &split.reload),
         row(
