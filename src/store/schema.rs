@@ -102,6 +102,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE config_versions ADD COLUMN render_ms REAL;
     ALTER TABLE config_versions ADD COLUMN validate_ms REAL;
     ALTER TABLE config_versions ADD COLUMN reload_ms REAL;",
+    // 5: when each alert rule last fired for each problem, so rate limits hold across the
+    //    health-monitor and recovery processes and across restarts.
+    "CREATE TABLE alert_log (
+        rule       TEXT NOT NULL,    -- the rule's index and target
+        key        TEXT NOT NULL,    -- '<kind> <component>'
+        sent_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (rule, key)
+    );",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
