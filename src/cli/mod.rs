@@ -38,7 +38,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every worker in one foreground process (hosts without systemd, development).
-    Run,
+    Run {
+        /// Run only these workers (comma-separated), e.g. `health-monitor,recovery`.
+        #[arg(long, value_delimiter = ',', value_name = "WORKER")]
+        only: Vec<Worker>,
+    },
     /// Run one worker: the process behind its systemd unit.
     Worker {
         /// dynamic-proxy, health-monitor, recovery or dashboard.
@@ -147,7 +151,7 @@ pub enum ServicesCommand {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone();
     match cli.command {
-        Command::Run => run::all(config_path),
+        Command::Run { only } => run::all(config_path, only),
         Command::Worker { worker } => run::one(worker, config_path),
         Command::Config { command } => config::dispatch(command, config_path, cli.output),
         Command::ProxyUpdate => proxy::update(config_path, cli.output),

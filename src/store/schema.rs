@@ -114,7 +114,12 @@ const MIGRATIONS: &[&str] = &[
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
-    let found: i64 = conn
+    // IMMEDIATE takes the write lock before the version is read: two processes (or two workers of
+    // `butler run`) opening a new database at once must not both run migration 1.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(query_err(path, "starting a migration"))?;
+    let found: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(query_err(path, "reading the schema version"))?;
     if found > known {
@@ -124,16 +129,15 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             known,
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn
-            .transaction()
-            .map_err(query_err(path, "starting a migration"))?;
+    if found == known {
+        return Ok(());
+    }
+    for sql in MIGRATIONS.iter().skip(found as usize) {
         tx.execute_batch(sql)
             .map_err(query_err(path, "a schema migration"))?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)
-            .map_err(query_err(path, "recording the schema version"))?;
-        tx.commit()
-            .map_err(query_err(path, "committing a migration"))?;
     }
-    Ok(())
+    tx.pragma_update(None, "user_version", known)
+        .map_err(query_err(path, "recording the schema version"))?;
+    tx.commit()
+        .map_err(query_err(path, "committing a migration"))
 }
