@@ -178,6 +178,10 @@ fn ports_text(ports: &[u16]) -> String {
 pub fn classify_app(app: &AppObs, proxy_serving: bool, rules: &Rules) -> (AppHealth, Vec<Finding>) {
     let component = app_component(&app.app);
     let mut findings = Vec::new();
+    if let Some(why) = &app.incomplete {
+        let health = health(app, AppStatus::Degraded, format!("unknown: {why}"), None);
+        return (health, findings);
+    }
     let add = |findings: &mut Vec<Finding>, kind, facts: &Facts, summary: String| {
         findings.push(finding(kind, severity(kind, facts), &component, summary));
     };
@@ -467,6 +471,8 @@ pub fn classify_proxy(proxy: &ProxyObs) -> Vec<Finding> {
     };
     match proxy.state.as_str() {
         "running" => {}
+        // The engine did not answer in time: nothing is known about nginx this round.
+        "unknown" => return out,
         "outdated" => add(
             &mut out,
             Kind::ProxyOutdated,

@@ -88,6 +88,8 @@ pub struct AppObs {
     pub http_proxy: Option<ProbeResult>,
     /// Whether each running container's name resolves inside the proxy network (`None`: not checked).
     pub dns: Option<bool>,
+    /// Set when the checks did not finish: nothing can be concluded about the app this round.
+    pub incomplete: Option<String>,
 }
 
 /// The nginx container and its config.
@@ -111,6 +113,11 @@ pub struct ProxyObs {
 impl ProxyObs {
     pub fn serving(&self) -> bool {
         self.state == "running" || self.state == "outdated"
+    }
+
+    /// Whether the config checks (drift and `nginx -t`) ran to the end this round.
+    pub fn config_checked(&self) -> bool {
+        self.drift.is_some() && self.config_error.is_some()
     }
 }
 

@@ -75,7 +75,7 @@ impl Monitor {
             .await?
             .into_iter()
             .map(|c| c.subject)
-            .filter(|s| !subjects.contains(s) && observed(&obs, s))
+            .filter(|s| !subjects.contains(s) && observed(&obs, s, ""))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -122,7 +122,7 @@ impl Monitor {
         // looked at can say so (no units without systemd, no apps when Docker did not answer).
         for incident in store.incidents(IncidentFilter::unresolved()).await? {
             let key = (incident.kind.clone(), incident.component.clone());
-            if present.contains(&key) || !observed(obs, &incident.component) {
+            if present.contains(&key) || !observed(obs, &incident.component, &incident.kind) {
                 continue;
             }
             let moved = store
@@ -182,15 +182,24 @@ pub fn rules_from(config: &crate::config::Config) -> Rules {
     }
 }
 
-/// Whether this round looked at `component` at all.
-fn observed(obs: &Observations, component: &str) -> bool {
+/// Whether this round really looked at `component` for problems of `kind` ("" for any): a check
+/// that timed out or could not run says nothing about whether a problem is over.
+fn observed(obs: &Observations, component: &str, kind: &str) -> bool {
     if let Some(app) = super::component_app(component) {
-        return obs.apps_listed || obs.apps.iter().any(|a| a.app == app);
+        return match obs.apps.iter().find(|a| a.app == app) {
+            Some(found) => found.incomplete.is_none(),
+            None => obs.apps_listed,
+        };
     }
     if component.starts_with("unit:") {
         return obs.units.is_some();
     }
-    component != PROXY_COMPONENT || obs.proxy.state != "unknown"
+    if component == PROXY_COMPONENT {
+        let config_kind =
+            kind == Kind::ConfigDrift.as_str() || kind == Kind::ConfigInvalid.as_str();
+        return obs.proxy.state != "unknown" && (!config_kind || obs.proxy.config_checked());
+    }
+    true
 }
 
 /// The stored check rows of one round: one per subject and check name.

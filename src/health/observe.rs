@@ -14,7 +14,7 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures_util::{StreamExt as _, stream};
 
 use super::model::{
-    AppObs, ContainerObs, DiskObs, HostObs, Observations, ProbeResult, ProxyObs, RouteObs, UnitObs,
+    AppObs, ContainerObs, DiskObs, HostObs, Observations, ProxyObs, RouteObs, UnitObs,
 };
 use super::{forecast, host, probe};
 use crate::config::Config;
@@ -306,6 +306,7 @@ impl Observer {
             http_direct,
             http_proxy,
             dns: None,
+            incomplete: None,
         }
     }
 
@@ -401,9 +402,11 @@ impl Observer {
         answer.ok = answer.status.is_some();
         obs.answers = Some(answer);
 
+        // Waiting for the apply lock and reading the tree take longer than one probe.
+        let config_timeout = timeout * 3;
         let (drift, test) = tokio::join!(
-            tokio::time::timeout(timeout, self.drift()),
-            tokio::time::timeout(timeout, self.nginx.test_config(LIVE_CONF)),
+            tokio::time::timeout(config_timeout, self.drift()),
+            tokio::time::timeout(config_timeout, self.nginx.test_config(LIVE_CONF)),
         );
         if let Ok(Ok((live, applied, drift))) = drift {
             obs.live_hash = live;
@@ -411,7 +414,12 @@ impl Observer {
             obs.drift = drift;
         }
         if let Ok(Ok(verdict)) = test {
-            obs.config_error = Some(verdict.err());
+            // An exec into a container that stopped meanwhile fails too: that is the proxy
+            // going down, which the next round sees, not a refused config.
+            let still_running = matches!(self.nginx.state().await, Ok(NginxState::Running { .. }));
+            if verdict.is_ok() || still_running {
+                obs.config_error = Some(verdict.err());
+            }
         }
         obs
     }
@@ -433,7 +441,7 @@ impl Observer {
         };
         let applied_hash = applied.info.hash.clone();
         if live != applied_hash {
-            return Ok((Some(live), Some(applied_hash), None));
+            return Ok((Some(live), Some(applied_hash), Some(Vec::new())));
         }
         let now = self.nginx.read_version(&live).await?;
         Ok((
@@ -651,27 +659,17 @@ fn route_obs(row: &RouteRow) -> RouteObs {
     }
 }
 
-/// An app whose checks did not finish: every server counts as not answering.
+/// An app whose checks did not finish.
 fn timed_out(app: String, route: Option<RouteObs>, bound: Duration) -> AppObs {
-    let failed = |target: String| ProbeResult {
-        target,
-        ok: false,
-        status: None,
-        latency_ms: None,
-        error: Some(format!("checks did not finish within {bound:?}")),
-    };
     AppObs {
-        tcp: route
-            .iter()
-            .flat_map(|r| &r.servers)
-            .map(|s| failed(s.to_string()))
-            .collect(),
+        tcp: Vec::new(),
         app,
         containers: Vec::new(),
         route,
         http_direct: Vec::new(),
         http_proxy: None,
         dns: None,
+        incomplete: Some(format!("the checks did not finish within {bound:?}")),
     }
 }
 

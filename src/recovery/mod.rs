@@ -110,7 +110,19 @@ impl Recoverer {
                 ..IncidentFilter::default()
             })
             .await?;
-        open.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(&b.id)));
+        // The proxy first: its problems are every app's, and its repair re-renders for all.
+        let scope = |i: &Incident| match i.component.as_str() {
+            crate::health::PROXY_COMPONENT => 0,
+            c if c.starts_with("unit:") => 1,
+            c if c.starts_with("app:") => 2,
+            _ => 3,
+        };
+        open.sort_by(|a, b| {
+            scope(a)
+                .cmp(&scope(b))
+                .then(b.severity.cmp(&a.severity))
+                .then(a.id.cmp(&b.id))
+        });
         self.due.retain(|id, _| open.iter().any(|i| i.id == *id));
         let mut summary = StepSummary {
             open: open.len(),

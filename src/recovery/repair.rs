@@ -257,11 +257,24 @@ impl Repairer {
 
     /// Re-runs the check that found `kind` on `component`: `Ok` when the problem is gone,
     /// `Err` with what the check says now.
+    /// A check that could not finish, or any other serious problem left on the app, is no pass.
     pub async fn verify(&self, kind: Kind, component: &str) -> Result<(), String> {
         let findings = if let Some(app) = component_app(component) {
             let serving = self.proxy_serving().await;
             match self.observe_app(app, serving).await {
-                Some(obs) => classify::classify_app(&obs, serving, &self.rules).1,
+                Some(obs) => {
+                    if let Some(why) = &obs.incomplete {
+                        return Err(why.clone());
+                    }
+                    let findings = classify::classify_app(&obs, serving, &self.rules).1;
+                    if let Some(other) = findings
+                        .iter()
+                        .find(|f| f.severity >= crate::store::Severity::High)
+                    {
+                        return Err(other.summary.clone());
+                    }
+                    findings
+                }
                 None => Vec::new(),
             }
         } else if component_unit(component).is_some() {
@@ -270,7 +283,15 @@ impl Repairer {
                 None => return Err("systemd is not reachable to check the unit".into()),
             }
         } else if component == crate::health::PROXY_COMPONENT {
-            classify::classify_proxy(&self.observer.observe_proxy().await)
+            let proxy = self.observer.observe_proxy().await;
+            let findings = classify::classify_proxy(&proxy);
+            if findings.is_empty() && !(proxy.serving() && proxy.config_checked()) {
+                return Err(format!(
+                    "the proxy checks did not finish ({})",
+                    proxy.detail
+                ));
+            }
+            findings
         } else {
             classify::classify_host(&self.observer.observe_host().await, &self.rules)
         };

@@ -1029,9 +1029,15 @@ impl ButlerProcess {
     /// `butler run --only WORKERS` (e.g. `&["health-monitor", "recovery"]`), without waiting for
     /// the proxy: without the dynamic-proxy worker nothing routes until the test runs
     /// `butler proxy-update` (see `proxy_update`). `extra_toml` is appended to the config.
-    pub fn start_workers(binary: &Path, workers: &[&str], extra_toml: &str) -> ButlerProcess {
+    /// `proxy_extra` lines go into the [proxy] section (e.g. `network = "..."`).
+    pub fn start_workers(
+        binary: &Path,
+        workers: &[&str],
+        proxy_extra: &str,
+        extra_toml: &str,
+    ) -> ButlerProcess {
         let only = workers.join(",");
-        Self::spawn(binary, &["--only", &only], "", extra_toml)
+        Self::spawn(binary, &["--only", &only], proxy_extra, extra_toml)
     }
 
     /// `butler proxy-update` against this butler's config, which must succeed: routes every app
@@ -1392,10 +1398,22 @@ impl ButlerProcess {
         json["recoveries"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Waits until an incident of `kind` on `component` is in `state`; returns it.
+    /// The id of the newest incident so far (0 when there is none): pass it to
+    /// `wait_for_incident` to wait for one that a fault injected after this call opens.
+    pub fn last_incident_id(&self, binary: &Path) -> i64 {
+        self.incidents(binary, &["--limit", "10000"])
+            .iter()
+            .filter_map(|i| i["id"].as_i64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until an incident of `kind` on `component`, newer than incident `since`, is in
+    /// `state`; returns it.
     pub fn wait_for_incident(
         &self,
         binary: &Path,
+        since: i64,
         kind: &str,
         component: &str,
         state: &str,
@@ -1407,7 +1425,9 @@ impl ButlerProcess {
             timeout,
             || {
                 let list = self.incidents(binary, &["--kind", kind, "--component", component]);
-                *found.borrow_mut() = list.into_iter().find(|i| i["state"] == state);
+                *found.borrow_mut() = list
+                    .into_iter()
+                    .find(|i| i["state"] == state && i["id"].as_i64() > Some(since));
                 found.borrow().is_some()
             },
             || {
