@@ -17,7 +17,7 @@ pub fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
 pub fn filesystem_id(path: &Path) -> Option<u64> {
     nix::sys::statvfs::statvfs(path)
         .ok()
-        .map(|s| s.filesystem_id() as u64)
+        .map(|s| s.filesystem_id())
 }
 
 /// `(MemTotal, MemAvailable)` in bytes.
