@@ -4,7 +4,9 @@
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod health;
 pub mod proxy;
+pub mod recovery;
 pub mod store;
 pub mod systemd;
 pub mod workers;

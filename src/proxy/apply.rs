@@ -341,6 +341,15 @@ pub async fn http_status(addr: SocketAddr, host: &str) -> std::io::Result<u16> {
 /// One `GET path` with `Host: host`; the status code of the answer.
 pub async fn http_status_at(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    http_status_on(&mut stream, host, path).await
+}
+
+/// One `GET path` with `Host: host` on a connected stream; the status code of the answer.
+pub async fn http_status_on(
+    stream: &mut tokio::net::TcpStream,
+    host: &str,
+    path: &str,
+) -> std::io::Result<u16> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: devops-butler-verify\r\nConnection: close\r\n\r\n"
     );

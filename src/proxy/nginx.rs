@@ -615,6 +615,42 @@ impl Nginx {
         }
     }
 
+    /// The files of `versions/<hash>` as they are now in the container (paths relative to the
+    /// version directory). What the health-monitor compares with the recorded version.
+    pub async fn read_version(&self, hash: &str) -> Result<ConfigTree, NginxError> {
+        check_hash(hash)?;
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(&format!("{VERSIONS_DIR}/{hash}"))
+            .build();
+        let bytes: Vec<u8> = self
+            .docker
+            .download_from_container(self.name(), Some(options))
+            .map_ok(|chunk| chunk.to_vec())
+            .try_concat()
+            .await
+            .map_err(self.docker_err("download config"))?;
+        let mut tree = ConfigTree::new();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let path = entry.path()?.to_string_lossy().into_owned();
+            // The archive's root is the version directory itself: `<hash>/nginx.conf`.
+            let Some((_, relative)) = path.split_once('/') else {
+                continue;
+            };
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content)?;
+            tree.insert(
+                relative.to_owned(),
+                String::from_utf8_lossy(&content).into_owned(),
+            );
+        }
+        Ok(tree)
+    }
+
     /// Runs `argv` in the container and collects its exit code and output.
     pub async fn exec(&self, argv: &[&str]) -> Result<ExecOutput, NginxError> {
         self.exec_with_input(argv, None).await

@@ -201,6 +201,19 @@ fn is_own(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
             .any(|id| *id == c.id || (id.len() >= MIN_ID_PREFIX && c.id.starts_with(id.as_str())))
 }
 
+/// The app a container belongs to, named as `plan` names it; `None` for the butler's own
+/// containers, opted-out ones and names no app can be built from. The health-monitor uses it to
+/// find an app's stopped containers, which `plan` never sees.
+pub fn app_of(c: &ContainerSnapshot, settings: &PlanSettings) -> Option<String> {
+    if is_own(c, settings) {
+        return None;
+    }
+    match c.labels.get(LABEL_ENABLE).map(|v| parse_bool(v)) {
+        None | Some(Some(true)) => app_name(c).ok(),
+        _ => None,
+    }
+}
+
 /// Validates one container's values. `None` when it is opted out or when any value is invalid;
 /// in the latter case every invalid value has been reported, not just the first.
 fn evaluate<'a>(

@@ -266,6 +266,11 @@ impl Reconciler {
         let connected: Vec<String> = connected.into_iter().collect();
         timings.discover = started.elapsed();
 
+        // Held until the version is recorded: a rollback in another process waits, or we see its
+        // pin. Taken before nginx is ensured too, so the recovery worker and this process never
+        // both recreate a missing nginx container.
+        let _apply_lock = self.store.lock_apply().await?;
+
         // nginx first: a template override that fails to render must not keep a removed or
         // stopped nginx down (it comes back with the last good config either way).
         let started = Instant::now();
@@ -276,8 +281,6 @@ impl Reconciler {
         let rendered = self.render(&plan)?;
         timings.plan_render = started.elapsed();
 
-        // Held until the version is recorded: a rollback in another process waits, or we see its pin.
-        let _apply_lock = self.store.lock_apply().await?;
         if let Some(pinned) = self.store.pinned_version().await? {
             // An operator rolled back to a version on purpose: keep it until `butler proxy-update`.
             return Ok(ReconcileReport {

@@ -1062,18 +1062,53 @@ impl ButlerProcess {
 
     /// `proxy_extra` lines go into the [proxy] section; `extra_toml` is appended after it.
     pub fn start_with(binary: &Path, proxy_extra: &str, extra_toml: &str) -> ButlerProcess {
+        let butler = Self::spawn(binary, &[], proxy_extra, extra_toml);
+        butler.wait_until_ready();
+        butler
+    }
+
+    /// `butler run --only WORKERS` (e.g. `&["health-monitor", "recovery"]`), without waiting for
+    /// the proxy: without the dynamic-proxy worker nothing routes until the test runs
+    /// `butler proxy-update` (see `proxy_update`). `extra_toml` is appended to the config.
+    /// `proxy_extra` lines go into the [proxy] section (e.g. `network = "..."`).
+    pub fn start_workers(
+        binary: &Path,
+        workers: &[&str],
+        proxy_extra: &str,
+        extra_toml: &str,
+    ) -> ButlerProcess {
+        let only = workers.join(",");
+        Self::spawn(binary, &["--only", &only], proxy_extra, extra_toml)
+    }
+
+    /// `butler proxy-update` against this butler's config, which must succeed: routes every app
+    /// now and creates the nginx container when it is missing.
+    pub fn proxy_update(&self, binary: &Path) {
+        let out = self.cli(binary, &["proxy-update"]);
+        assert!(out.success(), "butler proxy-update failed: {out:?}");
+    }
+
+    fn spawn(
+        binary: &Path,
+        run_args: &[&str],
+        proxy_extra: &str,
+        extra_toml: &str,
+    ) -> ButlerProcess {
         ensure_butler_network();
-        Self::launch(binary, proxy_extra, extra_toml, None)
+        Self::launch(binary, run_args, proxy_extra, extra_toml, None)
     }
 
     /// Starts the butler inside network namespace `netns` (see `private_engine`); requests from
     /// this handle go through that namespace too.
     pub fn start_in_netns(binary: &Path, netns: &str, extra_toml: &str) -> ButlerProcess {
-        Self::launch(binary, "", extra_toml, Some(netns))
+        let butler = Self::launch(binary, &[], "", extra_toml, Some(netns));
+        butler.wait_until_ready();
+        butler
     }
 
     fn launch(
         binary: &Path,
+        run_args: &[&str],
         proxy_extra: &str,
         extra_toml: &str,
         netns: Option<&str>,
@@ -1105,14 +1140,16 @@ impl ButlerProcess {
             None => Command::new(binary),
         };
         let child = command
-            .args(["run", "--config"])
+            .arg("run")
+            .args(run_args)
+            .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start butler run");
-        let butler = ButlerProcess {
+        ButlerProcess {
             child: Some(child),
             netns: netns.map(str::to_owned),
             nginx,
@@ -1121,9 +1158,7 @@ impl ButlerProcess {
             config_path,
             log_path,
             _dir: dir,
-        };
-        butler.wait_until_ready();
-        butler
+        }
     }
 
     fn wait_until_ready(&self) {
@@ -1415,3 +1450,69 @@ impl ConfigHistory {
     }
 }
 // End of the proxy resilience helpers.
+
+// ---------------------------------------------------------------------------------------------------
+// Health and recovery helpers (tests/health_faults.rs): incidents and recoveries as the CLI shows them.
+
+impl ButlerProcess {
+    /// `butler incidents ARGS --output json`, which must succeed: the incidents, newest first.
+    pub fn incidents(&self, binary: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut argv = vec!["incidents"];
+        argv.extend_from_slice(args);
+        let (out, json) = self.cli_json(binary, &argv);
+        assert!(out.success(), "butler incidents failed: {out:?}");
+        json["incidents"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The recovery attempts of incident `id`, newest first (`butler incidents --id`).
+    pub fn recoveries(&self, binary: &Path, id: i64) -> Vec<serde_json::Value> {
+        let (out, json) = self.cli_json(binary, &["incidents", "--id", &id.to_string()]);
+        assert!(out.success(), "butler incidents --id {id} failed: {out:?}");
+        json["recoveries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The id of the newest incident so far (0 when there is none): pass it to
+    /// `wait_for_incident` to wait for one that a fault injected after this call opens.
+    pub fn last_incident_id(&self, binary: &Path) -> i64 {
+        self.incidents(binary, &["--limit", "10000"])
+            .iter()
+            .filter_map(|i| i["id"].as_i64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until an incident of `kind` on `component`, newer than incident `since`, is in
+    /// `state`; returns it.
+    pub fn wait_for_incident(
+        &self,
+        binary: &Path,
+        since: i64,
+        kind: &str,
+        component: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let found = std::cell::RefCell::new(None);
+        wait_until_or(
+            &format!("a {state} {kind} incident on {component}"),
+            timeout,
+            || {
+                let list = self.incidents(binary, &["--kind", kind, "--component", component]);
+                *found.borrow_mut() = list
+                    .into_iter()
+                    .find(|i| i["state"] == state && i["id"].as_i64() > Some(since));
+                found.borrow().is_some()
+            },
+            || {
+                let all = self.incidents(binary, &[]);
+                format!(
+                    "incidents: {}\nbutler log:\n{}",
+                    serde_json::to_string_pretty(&all).unwrap_or_default(),
+                    self.log()
+                )
+            },
+        );
+        found.into_inner().expect("found")
+    }
+}
+// End of the health and recovery helpers.
