@@ -102,6 +102,20 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE config_versions ADD COLUMN render_ms REAL;
     ALTER TABLE config_versions ADD COLUMN validate_ms REAL;
     ALTER TABLE config_versions ADD COLUMN reload_ms REAL;",
+    // 5: actions asked for through the dashboard's API. The dashboard runs without the docker group
+    //    and without D-Bus privileges, so it only queues them; the worker that may act claims each
+    //    one, runs it and records the result (dashboard::actions).
+    "CREATE TABLE requests (
+        id           INTEGER PRIMARY KEY,
+        action       TEXT NOT NULL,  -- 'proxy_update', 'fix_502', 'service_restart'
+        target       TEXT,           -- the app or service it names, if any
+        requested_at TEXT NOT NULL,
+        claimed_at   TEXT,           -- set by the executor that took it
+        finished_at  TEXT,
+        ok           INTEGER,        -- NULL until finished
+        result_json  TEXT            -- what the executor reported (a JSON value)
+    );
+    CREATE INDEX requests_pending ON requests (action, id) WHERE claimed_at IS NULL AND finished_at IS NULL;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
