@@ -261,7 +261,10 @@ mod tests {
         let Submitted::NoExecutor(request) = submitted else {
             panic!("{submitted:?}")
         };
-        let error = request.result.unwrap()["error"].as_str().unwrap().to_owned();
+        let error = request.result.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(error.contains("recovery worker"), "{error}");
         // A worker that starts later does not run it.
         let served = serve_pending(&store, &[Action::Fix502], |_| async {

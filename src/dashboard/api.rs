@@ -17,9 +17,7 @@ use super::Dashboard;
 use super::actions::{self, Action, Submitted};
 use super::auth::TokenError;
 use super::view::Status;
-use crate::store::{
-    ActionRequest, IncidentFilter, IncidentState, Severity, StoreError,
-};
+use crate::store::{ActionRequest, IncidentFilter, IncidentState, Severity, StoreError};
 use crate::systemd::units::{ButlerUnit, Worker};
 
 pub type Shared = State<Arc<Dashboard>>;
@@ -92,9 +90,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(body)).into_response();
         if let Some(challenge) = self.challenge {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         response
     }
@@ -201,7 +200,9 @@ impl FromStr for Status {
             .into_iter()
             .find(|s| s.as_str() == text)
             .ok_or_else(|| {
-                format!("unknown status {text:?} (expected one of: healthy, degraded, down, unknown)")
+                format!(
+                    "unknown status {text:?} (expected one of: healthy, degraded, down, unknown)"
+                )
             })
     }
 }
@@ -211,11 +212,7 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 pub async fn apps(
@@ -226,11 +223,7 @@ pub async fn apps(
     let status: Option<Status> = params.parsed("status")?;
     let snapshot = dash.apps().await?;
     let Some(status) = status else {
-        return Ok((
-            [(header::CONTENT_TYPE, "application/json")],
-            snapshot.json,
-        )
-            .into_response());
+        return Ok(([(header::CONTENT_TYPE, "application/json")], snapshot.json).into_response());
     };
     let apps: Vec<_> = snapshot
         .apps
@@ -269,7 +262,9 @@ pub async fn app(
             ..IncidentFilter::default()
         })
         .await?;
-    Ok(json(json!({ "app": app, "checks": checks, "incidents": incidents })))
+    Ok(json(
+        json!({ "app": app, "checks": checks, "incidents": incidents }),
+    ))
 }
 
 pub async fn services(
@@ -277,7 +272,9 @@ pub async fn services(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Api {
     Params::parse(query, &[])?;
-    Ok(json(serde_json::to_value(dash.services.view().await).expect("serializes")))
+    Ok(json(
+        serde_json::to_value(dash.services.view().await).expect("serializes"),
+    ))
 }
 
 pub async fn health(
@@ -315,7 +312,9 @@ pub async fn incidents(
         limit: params.limit(100, 1000)?,
     };
     let incidents = dash.store.incidents(filter).await?;
-    Ok(json(json!({ "count": incidents.len(), "incidents": incidents })))
+    Ok(json(
+        json!({ "count": incidents.len(), "incidents": incidents }),
+    ))
 }
 
 pub async fn incident(
@@ -331,7 +330,9 @@ pub async fn incident(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no incident {id}")))?;
     let recoveries = dash.store.recoveries(Some(id), 100).await?;
-    Ok(json(json!({ "incident": incident, "recoveries": recoveries })))
+    Ok(json(
+        json!({ "incident": incident, "recoveries": recoveries }),
+    ))
 }
 
 pub async fn recoveries(
@@ -358,7 +359,9 @@ pub async fn versions(
     let limit = params.limit(20, 1000)?;
     let versions = dash.store.list_versions(limit).await?;
     let pinned = dash.store.pinned_version().await?;
-    Ok(json(json!({ "count": versions.len(), "versions": versions, "pinned": pinned })))
+    Ok(json(
+        json!({ "count": versions.len(), "versions": versions, "pinned": pinned }),
+    ))
 }
 
 pub async fn request(
@@ -407,11 +410,7 @@ pub async fn page(
     let html = dash
         .page
         .render(&overview, &dash.domain, &dash.actions_note())?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
 pub async fn stylesheet() -> Response {

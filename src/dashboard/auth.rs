@@ -20,7 +20,10 @@ impl Token {
     pub fn matches(&self, offered: &str) -> bool {
         let a = Sha256::digest(self.0.as_bytes());
         let b = Sha256::digest(offered.as_bytes());
-        a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
     }
 }
 
@@ -171,7 +174,11 @@ mod tests {
         assert!(token.matches("s3cret-token"));
         assert!(!token.matches("s3cret-toke"));
         assert!(!token.matches(""));
-        assert_eq!(format!("{token:?}"), "Token(****)", "the secret never shows");
+        assert_eq!(
+            format!("{token:?}"),
+            "Token(****)",
+            "the secret never shows"
+        );
     }
 
     #[test]
@@ -183,7 +190,10 @@ mod tests {
             TokenError::NotConfigured
         );
         let missing = TokenSource::load(Some(&path)).token().unwrap_err();
-        assert!(matches!(missing, TokenError::Unreadable { .. }), "{missing}");
+        assert!(
+            matches!(missing, TokenError::Unreadable { .. }),
+            "{missing}"
+        );
         write(&path, "abc", 0o640);
         let open = TokenSource::load(Some(&path)).token().unwrap_err();
         assert!(open.to_string().contains("0640"), "{open}");

@@ -54,7 +54,11 @@ pub fn render(input: &Input<'_>) -> String {
     );
     for app in input.apps {
         if let Some(ms) = app.latency_ms {
-            out.sample("butler_app_response_seconds", &[("app", &app.name)], ms / 1e3);
+            out.sample(
+                "butler_app_response_seconds",
+                &[("app", &app.name)],
+                ms / 1e3,
+            );
         }
     }
 
@@ -176,7 +180,11 @@ pub fn render(input: &Input<'_>) -> String {
         "gauge",
         "1 when systemd answered for the butler's units, 0 without systemd.",
     );
-    out.sample("butler_systemd_available", &[], f64::from(u8::from(s.available)));
+    out.sample(
+        "butler_systemd_available",
+        &[],
+        f64::from(u8::from(s.available)),
+    );
     let units = s
         .units
         .iter()
@@ -212,7 +220,11 @@ pub fn render(input: &Input<'_>) -> String {
     );
     for u in units {
         if let Some(bytes) = u.memory_bytes {
-            out.sample("butler_unit_memory_bytes", &[("unit", &u.unit)], bytes as f64);
+            out.sample(
+                "butler_unit_memory_bytes",
+                &[("unit", &u.unit)],
+                bytes as f64,
+            );
         }
     }
     out.text

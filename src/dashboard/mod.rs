@@ -105,13 +105,7 @@ impl Dashboard {
         let pinned = self.store.pinned_version().await?;
         let checks = self.store.checks().await?;
         let services = self.services.view().await;
-        let summary = view::summary(
-            &apps,
-            &incidents,
-            &rates,
-            last_version.as_ref(),
-            pinned,
-        );
+        let summary = view::summary(&apps, &incidents, &rates, last_version.as_ref(), pinned);
         let recommendations = view::recommendations(
             &apps,
             &incidents,

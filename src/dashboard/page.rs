@@ -92,8 +92,7 @@ impl Page {
     ) -> Result<String, PageError> {
         let now = std::time::SystemTime::now();
         let summary = &overview.summary;
-        let (config_figure, config_label) = match (&summary.pinned_version, &summary.last_version)
-        {
+        let (config_figure, config_label) = match (&summary.pinned_version, &summary.last_version) {
             (Some(pinned), _) => (format!("v{pinned}"), "config pinned by a rollback"),
             (None, Some(v)) if v.applied => (format!("v{}", v.id), "config live"),
             (None, Some(v)) => (format!("v{}", v.id), "config refused (last good serves)"),
@@ -211,8 +210,15 @@ mod tests {
             .render(&overview, "localhost", "actions are off")
             .unwrap();
         assert!(!html.contains("<script>alert"), "unescaped reason");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;") || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
-        assert!(html.contains("href=\"http://shop.localhost/\"") || html.contains("href=\"http:&#x2F;&#x2F;shop.localhost&#x2F;\""));
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;")
+                || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"http://shop.localhost/\"")
+                || html.contains("href=\"http:&#x2F;&#x2F;shop.localhost&#x2F;\"")
+        );
         assert!(html.contains("2m05s"));
         assert!(html.contains("no systemd here"));
     }

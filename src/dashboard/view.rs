@@ -272,8 +272,13 @@ pub fn recommendations(
         .filter(|i| i.state == IncidentState::Escalated)
     {
         out.push(format!(
-            "Incident #{} ({} on {}) was escalated after {} recovery attempts and needs a person: {}",
-            incident.id, incident.kind, incident.component, incident.attempts, incident.summary
+            "Incident #{} ({} on {}) was escalated after {} recovery attempt{} and needs a person: {}",
+            incident.id,
+            incident.kind,
+            incident.component,
+            incident.attempts,
+            if incident.attempts == 1 { "" } else { "s" },
+            incident.summary
         ));
     }
     for unit in services
@@ -326,9 +331,7 @@ pub fn recommendations(
         );
     }
     if apps.is_empty() {
-        out.push(
-            "No app is running: start a container and it appears here within seconds.".into(),
-        );
+        out.push("No app is running: start a container and it appears here within seconds.".into());
     }
     out
 }

@@ -159,7 +159,10 @@ async fn answer_requests(reconciler: &mut Reconciler, problems: &mut ProblemLog)
             },
         };
         if let Err(error) = actions::finish(&store, &request, outcome).await {
-            tracing::warn!("cannot record the result of dashboard request {}: {error}", request.id);
+            tracing::warn!(
+                "cannot record the result of dashboard request {}: {error}",
+                request.id
+            );
         }
     }
 }
