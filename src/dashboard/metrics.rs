@@ -57,7 +57,7 @@ pub fn render(input: &Input<'_>) -> String {
             out.sample(
                 "butler_app_response_seconds",
                 &[("app", &app.name)],
-                ms / 1e3,
+                seconds(ms),
             );
         }
     }
@@ -83,21 +83,20 @@ pub fn render(input: &Input<'_>) -> String {
         "Config versions nginx -t refused.",
         v.failed_validations,
     );
-    let seconds = |ms: Option<f64>| ms.map(|ms| ms / 1e3);
     out.histogram(
         "butler_config_render_seconds",
         "Time to plan and render a config version.",
-        v.timings.iter().filter_map(|t| seconds(t.render_ms)),
+        v.timings.iter().filter_map(|t| t.render_ms.map(seconds)),
     );
     out.histogram(
         "butler_config_validate_seconds",
         "Time nginx -t took on a config version.",
-        v.timings.iter().filter_map(|t| seconds(t.validate_ms)),
+        v.timings.iter().filter_map(|t| t.validate_ms.map(seconds)),
     );
     out.histogram(
         "butler_nginx_reload_seconds",
         "Time from SIGHUP until nginx served the new config.",
-        v.timings.iter().filter_map(|t| seconds(t.reload_ms)),
+        v.timings.iter().filter_map(|t| t.reload_ms.map(seconds)),
     );
 
     out.family(
@@ -157,7 +156,7 @@ pub fn render(input: &Input<'_>) -> String {
             out.sample(
                 "butler_check_latency_seconds",
                 &[("subject", &c.subject), ("check", &c.name)],
-                ms / 1e3,
+                seconds(ms),
             );
         }
     }
@@ -281,6 +280,11 @@ impl Exposition {
         self.sample(&format!("{name}_sum"), &[], sum);
         self.sample(&format!("{name}_count"), &[], total as f64);
     }
+}
+
+/// Milliseconds as seconds, to the microsecond: `4.2` ms is `0.0042`, not `0.004200000000000001`.
+fn seconds(ms: f64) -> f64 {
+    (ms * 1e3).round() / 1e6
 }
 
 /// Label values escape backslash, double quote and newline (and nothing else).

@@ -130,10 +130,19 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             known,
         });
     }
+    // Workers open the store at the same moment (`butler run` starts them together): each
+    // migration takes the write lock first (IMMEDIATE) and re-reads the version under it, so a
+    // process that lost the race skips what the winner already applied.
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn
-            .transaction()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(query_err(path, "starting a migration"))?;
+        let current: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(query_err(path, "reading the schema version"))?;
+        if current > index as i64 {
+            continue;
+        }
         tx.execute_batch(sql)
             .map_err(query_err(path, "a schema migration"))?;
         tx.pragma_update(None, "user_version", index as i64 + 1)
@@ -142,4 +151,23 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             .map_err(query_err(path, "committing a migration"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = dir.path().to_owned();
+                std::thread::spawn(move || Store::open(&dir).map(drop))
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().unwrap();
+        }
+    }
 }
