@@ -63,6 +63,20 @@ fn every_read_endpoint_answers_from_the_store() {
     assert_eq!(blog["port"], 8080);
     assert_eq!(blog["port_reason"], "label butler.port");
     assert!(blog["uptime_secs"].as_u64().unwrap() >= 2 * 3600);
+    // Clients that accept gzip get the same directory compressed.
+    let gzipped = dashboard.request("GET", "/api/apps", &[("Accept-Encoding", "br, gzip")]);
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(gzipped.header("vary"), Some("accept-encoding"));
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(gzipped.body_bytes.as_slice()),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&unzipped).unwrap(),
+        apps
+    );
     let down = get_json(&dashboard, "/api/apps?status=down");
     assert_eq!(names(&down["apps"], "name"), ["blog"]);
     let unknown = get_json(&dashboard, "/api/apps?status=unknown");

@@ -93,7 +93,8 @@ impl TokenSource {
             Err(TokenError::NotConfigured) => {
                 tracing::info!("API actions are off: no dashboard.token_file is configured")
             }
-            Err(error) => tracing::warn!("{error}"),
+            // Reading the file logged why already.
+            Err(_) => {}
         }
         source
     }

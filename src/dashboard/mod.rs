@@ -11,8 +11,9 @@ mod router;
 mod services;
 pub mod view;
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::Write as _;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 
@@ -48,9 +49,32 @@ pub struct Dashboard {
 #[derive(Clone)]
 pub struct AppsSnapshot {
     key: (i64, u64),
+    /// When the store last confirmed this snapshot is current.
+    confirmed: Instant,
     pub apps: Arc<Vec<AppView>>,
     pub json: Bytes,
+    /// The same JSON gzip-compressed, made on the first request that accepts it.
+    gzip: Arc<OnceLock<Bytes>>,
 }
+
+impl AppsSnapshot {
+    pub fn gzip(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                encoder
+                    .write_all(&self.json)
+                    .expect("writing to a Vec cannot fail");
+                Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
+            })
+            .clone()
+    }
+}
+
+/// How long a snapshot is served without asking the store whether anything changed: under load
+/// this keeps requests off the blocking pool (one store query per window, not one per request).
+const CONFIRMED_FOR: Duration = Duration::from_millis(250);
 
 impl Dashboard {
     pub fn new(config: &Config, store: Store) -> Result<Self, DashboardError> {
@@ -76,20 +100,31 @@ impl Dashboard {
     pub async fn apps(&self) -> Result<AppsSnapshot, StoreError> {
         let now = SystemTime::now();
         let second = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let key = (self.store.data_version().await?, second);
+        // Held across the store query: concurrent requests wait for one answer, not ask again.
         let mut cached = self.apps.lock().await;
-        if let Some(snapshot) = cached.as_ref().filter(|s| s.key == key) {
-            return Ok(snapshot.clone());
+        if let Some(snapshot) = cached.as_mut()
+            && snapshot.key.1 == second
+        {
+            if snapshot.confirmed.elapsed() < CONFIRMED_FOR {
+                return Ok(snapshot.clone());
+            }
+            if self.store.data_version().await? == snapshot.key.0 {
+                snapshot.confirmed = Instant::now();
+                return Ok(snapshot.clone());
+            }
         }
+        let data_version = self.store.data_version().await?;
         let routes = self.store.routes().await?;
         let health = self.store.app_health().await?;
         let apps = view::apps(routes, health, self.links, now);
         let json = serde_json::to_vec(&serde_json::json!({ "count": apps.len(), "apps": apps }))
             .expect("app views serialize");
         let snapshot = AppsSnapshot {
-            key,
+            key: (data_version, second),
+            confirmed: Instant::now(),
             apps: Arc::new(apps),
             json: Bytes::from(json),
+            gzip: Arc::default(),
         };
         *cached = Some(snapshot.clone());
         Ok(snapshot)

@@ -65,6 +65,11 @@ async fn ask(state: &mut State) -> ServicesView {
         return unavailable("no connection to systemd".into());
     };
     match supervisor.list().await {
+        Ok(units) if units.iter().all(|u| u.load_state == "not-found") => unavailable(
+            "systemd runs here, but the butler's units are not installed: the workers run in one \
+             process (`butler run`)"
+                .into(),
+        ),
         Ok(units) => ServicesView {
             available: true,
             reason: None,

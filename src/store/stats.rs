@@ -1,9 +1,7 @@
 //! Aggregates over the other workers' tables, for `/metrics` and the dashboard's summary: counts
 //! grouped in SQL so a scrape reads a handful of rows, not every incident ever recorded.
 
-use rusqlite::params;
-
-use super::health::{IncidentState, RecoveryOutcome, Severity};
+use super::health::{IncidentState, RecoveryOutcome, Severity, parse_text};
 use super::{Store, StoreError, VersionTimings, query_err};
 
 /// Counts over every recorded config version.
@@ -85,31 +83,21 @@ impl Store {
 
     pub async fn incident_counts(&self) -> Result<Vec<IncidentCount>, StoreError> {
         self.call(|conn, path| {
-            let what = "counting incidents";
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT kind, severity, state, COUNT(*) FROM incidents
-                     GROUP BY kind, severity, state ORDER BY kind, severity, state",
-                )
-                .map_err(query_err(path, what))?;
-            let rows = statement
-                .query_map(params![], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, i64>(3)?,
-                    ))
-                })
-                .map_err(query_err(path, what))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(query_err(path, what))?;
+            let rows = counted(
+                conn,
+                path,
+                "counting incidents",
+                "SELECT kind, severity, state, COUNT(*) FROM incidents
+                 GROUP BY kind, severity, state ORDER BY kind, severity, state",
+            )?;
             rows.into_iter()
-                .map(|(kind, severity, state, count)| {
+                .map(|(mut keys, count)| {
+                    let state = keys.pop().unwrap_or_default();
+                    let severity = keys.pop().unwrap_or_default();
                     Ok(IncidentCount {
-                        severity: super::health::parse_text(path, "incident severity", &severity)?,
-                        state: super::health::parse_text(path, "incident state", &state)?,
-                        kind,
+                        severity: parse_text(path, "incident severity", &severity)?,
+                        state: parse_text(path, "incident state", &state)?,
+                        kind: keys.pop().unwrap_or_default(),
                         count,
                     })
                 })
@@ -120,29 +108,19 @@ impl Store {
 
     pub async fn recovery_counts(&self) -> Result<Vec<RecoveryCount>, StoreError> {
         self.call(|conn, path| {
-            let what = "counting recoveries";
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT kind, outcome, COUNT(*) FROM recoveries
-                     GROUP BY kind, outcome ORDER BY kind, outcome",
-                )
-                .map_err(query_err(path, what))?;
-            let rows = statement
-                .query_map(params![], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                    ))
-                })
-                .map_err(query_err(path, what))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(query_err(path, what))?;
+            let rows = counted(
+                conn,
+                path,
+                "counting recoveries",
+                "SELECT kind, outcome, COUNT(*) FROM recoveries
+                 GROUP BY kind, outcome ORDER BY kind, outcome",
+            )?;
             rows.into_iter()
-                .map(|(kind, outcome, count)| {
+                .map(|(mut keys, count)| {
+                    let outcome = keys.pop().unwrap_or_default();
                     Ok(RecoveryCount {
-                        outcome: super::health::parse_text(path, "recovery outcome", &outcome)?,
-                        kind,
+                        outcome: parse_text(path, "recovery outcome", &outcome)?,
+                        kind: keys.pop().unwrap_or_default(),
                         count,
                     })
                 })
@@ -150,6 +128,27 @@ impl Store {
         })
         .await
     }
+}
+
+/// The rows of a `GROUP BY` query: its text columns, then the count in the last column.
+fn counted(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    what: &'static str,
+    sql: &str,
+) -> Result<Vec<(Vec<String>, i64)>, StoreError> {
+    let mut statement = conn.prepare_cached(sql).map_err(query_err(path, what))?;
+    let keys = statement.column_count() - 1;
+    statement
+        .query_map([], |row| {
+            let texts = (0..keys)
+                .map(|i| row.get::<_, String>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((texts, row.get::<_, i64>(keys)?))
+        })
+        .map_err(query_err(path, what))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(query_err(path, what))
 }
 
 #[cfg(test)]

@@ -104,6 +104,11 @@ impl DashboardProcess {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The dashboard process's pid (for its memory figures).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
     }
@@ -151,16 +156,7 @@ impl DashboardProcess {
 
 impl Drop for DashboardProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- dashboard log ----\n{}---- end of dashboard log ----",
-                self.log()
-            );
-        }
+        super::stop_process(self.child.take(), "dashboard log", || self.log());
     }
 }
 

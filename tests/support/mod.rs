@@ -512,7 +512,9 @@ pub struct HttpResponse {
     pub status: u16,
     /// Header names lowercased, in order.
     pub headers: Vec<(String, String)>,
+    /// The body as text (lossy); `body_bytes` holds it as sent (e.g. gzip).
     pub body: String,
+    pub body_bytes: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -635,6 +637,7 @@ fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        body_bytes: body,
     })
 }
 
@@ -1248,18 +1251,21 @@ impl ButlerProcess {
     }
 }
 
+/// Stops a process this support code started (SIGTERM, then waits); while a test panics, prints
+/// `log` (what the process said) under `name`.
+fn stop_process(child: Option<std::process::Child>, name: &str, log: impl FnOnce() -> String) {
+    if let Some(mut child) = child {
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+    if std::thread::panicking() {
+        eprintln!("---- {name} ----\n{}---- end of {name} ----", log());
+    }
+}
+
 impl Drop for ButlerProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- butler log ----\n{}---- end of butler log ----",
-                self.log()
-            );
-        }
+        stop_process(self.child.take(), "butler log", || self.log());
         let _ = docker(&["rm", "-f", "-v", &self.nginx]);
     }
 }
