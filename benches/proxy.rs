@@ -218,6 +218,7 @@ fn quick_get(addr: &str, host: &str) -> std::io::Result<support::HttpResponse> {
     Ok(support::HttpResponse {
         status,
         headers: Vec::new(),
+        body_bytes: body.as_bytes().to_vec(),
         body,
     })
 }

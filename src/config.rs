@@ -80,6 +80,9 @@ pub struct DashboardConfig {
     pub listen: SocketAddr,
     /// A root-only file holding the bearer token for API actions; none means actions are off.
     pub token_file: Option<PathBuf>,
+    /// How long an action request waits for the worker that runs it before the API answers
+    /// (503 when no worker took it, 202 while it still runs).
+    pub action_timeout: HumanDuration,
 }
 
 impl Default for DashboardConfig {
@@ -87,6 +90,7 @@ impl Default for DashboardConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
             token_file: None,
+            action_timeout: HumanDuration::from_secs(30),
         }
     }
 }
@@ -303,6 +307,14 @@ impl Config {
                 "must be an absolute path".into(),
             ));
         }
+        if self.dashboard.action_timeout.0 < Duration::from_secs(1)
+            || self.dashboard.action_timeout.0 > crate::store::REQUEST_MAX_AGE
+        {
+            return Err(invalid(
+                "dashboard.action_timeout",
+                "must be between \"1s\" and \"5m\"".into(),
+            ));
+        }
         if let Some(host) = &self.docker.host {
             let ok = ["unix://", "tcp://", "http://", "https://"]
                 .iter()
@@ -482,6 +494,7 @@ mod tests {
             [dashboard]
             listen = "0.0.0.0:9999"
             token_file = "/etc/butler/token"
+            action_timeout = "10s"
             [state]
             dir = "/srv/butler"
             [docker]
@@ -531,6 +544,10 @@ mod tests {
             ),
             ("[dashboard]\nlisten = \"localhost\"", &["listen"]),
             ("[state]\ndir = \"relative\"", &["state.dir", "absolute"]),
+            (
+                "[dashboard]\naction_timeout = \"10m\"",
+                &["dashboard.action_timeout", "5m"],
+            ),
             (
                 "[docker]\nhost = \"/var/run/docker.sock\"",
                 &["docker.host", "unix://"],

@@ -757,7 +757,7 @@ fn select_incident(
     .transpose()
 }
 
-fn parse_text<T: FromStr<Err = String>>(
+pub(super) fn parse_text<T: FromStr<Err = String>>(
     path: &std::path::Path,
     what: &'static str,
     text: &str,

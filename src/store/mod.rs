@@ -3,9 +3,11 @@
 //! async workers never stall on disk, and the schema is migrated by `user_version` on open.
 
 mod health;
+mod requests;
 mod routes;
 mod schema;
 mod settings;
+mod stats;
 mod versions;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +20,9 @@ pub use health::{
     AppHealth, AppStatus, CheckResult, Finding, Incident, IncidentFilter, IncidentState,
     NewRecovery, Recovery, RecoveryOutcome, Sample, Severity, SuccessRate,
 };
+pub use requests::{ActionRequest, REQUEST_MAX_AGE, RequestState};
 pub use routes::RouteRow;
+pub use stats::{IncidentCount, RecoveryCount, VersionStats};
 pub use versions::{ConfigVersion, NewVersion, VersionInfo, VersionTimings};
 
 pub const DB_FILE: &str = "butler.db";

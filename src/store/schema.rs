@@ -110,6 +110,20 @@ const MIGRATIONS: &[&str] = &[
         sent_at_ms INTEGER NOT NULL,
         PRIMARY KEY (rule, key)
     );",
+    // 6: actions asked for through the dashboard's API. The dashboard runs without the docker group
+    //    and without D-Bus privileges, so it only queues them; the worker that may act claims each
+    //    one, runs it and records the result (dashboard::actions).
+    "CREATE TABLE requests (
+        id           INTEGER PRIMARY KEY,
+        action       TEXT NOT NULL,  -- 'proxy_update', 'fix_502', 'service_restart'
+        target       TEXT,           -- the app or service it names, if any
+        requested_at TEXT NOT NULL,
+        claimed_at   TEXT,           -- set by the executor that took it
+        finished_at  TEXT,
+        ok           INTEGER,        -- NULL until finished
+        result_json  TEXT            -- what the executor reported (a JSON value)
+    );
+    CREATE INDEX requests_pending ON requests (action, id) WHERE claimed_at IS NULL AND finished_at IS NULL;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -140,4 +154,23 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         .map_err(query_err(path, "recording the schema version"))?;
     tx.commit()
         .map_err(query_err(path, "committing a migration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = dir.path().to_owned();
+                std::thread::spawn(move || Store::open(&dir).map(drop))
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().unwrap();
+        }
+    }
 }

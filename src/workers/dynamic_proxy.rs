@@ -4,6 +4,7 @@
 //! event says so.
 
 use super::WorkerContext;
+use crate::dashboard::actions::{self, Action, Outcome};
 use crate::docker::events::{self, Coalescer};
 use crate::proxy::reconcile::{ReconcileReport, Reconciler};
 
@@ -21,6 +22,9 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
 
     let mut coalescer = Coalescer::default();
     let mut ticker = ctx.ticker(ctx.config.health.interval.0);
+    // `POST /api/proxy/update` on the dashboard, which may not act itself, queues a request here.
+    let mut requests = tokio::time::interval(actions::POLL_INTERVAL);
+    requests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // `changed` names the containers to re-inspect; `None` re-lists everything (the periodic
         // round and a reconnect, which also correct anything the events missed).
@@ -40,6 +44,16 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                 Some(batch) => (format!("{} engine events", batch.events), Some(batch.containers)),
                 None => break,
             },
+            _ = requests.tick() => {
+                let answered = tokio::select! {
+                    status = answer_requests(&mut reconciler, &mut problems) => status,
+                    () = ctx.shutdown.cancelled() => break,
+                };
+                if let Some(status) = answered {
+                    ticker.done(status);
+                }
+                continue;
+            }
         };
         // SIGTERM must not wait for a long round: what a cut round leaves behind is a staged or
         // validated version, and the next start reconciles from the store's last good one.
@@ -69,6 +83,54 @@ async fn round(
         Err(error) => {
             tracing::error!(cause, "reconcile failed: {error}");
             format!("reconcile failed: {error}")
+        }
+    }
+}
+
+/// Runs the dashboard's pending `proxy_update` requests like `butler proxy-update`: lift a rollback
+/// pin, then reconcile. Returns the STATUS= line when one ran.
+async fn answer_requests(reconciler: &mut Reconciler, problems: &mut ProblemLog) -> Option<String> {
+    let store = reconciler.store().clone();
+    let mut status = None;
+    loop {
+        let request = match actions::next_pending(&store, &[Action::ProxyUpdate]).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return status,
+            Err(error) => {
+                tracing::warn!("cannot read dashboard requests: {error}");
+                return status;
+            }
+        };
+        let unpinned = match store.pinned_version().await {
+            Ok(Some(pinned)) => store.pin_version(None).await.ok().map(|()| pinned),
+            _ => None,
+        };
+        let cause = format!("dashboard request {}", request.id);
+        let outcome = match reconciler.reconcile(&cause).await {
+            Ok(report) => {
+                log_report(&report);
+                problems.log(&report.plan.problems);
+                status = Some(report.summary());
+                Outcome {
+                    ok: report.succeeded(),
+                    result: serde_json::json!({
+                        "summary": report.summary(),
+                        "changes": report.changes.iter().map(|c| c.line()).collect::<Vec<_>>(),
+                        "version": report.version,
+                        "unpinned": unpinned,
+                    }),
+                }
+            }
+            Err(error) => Outcome {
+                ok: false,
+                result: actions::error_json(&format!("reconcile failed: {error}")),
+            },
+        };
+        if let Err(error) = actions::finish(&store, &request, outcome).await {
+            tracing::warn!(
+                "cannot record the result of dashboard request {}: {error}",
+                request.id
+            );
         }
     }
 }
