@@ -680,15 +680,21 @@ fn proxy_update_through_the_api_runs_in_the_dynamic_proxy_worker() {
         ),
         "",
     );
+    // An app, so the butler applies (and records) a config version.
+    let name = support::unique_name("dash-update");
+    let _app = support::AppContainer::builder(&name)
+        .env("APP_NAME", &name)
+        .start();
+    butler.wait_for_app(&format!("{name}.localhost"));
     // Pin the config as `butler proxy rollback` does: the update must lift it, like the CLI's.
     let store = devops_butler::store::Store::open(&butler.state_dir()).unwrap();
     let mut versions = Vec::new();
     support::wait_until(
-        "the butler's first config version",
+        "the butler's config version for the app",
         Duration::from_secs(60),
         || {
             versions = block_on(store.list_versions(1)).unwrap();
-            !versions.is_empty()
+            versions.first().is_some_and(|v| v.applied)
         },
     );
     let pinned = versions[0].id;

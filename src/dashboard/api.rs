@@ -258,8 +258,13 @@ pub async fn apps(
         .apps
         .iter()
         .filter(|a| a.status == status)
+        .cloned()
         .collect();
-    Ok(json(json!({ "count": apps.len(), "apps": apps })))
+    Ok(Json(super::view::AppList {
+        count: apps.len(),
+        apps: &apps,
+    })
+    .into_response())
 }
 
 pub async fn app(

@@ -117,8 +117,17 @@ impl Dashboard {
         let routes = self.store.routes().await?;
         let health = self.store.app_health().await?;
         let apps = view::apps(routes, health, self.links, now);
-        let json = serde_json::to_vec(&serde_json::json!({ "count": apps.len(), "apps": apps }))
-            .expect("app views serialize");
+        // Serialized straight from the views (no intermediate JSON tree) into a buffer sized from
+        // the last snapshot: one allocation of the final size, not a doubling series.
+        let mut json = Vec::with_capacity(cached.as_ref().map_or(4096, |s| s.json.len() + 4096));
+        serde_json::to_writer(
+            &mut json,
+            &view::AppList {
+                count: apps.len(),
+                apps: &apps,
+            },
+        )
+        .expect("app views serialize");
         let snapshot = AppsSnapshot {
             key: (data_version, second),
             confirmed: Instant::now(),

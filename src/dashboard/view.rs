@@ -76,6 +76,13 @@ pub struct AppView {
     pub checked_at: Option<String>,
 }
 
+/// `/api/apps`: the directory and its size.
+#[derive(Debug, Serialize)]
+pub struct AppList<'a> {
+    pub count: usize,
+    pub apps: &'a [AppView],
+}
+
 /// How the proxy is reached from this host, for the links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Links {
