@@ -5,12 +5,14 @@
 #   packaging/build.sh [OUT_DIR]        default OUT_DIR: target/packages
 #   DEB_VERSION=0.1.1-1 packaging/build.sh   the .deb under another version (the upgrade test)
 #   SKIP_RPM=1 packaging/build.sh            the .deb only
+#   PROFILE=package-test packaging/build.sh  another cargo profile (the tests' quicker one; default release)
 # Needs: cargo-deb, cargo-generate-rpm (cargo install --locked cargo-deb cargo-generate-rpm),
 # dpkg-dev (dpkg-shlibdeps finds the libc the binary needs), binutils (strip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/packages}
 target=${CARGO_TARGET_DIR:-target}
+profile=${PROFILE:-release}
 gen=target/packaging   # where Cargo.toml's package metadata takes the generated files from
 
 for tool in cargo-deb cargo-generate-rpm dpkg-shlibdeps strip; do
@@ -25,8 +27,8 @@ mkdir -p "$gen" "$out"
 exec 9>"$gen.lock"
 flock 9
 
-cargo build --release --locked --bin butler
-bin=$target/release/butler
+cargo build --profile "$profile" --locked --bin butler
+bin=$target/$profile/butler
 
 rm -rf "$gen/man" "$gen/completions"
 "$bin" generate man "$gen/man"
@@ -39,7 +41,7 @@ done
 # cargo-deb strips its own copy; cargo-generate-rpm packages what it is given.
 strip --strip-unneeded --remove-section=.comment -o "$gen/butler" "$bin"
 
-cargo deb --no-build --output "$out/" ${DEB_VERSION:+--deb-version "$DEB_VERSION"} >&2
+cargo deb --no-build --profile "$profile" --output "$out/" ${DEB_VERSION:+--deb-version "$DEB_VERSION"} >&2
 deb=$(ls -t "$out"/devops-butler_*.deb | head -n 1)
 echo "$deb"
 if [ "${SKIP_RPM:-0}" != 1 ]; then
