@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod docker;
 pub mod proxy;
 pub mod store;

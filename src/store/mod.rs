@@ -44,6 +44,7 @@ macro_rules! text_enum {
     };
 }
 
+mod deployments;
 mod health;
 mod routes;
 mod schema;
@@ -56,6 +57,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use deployments::{DeployOutcome, Deployment, Gate, NewDeployment};
 pub use health::{
     AppHealth, AppStatus, CheckResult, Finding, Incident, IncidentFilter, IncidentState,
     NewRecovery, Recovery, RecoveryOutcome, Sample, Severity, SuccessRate,

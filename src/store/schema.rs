@@ -102,6 +102,11 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE config_versions ADD COLUMN render_ms REAL;
     ALTER TABLE config_versions ADD COLUMN validate_ms REAL;
     ALTER TABLE config_versions ADD COLUMN reload_ms REAL;",
+    // 5: deployments: which ones' containers may be in an upstream (the health gate the planner
+    //    reads on every reconcile) and the settings a rollback to that revision reuses.
+    "ALTER TABLE deployments ADD COLUMN gate TEXT;   -- pending | serving | retired | NULL: containers gone
+    ALTER TABLE deployments ADD COLUMN spec TEXT NOT NULL DEFAULT '{}';  -- JSON: port, replicas, env, ...
+    CREATE INDEX deployments_gate ON deployments (gate) WHERE gate IS NOT NULL;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
