@@ -2,6 +2,7 @@
 //! is a thin front over the library; exit codes mean 0 ok, 1 failed or degraded, 2 usage or config.
 
 mod config;
+mod deploy;
 mod output;
 mod proxy;
 mod run;
@@ -57,6 +58,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ProxyCommand,
     },
+    /// Deploy an app from an image, a Dockerfile directory or a git repository with zero downtime:
+    /// new instances serve only once healthy (exit 0 deployed, 1 failed and the previous revision
+    /// keeps serving, 2 bad usage).
+    Deploy(deploy::DeployArgs),
+    /// Every deploy and rollback, newest first.
+    Deployments(deploy::DeploymentsArgs),
+    /// Redeploy an app's previous revision the same zero-downtime way (exit codes as `deploy`).
+    Rollback(deploy::RollbackArgs),
     /// Control the butler's systemd units over D-Bus.
     Services {
         /// Talk to the calling user's service manager instead of the system's.
@@ -138,6 +147,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ProxyMonitor => proxy::monitor(config_path, cli.output),
         Command::Proxy { command } => proxy::dispatch(command, config_path, cli.output),
         Command::Services { user, command } => services::dispatch(command, user, cli.output),
+        Command::Deploy(args) => deploy::deploy(args, config_path, cli.output),
+        Command::Deployments(args) => deploy::deployments(args, config_path, cli.output),
+        Command::Rollback(args) => deploy::rollback(args, config_path, cli.output),
     }
 }
 

@@ -7,4 +7,10 @@
 //! an image. `checks`: the pre-deployment checks. `health`: the health gate. `switch`: the whole
 //! deploy, in order.
 
+pub mod checks;
+pub mod health;
 pub mod naming;
+pub mod source;
+pub mod switch;
+
+pub use switch::{DeployError, DeployReport, DeployRequest, Deployer, ReportOutcome};
