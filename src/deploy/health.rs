@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::HealthStatusEnum;
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 use bollard::query_parameters::LogsOptionsBuilder;
 use futures_util::TryStreamExt;
 use serde::Serialize;
@@ -118,24 +118,10 @@ async fn step(
         Ok(info) => info,
         Err(e) => return Step::Failed(format!("cannot be inspected: {e}")),
     };
+    if let Some(reason) = not_alive(&info) {
+        return Step::Failed(reason);
+    }
     let state = info.state.unwrap_or_default();
-    if state.running != Some(true) || state.restarting == Some(true) {
-        return Step::Failed(format!(
-            "exited with code {} ({})",
-            state.exit_code.unwrap_or_default(),
-            state.error.filter(|e| !e.is_empty()).unwrap_or_else(|| {
-                state
-                    .status
-                    .map_or_else(|| "not running".to_owned(), |s| s.to_string())
-            })
-        ));
-    }
-    if info.restart_count.unwrap_or(0) > 0 {
-        return Step::Failed(format!(
-            "crashed and was restarted {} times",
-            info.restart_count.unwrap_or(0)
-        ));
-    }
     if check.docker {
         let health = state.health.unwrap_or_default();
         let last_output = health
@@ -184,6 +170,42 @@ async fn step(
         Err(_) => Step::Waiting(format!(
             "TCP connect to {addr}: no answer within {CHECK_TIMEOUT:?}"
         )),
+    }
+}
+
+/// Why a container that should be up is not: exited, restarting, or restarted since it started.
+fn not_alive(info: &ContainerInspectResponse) -> Option<String> {
+    let state = info.state.clone().unwrap_or_default();
+    if state.running != Some(true) || state.restarting == Some(true) {
+        return Some(format!(
+            "exited with code {} ({})",
+            state.exit_code.unwrap_or_default(),
+            state.error.filter(|e| !e.is_empty()).unwrap_or_else(|| {
+                state
+                    .status
+                    .map_or_else(|| "not running".to_owned(), |s| s.to_string())
+            })
+        ));
+    }
+    let restarts = info.restart_count.unwrap_or(0);
+    (restarts > 0).then(|| format!("crashed and was restarted {restarts} times"))
+}
+
+/// Checked once more just before the switch: an instance that passed its check and crashed right
+/// after must not be switched in.
+pub async fn still_alive(docker: &Docker, container: &str) -> Result<(), Unhealthy> {
+    let reason = match docker.inspect_container(container, None).await {
+        Ok(info) => not_alive(&info),
+        Err(e) => Some(format!("cannot be inspected: {e}")),
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(unhealthy(
+            docker,
+            container,
+            format!("passed its check, then {reason}"),
+        )
+        .await),
     }
 }
 

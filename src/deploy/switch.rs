@@ -599,8 +599,16 @@ impl Deployer {
                 deadline,
             )
         });
-        let results = futures_util::future::join_all(gates).await;
+        let mut results = futures_util::future::join_all(gates).await;
         steps.healthy_ms = step.elapsed().as_millis() as u64;
+        if results.iter().all(Result::is_ok) {
+            for instance in &instances {
+                if let Err(e) = health::still_alive(&self.docker, &instance.name).await {
+                    results.push(Err(e));
+                    break;
+                }
+            }
+        }
         if let Some(unhealthy) = results.into_iter().find_map(Result::err) {
             let Unhealthy {
                 container,
