@@ -388,6 +388,42 @@ fn a_revision_that_never_becomes_healthy_leaves_the_old_one_serving() {
 }
 
 #[test]
+fn the_images_healthcheck_decides_when_it_has_one() {
+    let Setup {
+        butler,
+        app,
+        images,
+        ..
+    } = &setup(
+        "deploy-healthcheck",
+        &[
+            (
+                "checked",
+                "HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD [\"/bin/testapp\", \"probe\", \"3000\"]",
+            ),
+            (
+                "sick",
+                "HEALTHCHECK --interval=1s --timeout=2s --retries=1 CMD [\"/bin/testapp\", \"probe\", \"3000\", \"/status/500\"]",
+            ),
+        ],
+    );
+    let report = deployed(butler, &[&images[0]]);
+    assert_eq!(report["health_check"], "the image's HEALTHCHECK");
+    wait_for_answer(butler, app, "checked");
+
+    let (out, report) = deploy(butler, &[&images[1]]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("is unhealthy by its image's HEALTHCHECK")
+            && error.contains("probe: HTTP/1.1 500"),
+        "{error}"
+    );
+    assert_eq!(app_containers(app).len(), 1, "no leftover containers");
+    wait_for_answer(butler, app, "checked");
+}
+
+#[test]
 fn rollback_restores_the_previous_revision_and_then_the_one_asked_for() {
     let Setup {
         butler,
