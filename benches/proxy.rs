@@ -29,6 +29,7 @@ use devops_butler::proxy::{PlanSettings, RenderSettings, Templates, plan, render
 use devops_butler::store::Store;
 use futures_util::StreamExt;
 use support::load::{LoadOptions, LoadResult, run_load};
+use support::stats::{ms, pct, row, sorted};
 use support::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
 
 /// A real app takes a moment to listen; every timed app here does too.
@@ -108,35 +109,6 @@ fn remove_bulk(names: &[String]) {
 
 // ---------------------------------------------------------------------------------------------------
 // Statistics
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// `| what | n | p50 | p95 | max |` in ms.
-fn row(what: &str, values: &[f64]) -> String {
-    let s = sorted(values.to_vec());
-    format!(
-        "| {what} | {} | {:.1} | {:.1} | {:.1} |",
-        s.len(),
-        pct(&s, 50.0),
-        pct(&s, 95.0),
-        s.last().copied().unwrap_or(f64::NAN)
-    )
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Small helpers

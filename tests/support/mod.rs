@@ -8,6 +8,7 @@
 pub mod deploy;
 pub mod load;
 pub mod private_engine;
+pub mod stats;
 pub mod ws_codec;
 
 use std::io::{BufRead, BufReader, Read, Write};
