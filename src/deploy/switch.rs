@@ -259,14 +259,18 @@ impl Deployer {
             .map(naming::explicit_app_name)
             .transpose()?;
         checks::check_user_labels(request.labels.iter().map(|(k, _)| k))?;
-        self.check_proxy().await?;
-        let id = source::identify(&source).await?;
+        // Independent round trips to the engine and git, at once: each costs tens of milliseconds
+        // on a busy engine, and they are all before the deploy's first change.
+        let (_, id, plan) = tokio::try_join!(
+            self.check_proxy(),
+            async { Ok(source::identify(&source).await?) },
+            async { Ok(self.reconciler.plan_now().await?) },
+        )?;
         let app = match &explicit {
             Some(app) => app.clone(),
             None => id.app_name()?,
         };
         let _lock = self.lock_app(&app)?;
-        let plan = self.reconciler.plan_now().await?;
         let occupants = checks::occupants(&plan, &app, &id.label());
         checks::check_name(&occupants, &app, &id.label(), explicit.is_some())?;
         let warnings: Vec<String> = occupants
@@ -430,8 +434,9 @@ impl Deployer {
     ) -> Result<(ImageFacts, String), DeployError> {
         match source {
             Source::Image(reference) => {
-                self.check_disk(None).await?;
-                let facts = source::image(&self.docker, reference).await?;
+                let (_, facts) = tokio::try_join!(self.check_disk(None), async {
+                    Ok(source::image(&self.docker, reference).await?)
+                })?;
                 let revision = naming::revision_of(&facts.id);
                 Ok((facts, revision))
             }
@@ -731,8 +736,12 @@ impl Deployer {
             }
             steps.drain_ms = step.elapsed().as_millis() as u64;
             let step = Instant::now();
-            for (id, name) in &old_containers {
-                if let Err(e) = self.stop_and_remove(id).await {
+            let removals = old_containers
+                .iter()
+                .map(|(id, _)| self.stop_and_remove(id));
+            let removed = futures_util::future::join_all(removals).await;
+            for ((_, name), result) in old_containers.iter().zip(removed) {
+                if let Err(e) = result {
                     warnings.push(format!("cannot remove old instance {name}: {e}"));
                 }
             }
@@ -799,8 +808,8 @@ impl Deployer {
         format!("http://{app}.{}{port}/", self.config.proxy.domain)
     }
 
-    /// Creates and starts `recipe.replicas` instances on the proxy network. Returns the ones that
-    /// exist (to be removed on failure) and the first error.
+    /// Creates and starts `recipe.replicas` instances on the proxy network, all at once. Returns
+    /// the ones that exist (to be removed on failure) and the first error.
     async fn start_instances(
         &self,
         deployment: i64,
@@ -809,83 +818,102 @@ impl Deployer {
         image: &ImageFacts,
         recipe: &Recipe,
     ) -> (Vec<Instance>, Option<String>) {
-        let mut instances = Vec::new();
         let network = self.config.proxy.network.clone();
         if let Err(e) = network::ensure_network(&self.docker, &network).await {
-            return (instances, Some(e.to_string()));
+            return (Vec::new(), Some(e.to_string()));
         }
         let taken = match self.container_names(app).await {
             Ok(taken) => taken,
-            Err(e) => return (instances, Some(e.to_string())),
+            Err(e) => return (Vec::new(), Some(e.to_string())),
         };
-        for n in naming::free_instances(app, revision, recipe.replicas, &taken) {
-            let name = naming::container_name(app, revision, n);
-            let meta = DeployLabels {
-                deployment: deployment.to_string(),
-                app: app.to_owned(),
-                revision: revision.to_owned(),
-                source: recipe.source_id.clone(),
-                owner: recipe.owner.clone(),
-                repo: recipe.repo.clone(),
-                instance: Some(n),
-            };
-            let mut labels: HashMap<String, String> = recipe.labels.clone().into_iter().collect();
-            labels.extend(meta.to_labels());
-            labels.insert(LABEL_NAME.to_owned(), app.to_owned());
-            labels.insert(LABEL_PORT.to_owned(), recipe.port.to_string());
-            let body = ContainerCreateBody {
-                image: Some(image.id.clone()),
-                env: Some(recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-                labels: Some(labels),
-                host_config: Some(HostConfig {
-                    restart_policy: Some(RestartPolicy {
-                        name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                        maximum_retry_count: None,
-                    }),
-                    ..Default::default()
-                }),
-                networking_config: Some(NetworkingConfig {
-                    endpoints_config: Some(HashMap::from([(
-                        network.clone(),
-                        EndpointSettings::default(),
-                    )])),
+        let starts = naming::free_instances(app, revision, recipe.replicas, &taken)
+            .into_iter()
+            .map(|n| {
+                let meta = DeployLabels {
+                    deployment: deployment.to_string(),
+                    app: app.to_owned(),
+                    revision: revision.to_owned(),
+                    source: recipe.source_id.clone(),
+                    owner: recipe.owner.clone(),
+                    repo: recipe.repo.clone(),
+                    instance: Some(n),
+                };
+                self.start_instance(meta, image, recipe, &network)
+            });
+        let mut instances = Vec::new();
+        let mut first_error = None;
+        for (instance, error) in futures_util::future::join_all(starts).await {
+            instances.extend(instance);
+            first_error = first_error.or(error);
+        }
+        (instances, first_error)
+    }
+
+    /// One instance: the container (when it was created) and what went wrong, if anything.
+    async fn start_instance(
+        &self,
+        meta: DeployLabels,
+        image: &ImageFacts,
+        recipe: &Recipe,
+        network: &str,
+    ) -> (Option<Instance>, Option<String>) {
+        let name = naming::container_name(&meta.app, &meta.revision, meta.instance.unwrap_or(1));
+        let mut labels: HashMap<String, String> = recipe.labels.clone().into_iter().collect();
+        labels.extend(meta.to_labels());
+        labels.insert(LABEL_NAME.to_owned(), meta.app.clone());
+        labels.insert(LABEL_PORT.to_owned(), recipe.port.to_string());
+        let body = ContainerCreateBody {
+            image: Some(image.id.clone()),
+            env: Some(recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
                 }),
                 ..Default::default()
-            };
-            let options = CreateContainerOptionsBuilder::default().name(&name).build();
-            let created = match self.docker.create_container(Some(options), body).await {
-                Ok(created) => created,
-                Err(e) => return (instances, Some(format!("cannot create {name}: {e}"))),
-            };
-            // Known from here, so a failure below still removes it.
-            instances.push(Instance {
-                name: name.clone(),
-                id: created.id.clone(),
-                ip: IpAddr::from([0, 0, 0, 0]),
-            });
-            if let Err(e) = self.docker.start_container(&created.id, None).await {
-                return (instances, Some(format!("cannot start {name}: {e}")));
-            }
-            let ip = match self.docker.inspect_container(&created.id, None).await {
-                Ok(info) => info
-                    .network_settings
-                    .and_then(|n| n.networks)
-                    .and_then(|mut nets| nets.remove(&network))
-                    .and_then(|endpoint| endpoint.ip_address)
-                    .and_then(|ip| ip.parse::<IpAddr>().ok()),
-                Err(e) => return (instances, Some(format!("cannot inspect {name}: {e}"))),
-            };
-            let Some(ip) = ip else {
-                return (
-                    instances,
-                    Some(format!("{name} got no address on network {network}")),
-                );
-            };
-            if let Some(last) = instances.last_mut() {
-                last.ip = ip;
-            }
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.to_owned(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match self.docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) => return (None, Some(format!("cannot create {name}: {e}"))),
+        };
+        // Known from here, so a failure below still removes it.
+        let mut instance = Instance {
+            name: name.clone(),
+            id: created.id.clone(),
+            ip: IpAddr::from([0, 0, 0, 0]),
+        };
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            return (Some(instance), Some(format!("cannot start {name}: {e}")));
         }
-        (instances, None)
+        let ip = match self.docker.inspect_container(&created.id, None).await {
+            Ok(info) => info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut nets| nets.remove(network))
+                .and_then(|endpoint| endpoint.ip_address)
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+            Err(e) => return (Some(instance), Some(format!("cannot inspect {name}: {e}"))),
+        };
+        match ip {
+            Some(ip) => {
+                instance.ip = ip;
+                (Some(instance), None)
+            }
+            None => (
+                Some(instance),
+                Some(format!("{name} got no address on network {network}")),
+            ),
+        }
     }
 
     /// Names of every container (running or not) of `app`'s deployments.
