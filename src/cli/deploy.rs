@@ -176,9 +176,10 @@ pub fn rollback(
     })
 }
 
-/// A refusal in the machine-readable form CI reads.
+/// A refusal (or an error) in the machine-readable form CI reads.
 #[derive(Serialize)]
 struct Refusal {
+    /// `refused`: a check said no and nothing changed; `error`: an engine or store call failed.
     outcome: &'static str,
     error: String,
     usage: bool,
@@ -204,14 +205,21 @@ fn finish(
         Ok(report) => report,
         Err(error) => {
             let usage = error.is_usage();
+            let refused = error.is_refusal();
             if format == OutputFormat::Json {
                 output::print_json(&Refusal {
-                    outcome: "refused",
+                    outcome: if refused { "refused" } else { "error" },
                     error: error.to_string(),
                     usage,
                 })?;
             }
-            eprintln!("butler: {verb} refused, nothing was changed: {error}");
+            if refused {
+                eprintln!("butler: {verb} refused, nothing was changed: {error}");
+            } else {
+                eprintln!(
+                    "butler: {verb} failed: {error}; see `butler deployments` and `butler proxy routes` for where it stopped"
+                );
+            }
             return Ok(ExitCode::from(if usage { 2 } else { 1 }));
         }
     };

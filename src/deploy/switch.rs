@@ -91,6 +91,20 @@ pub enum DeployError {
 }
 
 impl DeployError {
+    /// A check refused the deploy before it changed anything; otherwise an engine, store or proxy
+    /// call failed, possibly half-way (`butler deployments` and `butler proxy routes` then tell).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            DeployError::Store(_)
+                | DeployError::Reconcile(_)
+                | DeployError::Nginx(_)
+                | DeployError::Network(_)
+                | DeployError::Docker { .. }
+                | DeployError::Lock { .. }
+        )
+    }
+
     /// What the user must fix in what they typed: exit 2 rather than 1.
     pub fn is_usage(&self) -> bool {
         match self {
