@@ -5,6 +5,7 @@
 //!
 //!     cargo bench --bench deploy
 //!     BENCH_DEPLOYS=5 cargo bench --bench deploy     # fewer timed deploys
+//!     BENCH_ITEMS=1a,2 cargo bench --bench deploy    # only some items (1a, 1b, 2)
 //!
 //! Needs the Docker engine and builds the test images like the integration tests (tests/support).
 //! Everything it starts or builds is removed at the end. About 3 minutes on 2 cores; loopback only.
@@ -279,15 +280,26 @@ fn item2_under_load(butler: &ButlerProcess, cleanup: &mut Cleanup) -> String {
     )
 }
 
+fn wanted(item: &str) -> bool {
+    std::env::var("BENCH_ITEMS").map_or(true, |items| items.split(',').any(|i| i.trim() == item))
+}
+
+type Item = fn(&ButlerProcess, &mut Cleanup) -> String;
+
 fn main() {
     let mut cleanup = Cleanup::new();
     let butler = ButlerProcess::start(butler_bin());
     let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let tables = [
-        item1_image(&butler, &mut cleanup),
-        item1_build(&butler, &mut cleanup),
-        item2_under_load(&butler, &mut cleanup),
+    let items: [(&str, Item); 3] = [
+        ("1a", item1_image),
+        ("1b", item1_build),
+        ("2", item2_under_load),
     ];
+    let tables: Vec<String> = items
+        .into_iter()
+        .filter(|(name, _)| wanted(name))
+        .map(|(_, item)| item(&butler, &mut cleanup))
+        .collect();
     drop(butler);
     drop(cleanup);
     println!(
