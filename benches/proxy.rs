@@ -28,6 +28,8 @@ use devops_butler::proxy::reconcile::Reconciler;
 use devops_butler::proxy::{PlanSettings, RenderSettings, Templates, plan, render};
 use devops_butler::store::Store;
 use futures_util::StreamExt;
+use support::load::{LoadOptions, LoadResult, run_load};
+use support::stats::{ms, pct, row, sorted};
 use support::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
 
 /// A real app takes a moment to listen; every timed app here does too.
@@ -107,35 +109,6 @@ fn remove_bulk(names: &[String]) {
 
 // ---------------------------------------------------------------------------------------------------
 // Statistics
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// `| what | n | p50 | p95 | max |` in ms.
-fn row(what: &str, values: &[f64]) -> String {
-    let s = sorted(values.to_vec());
-    format!(
-        "| {what} | {} | {:.1} | {:.1} | {:.1} |",
-        s.len(),
-        pct(&s, 50.0),
-        pct(&s, 95.0),
-        s.last().copied().unwrap_or(f64::NAN)
-    )
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Small helpers
@@ -694,167 +667,12 @@ fn item2_burst(butler: &ButlerProcess) {
 // ---------------------------------------------------------------------------------------------------
 // Item 5: steady load through the proxy, with and without 100 reconfigurations
 
-#[derive(Default)]
-struct LoadResult {
-    sent: u64,
-    ok: u64,
-    non_2xx: u64,
-    io_errors: u64,
-    /// A kept-alive connection closed by nginx before any byte of the answer (an old worker
-    /// shutting down at a reload); the request was sent again on a new connection, as HTTP clients
-    /// do for an idempotent request.
-    retried: u64,
-    latencies_us: Vec<u64>,
-    elapsed: Duration,
-}
-
-enum Attempt {
-    Status(u16),
-    /// Closed before any byte of the answer.
-    ClosedEarly,
-    Error,
-}
-
-/// One request on a keep-alive connection; reads the whole answer (Content-Length or chunked).
-fn keepalive_get(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Attempt {
-    if stream.write_all(request).is_err() {
-        return Attempt::ClosedEarly;
+fn load_options() -> LoadOptions {
+    LoadOptions {
+        connections: LOAD_CONNECTIONS,
+        rate_per_connection: LOAD_RATE_PER_CONNECTION,
+        ..LoadOptions::default()
     }
-    buf.clear();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(0) if buf.is_empty() => return Attempt::ClosedEarly,
-            Ok(0) => return Attempt::Error,
-            Ok(n) => n,
-            Err(e)
-                if buf.is_empty()
-                    && matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                    ) =>
-            {
-                return Attempt::ClosedEarly;
-            }
-            Err(_) => return Attempt::Error,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = &buf[end + 4..];
-        let complete = if let Some(len) = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-        {
-            body.len() >= len
-        } else if head.contains("transfer-encoding: chunked") {
-            body.ends_with(b"0\r\n\r\n")
-        } else {
-            // No length: the answer ends with the connection.
-            false
-        };
-        if complete {
-            return Attempt::Status(status);
-        }
-    }
-}
-
-fn connect_proxy(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_nodelay(true)?;
-    Ok(s)
-}
-
-/// Runs the paced load until `stop` is set; one thread per connection.
-fn run_load(addr: SocketAddr, host: &str, stop: &AtomicBool) -> LoadResult {
-    let request =
-        format!("GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-bench-load\r\n\r\n")
-            .into_bytes();
-    let interval = Duration::from_micros(1_000_000 / LOAD_RATE_PER_CONNECTION);
-    let started = Instant::now();
-    let results: Vec<LoadResult> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..LOAD_CONNECTIONS)
-            .map(|_| {
-                let request = &request;
-                s.spawn(move || {
-                    let mut r = LoadResult::default();
-                    let mut buf = Vec::with_capacity(1024);
-                    let mut conn: Option<TcpStream> = None;
-                    let mut next = Instant::now();
-                    while !stop.load(Ordering::Relaxed) {
-                        let now = Instant::now();
-                        if next > now {
-                            std::thread::sleep(next - now);
-                        } else if now - next > Duration::from_secs(1) {
-                            next = now; // fell far behind: do not burst to catch up
-                        }
-                        next += interval;
-                        r.sent += 1;
-                        let t = Instant::now();
-                        let mut outcome = Attempt::Error;
-                        // At most one retry, and only for a reused connection closed before answering.
-                        for attempt in 0..2 {
-                            let fresh = conn.is_none();
-                            if fresh {
-                                conn = connect_proxy(addr).ok();
-                            }
-                            let Some(stream) = conn.as_mut() else {
-                                outcome = Attempt::Error;
-                                break;
-                            };
-                            outcome = keepalive_get(stream, request, &mut buf);
-                            match outcome {
-                                Attempt::Status(_) => break,
-                                Attempt::ClosedEarly if !fresh && attempt == 0 => {
-                                    r.retried += 1;
-                                    conn = None;
-                                }
-                                _ => {
-                                    conn = None;
-                                    break;
-                                }
-                            }
-                        }
-                        match outcome {
-                            Attempt::Status(200..=299) => {
-                                r.ok += 1;
-                                r.latencies_us.push(t.elapsed().as_micros() as u64);
-                            }
-                            Attempt::Status(_) => {
-                                r.non_2xx += 1;
-                                r.latencies_us.push(t.elapsed().as_micros() as u64);
-                            }
-                            Attempt::ClosedEarly | Attempt::Error => r.io_errors += 1,
-                        }
-                    }
-                    r
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let mut total = LoadResult {
-        elapsed: started.elapsed(),
-        ..Default::default()
-    };
-    for r in results {
-        total.sent += r.sent;
-        total.ok += r.ok;
-        total.non_2xx += r.non_2xx;
-        total.io_errors += r.io_errors;
-        total.retried += r.retried;
-        total.latencies_us.extend(r.latencies_us);
-    }
-    total
 }
 
 fn load_row(what: &str, r: &LoadResult, reconfigs: &str) -> String {
@@ -886,7 +704,7 @@ fn item5_load(butler: &ButlerProcess, target: &AppContainer) {
     // Without churn.
     let stop = AtomicBool::new(false);
     let baseline = std::thread::scope(|s| {
-        let load = s.spawn(|| run_load(addr, &host, &stop));
+        let load = s.spawn(|| run_load(addr, &host, &load_options(), &stop));
         std::thread::sleep(LOAD_BASELINE);
         stop.store(true, Ordering::Relaxed);
         load.join().unwrap()
@@ -897,7 +715,7 @@ fn item5_load(butler: &ButlerProcess, target: &AppContainer) {
     let before = butler.applied_count();
     let mut timeouts = 0;
     let churned = std::thread::scope(|s| {
-        let load = s.spawn(|| run_load(addr, &host, &stop));
+        let load = s.spawn(|| run_load(addr, &host, &load_options(), &stop));
         let deadline = Instant::now() + Duration::from_secs(300);
         let mut k = 0;
         while butler.applied_count() - before < RECONFIGURATIONS && Instant::now() < deadline {

@@ -6,6 +6,8 @@
 //!   APP_NAME=web | --name web       name in every answer (default: the hostname)
 //!   DELAY_MS=500 | --delay-ms 500   wait before listening (a slow-starting app)
 //!   EXIT_AFTER_MS=N, EXIT_CODE=C    exit with C after N ms (a crashing app)
+//! `testapp probe PORT [PATH]` instead answers whether 127.0.0.1:PORT serves PATH (default /healthz)
+//! with 2xx/3xx, by its exit code: a Docker HEALTHCHECK for an image with nothing else in it.
 //! Answers: any path → 200 `app=NAME host=HOSTNAME port=PORT path=PATH`; /healthz → 200 `ok`;
 //! /status/NNN → NNN; /sleep/MS → 200 after MS ms; /ws → WebSocket echo (RFC 6455).
 //! Prints `listening on :PORT` once per port; exits 0 on SIGTERM/SIGINT (it may be PID 1).
@@ -26,6 +28,9 @@ struct Settings {
 }
 
 fn main() {
+    if env::args().nth(1).as_deref() == Some("probe") {
+        process::exit(probe());
+    }
     install_signal_handlers();
     let settings = parse_settings();
     if let Some(ms) = env::var("EXIT_AFTER_MS")
@@ -68,6 +73,40 @@ fn main() {
     }
     for t in accept_threads {
         let _ = t.join();
+    }
+}
+
+/// `testapp probe PORT [PATH]`: 0 when GET PATH on 127.0.0.1:PORT answers 2xx or 3xx, else 1.
+fn probe() -> i32 {
+    let mut args = env::args().skip(2);
+    let port: u16 = args
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| usage("probe needs a PORT"));
+    let path = args.next().unwrap_or_else(|| "/healthz".into());
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = String::new();
+        BufReader::new(stream).read_line(&mut head)?;
+        Ok(head)
+    })();
+    match answer {
+        Ok(head) if matches!(head.split_whitespace().nth(1), Some(s) if s.starts_with('2') || s.starts_with('3')) => {
+            0
+        }
+        Ok(head) => {
+            println!("probe: {}", head.trim());
+            1
+        }
+        Err(e) => {
+            println!("probe: {e}");
+            1
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod deploy;
 pub mod docker;
 pub mod health;
 pub mod proxy;

@@ -2,6 +2,7 @@
 //! is a thin front over the library; exit codes mean 0 ok, 1 failed or degraded, 2 usage or config.
 
 mod config;
+mod deploy;
 mod generate;
 mod health;
 mod output;
@@ -78,6 +79,14 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Deploy an app from an image, a Dockerfile directory or a git repository with zero downtime:
+    /// new instances serve only once healthy (exit 0 deployed, 1 failed and the previous revision
+    /// keeps serving, 2 bad usage).
+    Deploy(deploy::DeployArgs),
+    /// Every deploy and rollback, newest first.
+    Deployments(deploy::DeploymentsArgs),
+    /// Redeploy an app's previous revision the same zero-downtime way (exit codes as `deploy`).
+    Rollback(deploy::RollbackArgs),
     /// Control the butler's systemd units over D-Bus.
     Services {
         /// Talk to the calling user's service manager instead of the system's.
@@ -181,6 +190,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Incidents(args) => health::incidents(args, config_path, cli.output),
         Command::Fix502 { dry_run } => health::fix502(dry_run, config_path, cli.output),
         Command::Generate { command } => generate::dispatch(command),
+        Command::Deploy(args) => deploy::deploy(args, config_path, cli.output),
+        Command::Deployments(args) => deploy::deployments(args, config_path, cli.output),
+        Command::Rollback(args) => deploy::rollback(args, config_path, cli.output),
     }
 }
 

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::output::{self, OutputFormat};
 use super::{ProxyCommand, load_config, runtime};
 use crate::config::Config;
+use crate::deploy::naming::DeployLabels;
 use crate::docker::events::{self, Coalescer};
 use crate::proxy::apply::{Applier, ApplyStatus};
 use crate::proxy::nginx::{Nginx, NginxSpec};
@@ -112,6 +113,9 @@ struct ServerLine {
     address: String,
     port: u16,
     port_reason: String,
+    /// App, revision, owner, repo and source of a container `butler deploy` started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment: Option<DeployLabels>,
 }
 
 fn route_lines(plan: &Plan) -> Vec<RouteLine> {
@@ -128,6 +132,7 @@ fn route_lines(plan: &Plan) -> Vec<RouteLine> {
                     address: std::net::SocketAddr::new(s.ip, s.port).to_string(),
                     port: s.port,
                     port_reason: s.port_reason.text().to_owned(),
+                    deployment: s.deployment.clone(),
                 })
                 .collect(),
         })
@@ -160,6 +165,10 @@ pub fn dispatch(
                                     s.container.clone(),
                                     s.address.clone(),
                                     s.port_reason.clone(),
+                                    s.deployment.as_ref().map_or_else(
+                                        || "-".to_owned(),
+                                        |d| format!("{} from {}", d.revision, d.source),
+                                    ),
                                 ]
                             })
                         })
@@ -172,7 +181,8 @@ pub fn dispatch(
                                 "HOSTS",
                                 "CONTAINER",
                                 "UPSTREAM",
-                                "PORT CHOSEN BECAUSE"
+                                "PORT CHOSEN BECAUSE",
+                                "DEPLOYED REVISION"
                             ],
                             &rows
                         )

@@ -123,6 +123,8 @@ impl Observer {
             network: self.config.proxy.network.clone(),
             own_container_names: vec![self.config.proxy.container_name.clone()],
             own_container_ids: Vec::new(),
+            // Checks see every instance, held or not: a deploy's gate judges the new ones itself.
+            held_deployments: Default::default(),
         }
     }
 

@@ -2,10 +2,12 @@
 //! kept containers out of them. Plain data with no behaviour; every string in a `Route` has passed
 //! validation in `plan`, which is what lets `render` put it into a config file.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::deploy::naming::DeployLabels;
 use crate::proxy::ports::PortReason;
 
 /// What the planner needs to know besides the containers.
@@ -22,6 +24,11 @@ pub struct PlanSettings {
     /// Ids (full, or a prefix of at least 12 characters) of the butler's own containers.
     #[serde(default)]
     pub own_container_ids: Vec<String>,
+    /// Deployments (`butler.deploy.id` values) whose containers stay out of every upstream: new
+    /// instances not yet proven healthy, and old ones leaving. The reconciler reads them from the
+    /// store; see `butler deploy`.
+    #[serde(default)]
+    pub held_deployments: BTreeSet<String>,
 }
 
 impl Default for PlanSettings {
@@ -31,6 +38,7 @@ impl Default for PlanSettings {
             network: "devops-butler-net".into(),
             own_container_names: Vec::new(),
             own_container_ids: Vec::new(),
+            held_deployments: BTreeSet::new(),
         }
     }
 }
@@ -65,6 +73,9 @@ pub struct UpstreamServer {
     pub ip: IpAddr,
     pub port: u16,
     pub port_reason: PortReason,
+    /// Set on containers `butler deploy` started: app, revision, owner, repo, source (from labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeployLabels>,
 }
 
 /// Why a container is not (fully) served. One container's problem never affects another app.

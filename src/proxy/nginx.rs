@@ -786,6 +786,16 @@ impl Nginx {
 
     /// PIDs of the workers serving the current generation (not the ones shutting down).
     pub async fn worker_pids(&self) -> Result<BTreeSet<String>, NginxError> {
+        self.workers(false).await
+    }
+
+    /// PIDs of the workers of earlier generations that are still finishing their requests after
+    /// a reload ("shutting down"): a deploy waits for them before it stops the old instances.
+    pub async fn draining_worker_pids(&self) -> Result<BTreeSet<String>, NginxError> {
+        self.workers(true).await
+    }
+
+    async fn workers(&self, shutting_down: bool) -> Result<BTreeSet<String>, NginxError> {
         let top = self
             .docker
             .top_processes(self.name(), None)
@@ -800,7 +810,7 @@ impl Nginx {
             .into_iter()
             .filter(|row| {
                 row.get(cmd_col).is_some_and(|cmd| {
-                    cmd.contains("worker process") && !cmd.contains("shutting down")
+                    cmd.contains("worker process") && cmd.contains("shutting down") == shutting_down
                 })
             })
             .filter_map(|row| row.get(pid_col).cloned())

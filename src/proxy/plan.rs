@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::deploy::naming::DeployLabels;
 use crate::docker::ContainerSnapshot;
 use crate::proxy::model::{Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};
 use crate::proxy::ports::{self, PortError};
@@ -29,7 +30,7 @@ pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
     let mut apps: BTreeMap<String, Vec<Member<'_>>> = BTreeMap::new();
 
     for c in containers {
-        if !c.running || is_own(c, settings) {
+        if !c.running || is_own(c, settings) || is_held(c, settings) {
             continue;
         }
         if let Some(member) = evaluate(c, settings, &mut problems) {
@@ -214,6 +215,14 @@ pub fn app_of(c: &ContainerSnapshot, settings: &PlanSettings) -> Option<String> 
     }
 }
 
+/// A container of a deployment that is not (or no longer) allowed in the upstream: `butler deploy`
+/// holds new instances back until they are healthy and old ones while they drain.
+fn is_held(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
+    c.labels
+        .get(crate::deploy::naming::LABEL_DEPLOYMENT)
+        .is_some_and(|id| settings.held_deployments.contains(id))
+}
+
 /// Validates one container's values. `None` when it is opted out or when any value is invalid;
 /// in the latter case every invalid value has been reported, not just the first.
 fn evaluate<'a>(
@@ -329,6 +338,7 @@ fn evaluate<'a>(
         ip,
         port: choice.port,
         port_reason: choice.reason,
+        deployment: DeployLabels::parse(&c.labels),
     });
 
     Some(Member {
@@ -707,6 +717,57 @@ mod tests {
             .map(|s| s.container_name.as_str())
             .collect();
         assert_eq!(names, ["shop-1", "shop-2"]);
+    }
+
+    /// A container `butler deploy` started for deployment `id`, revision `rev`.
+    fn deployed(id: &str, rev: &str, ip: &str) -> ContainerSnapshot {
+        let meta = DeployLabels {
+            deployment: id.into(),
+            app: "shop".into(),
+            revision: rev.into(),
+            source: "git:github.com/alice/shop".into(),
+            owner: Some("alice".into()),
+            repo: Some("shop".into()),
+            instance: Some(1),
+        };
+        let mut c = app(&format!("id-{id}"), &format!("butler-shop-{rev}-1"), ip);
+        c.labels = meta.to_labels();
+        with_label(c, LABEL_NAME, "shop")
+    }
+
+    #[test]
+    fn held_deployments_stay_out_of_the_upstream() {
+        let old = deployed("1", "aaa", "10.0.0.2");
+        let new = deployed("2", "bbb", "10.0.0.3");
+        let servers = |held: &[&str]| {
+            let s = PlanSettings {
+                held_deployments: held.iter().map(|h| h.to_string()).collect(),
+                ..settings()
+            };
+            let p = plan(&[old.clone(), new.clone()], &s);
+            // Held is not a problem: the deploy says why, nothing needs fixing.
+            assert!(p.problems.is_empty(), "{:?}", p.problems);
+            p.routes
+                .iter()
+                .flat_map(|r| &r.servers)
+                .map(|s| s.deployment.as_ref().unwrap().revision.clone())
+                .collect::<Vec<_>>()
+        };
+        // New instances held until healthy, then both serve, then the old ones are held to drain.
+        assert_eq!(servers(&["2"]), ["aaa"]);
+        assert_eq!(servers(&[]), ["aaa", "bbb"]);
+        assert_eq!(servers(&["1"]), ["bbb"]);
+        assert!(servers(&["1", "2"]).is_empty());
+        // Only the deploy label counts: a plain container of the same app is never held.
+        let plain = with_label(app("id-x", "shop-manual", "10.0.0.4"), LABEL_NAME, "shop");
+        let s = PlanSettings {
+            held_deployments: ["1".to_string(), "2".to_string()].into(),
+            ..settings()
+        };
+        let p = plan(&[old, new, plain], &s);
+        assert_eq!(p.routes[0].servers.len(), 1);
+        assert_eq!(p.routes[0].servers[0].container_name, "shop-manual");
+        assert_eq!(p.routes[0].servers[0].deployment, None);
     }
 
     #[test]

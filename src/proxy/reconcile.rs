@@ -214,7 +214,7 @@ impl Reconciler {
     /// Discovery and planning only: what the routes would be now. Connects nothing, applies nothing.
     pub async fn plan_now(&self) -> Result<Plan, ReconcileError> {
         let snapshots = discovery::list_snapshots(&self.docker).await?;
-        Ok(super::plan(&snapshots, &self.plan_settings()))
+        Ok(super::plan(&snapshots, &self.plan_settings().await?))
     }
 
     /// A full reconcile: every container on the engine is inspected.
@@ -235,8 +235,8 @@ impl Reconciler {
 
         let started = Instant::now();
         network::ensure_network(&self.docker, &proxy.network).await?;
-        let settings = self.plan_settings();
-        let snapshots = match changed {
+        let mut settings = self.plan_settings().await?;
+        let mut snapshots = match changed {
             Some(ids) if self.known.is_some() => self.refresh(ids).await?,
             _ => self.refresh_all().await?,
         };
@@ -260,7 +260,7 @@ impl Reconciler {
             }
         }
         if !connected.is_empty() {
-            let snapshots = self.refresh(&connected).await?;
+            snapshots = self.refresh(&connected).await?;
             plan = super::plan(&snapshots, &settings);
         }
         let connected: Vec<String> = connected.into_iter().collect();
@@ -278,9 +278,18 @@ impl Reconciler {
         timings.ensure_nginx = started.elapsed();
 
         let started = Instant::now();
-        let rendered = self.render(&plan)?;
+        let mut rendered = self.render(&plan)?;
         timings.plan_render = started.elapsed();
 
+        // `butler deploy` moves deployments in and out of the upstreams, then reconciles: the held
+        // set read under the lock is the one this round applies, so a round that planned before a
+        // deploy's change can never apply after that deploy's own reconcile.
+        let held = self.store.held_deployments().await?;
+        if held != settings.held_deployments {
+            settings.held_deployments = held;
+            plan = super::plan(&snapshots, &settings);
+            rendered = self.render(&plan)?;
+        }
         if let Some(pinned) = self.store.pinned_version().await? {
             // An operator rolled back to a version on purpose: keep it until `butler proxy-update`.
             return Ok(ReconcileReport {
@@ -361,13 +370,14 @@ impl Reconciler {
         Ok(report)
     }
 
-    fn plan_settings(&self) -> PlanSettings {
-        PlanSettings {
+    async fn plan_settings(&self) -> Result<PlanSettings, ReconcileError> {
+        Ok(PlanSettings {
             domain: self.config.proxy.domain.clone(),
             network: self.config.proxy.network.clone(),
             own_container_names: vec![self.config.proxy.container_name.clone()],
             own_container_ids: Vec::new(),
-        }
+            held_deployments: self.store.held_deployments().await?,
+        })
     }
 
     fn render_settings(&self) -> RenderSettings {

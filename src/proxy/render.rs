@@ -449,6 +449,7 @@ mod tests {
                     ip: IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 2) as u8)),
                     port: 8080,
                     port_reason: PortReason::OnlyExposed,
+                    deployment: None,
                 })
                 .collect(),
         }

@@ -3,52 +3,10 @@
 //! health-monitor writes checks, statuses, samples and incidents; the recovery worker moves
 //! incidents through their states and records what it tried; the CLI and the dashboard read.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rusqlite::{OptionalExtension as _, Row, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, now_rfc3339, query_err};
-
-/// Declares a lower-case string enum stored as TEXT: `as_str`, `FromStr`, `Display` and serde agree.
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
-                match text {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "unknown {} {other:?} (expected one of: {})",
-                        stringify!($name).to_lowercase(),
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
+use super::{Store, StoreError, now_rfc3339, parse_text, query_err};
 
 text_enum! {
     /// Ordered: `Low < Medium < High < Critical`.
@@ -755,18 +713,6 @@ fn select_incident(
     .map_err(query_err(path, "reading an incident"))?
     .map(|raw| raw.parse(path))
     .transpose()
-}
-
-pub(super) fn parse_text<T: FromStr<Err = String>>(
-    path: &std::path::Path,
-    what: &'static str,
-    text: &str,
-) -> Result<T, StoreError> {
-    text.parse().map_err(|reason| StoreError::Corrupt {
-        path: path.to_owned(),
-        what,
-        reason,
-    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,49 @@
 //! each writing its own tables. `Store` is the only door: every call runs on the blocking pool so
 //! async workers never stall on disk, and the schema is migrated by `user_version` on open.
 
+/// Declares a lower-case string enum stored as TEXT: `as_str`, `FromStr`, `Display` and serde agree.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+            ::serde::Serialize, ::serde::Deserialize,
+        )]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?} (expected one of: {})",
+                        stringify!($name).to_lowercase(),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+mod deployments;
 mod health;
 mod requests;
 mod routes;
@@ -16,6 +59,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use deployments::{DeployOutcome, Deployment, Gate, NewDeployment};
 pub use health::{
     AppHealth, AppStatus, CheckResult, Finding, Incident, IncidentFilter, IncidentState,
     NewRecovery, Recovery, RecoveryOutcome, Sample, Severity, SuccessRate,
@@ -182,4 +226,17 @@ pub(crate) fn query_err(
 
 pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Parses a stored TEXT value into its enum; a value no version wrote is a corrupt row.
+pub(crate) fn parse_text<T: std::str::FromStr<Err = String>>(
+    path: &std::path::Path,
+    what: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    text.parse().map_err(|reason| StoreError::Corrupt {
+        path: path.to_owned(),
+        what,
+        reason,
+    })
 }

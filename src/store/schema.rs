@@ -124,6 +124,11 @@ const MIGRATIONS: &[&str] = &[
         result_json  TEXT            -- what the executor reported (a JSON value)
     );
     CREATE INDEX requests_pending ON requests (action, id) WHERE claimed_at IS NULL AND finished_at IS NULL;",
+    // 7: deployments: which ones' containers may be in an upstream (the health gate the planner
+    //    reads on every reconcile) and the settings a rollback to that revision reuses.
+    "ALTER TABLE deployments ADD COLUMN gate TEXT;   -- pending | serving | retired | NULL: containers gone
+    ALTER TABLE deployments ADD COLUMN spec TEXT NOT NULL DEFAULT '{}';  -- JSON: port, replicas, env, ...
+    CREATE INDEX deployments_gate ON deployments (gate) WHERE gate IS NOT NULL;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -1,7 +1,8 @@
 //! Aggregates over the other workers' tables, for `/metrics` and the dashboard's summary: counts
 //! grouped in SQL so a scrape reads a handful of rows, not every incident ever recorded.
 
-use super::health::{IncidentState, RecoveryOutcome, Severity, parse_text};
+use super::health::{IncidentState, RecoveryOutcome, Severity};
+use super::parse_text;
 use super::{Store, StoreError, VersionTimings, query_err};
 
 /// Counts over every recorded config version.

@@ -7,8 +7,11 @@
 
 pub mod browser;
 pub mod dashboard;
+pub mod deploy;
+pub mod load;
 pub mod packages;
 pub mod private_engine;
+pub mod stats;
 pub mod ws_codec;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -230,6 +233,9 @@ pub fn run_build_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> St
 #[derive(Default)]
 pub struct Cleanup {
     containers: Vec<String>,
+    labelled: Vec<String>,
+    images: Vec<String>,
+    image_repos: Vec<String>,
     networks: Vec<String>,
 }
 
@@ -240,6 +246,20 @@ impl Cleanup {
     /// Remove this container (name or id) at drop.
     pub fn add_container(&mut self, name: &str) {
         self.containers.push(name.to_string());
+    }
+    /// Remove every container carrying this label (`key=value`) at drop: the ones a butler under
+    /// test started for the test, whose names the test may not know.
+    pub fn add_labelled(&mut self, label: &str) {
+        self.labelled.push(label.to_string());
+    }
+    /// Remove this image (tag or id) at drop, after the containers.
+    pub fn add_image(&mut self, image: &str) {
+        self.images.push(image.to_string());
+    }
+    /// Remove every image of this repository (`butler-deploy/<app>`, all tags) at drop: the ones a
+    /// butler under test built for the test.
+    pub fn add_image_repo(&mut self, repo: &str) {
+        self.image_repos.push(repo.to_string());
     }
     /// Remove this network at drop (after the containers; others still attached are disconnected).
     pub fn add_network(&mut self, name: &str) {
@@ -257,6 +277,30 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         remove_containers(&self.containers);
+        for label in &self.labelled {
+            let out = docker(&["ps", "-aq", "--filter", &format!("label={label}")]);
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            remove_containers(&ids);
+        }
+        let mut images = self.images.clone();
+        for repo in &self.image_repos {
+            let out = docker(&["images", "-q", "--no-trunc", repo]);
+            images.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned),
+            );
+        }
+        if !images.is_empty() {
+            images.sort();
+            images.dedup();
+            let mut args = vec!["rmi", "-f"];
+            args.extend(images.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
         for net in self.networks.iter().rev() {
             remove_network(net);
         }
@@ -290,6 +334,14 @@ fn remove_network(net: &str) {
         let _ = docker(&["network", "disconnect", "-f", net, c]);
     }
     let _ = docker(&["network", "rm", net]);
+}
+
+/// Builds image `tag` from `dockerfile` alone (no context: `FROM` a local image, `ENV`, `EXPOSE`,
+/// ...); works offline when the base is local. Register the tag with `Cleanup::add_image`.
+pub fn build_image(tag: &str, dockerfile: &str) {
+    let out: CmdOutput =
+        docker_with_stdin(&["build", "-q", "-t", tag, "-"], dockerfile.as_bytes()).into();
+    out.expect_success(&format!("docker build -t {tag}"));
 }
 
 /// Create `devops-butler-net` unless it exists. It is shared by every test and never removed.

@@ -1,0 +1,1241 @@
+//! One deploy (or rollback), in order. Before anything changes: the engine answers, the proxy
+//! serves and is not pinned, the name is free, the disk has room, the image exists or builds, the
+//! port is known. Then: record the deployment (its gate `pending`), start the instances (held out of
+//! the upstream by the planner), wait until each is healthy, mark it `serving` and reconcile (the new
+//! servers join the upstream), mark the old deployments `retired` and reconcile (they leave it),
+//! wait until nginx's old-generation workers have finished their requests, stop and remove the old
+//! instances. A failure before the switch removes the new instances and leaves the old serving.
+//!
+//! The reconciles are the proxy's own (`Reconciler::reconcile`, under the apply lock), so a deploy
+//! works with or without the dynamic-proxy worker running; the worker reconciling at the same time
+//! reads the same gates and can only apply the same routes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::checks::{self, CheckError};
+use super::health::{self, HealthCheck, Unhealthy};
+use super::naming::{self, DeployLabels, LABEL_APP, LABEL_DEPLOYMENT, NamingError, SourceKind};
+use super::source::{self, ImageFacts, Source, SourceError};
+use crate::config::Config;
+use crate::docker::discovery::is_not_found;
+use crate::docker::network;
+use crate::proxy::nginx::{Nginx, NginxError, NginxSpec, NginxState};
+use crate::proxy::plan::LABEL_NAME;
+use crate::proxy::ports::LABEL_PORT;
+use crate::proxy::reconcile::{ReconcileError, ReconcileReport, Reconciler};
+use crate::store::{DeployOutcome, Deployment, Gate, NewDeployment, Store, StoreError};
+
+/// How long an old instance gets between SIGTERM and SIGKILL once nginx no longer sends it anything.
+const STOP_GRACE: i32 = 10;
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Naming(#[from] NamingError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error(
+        "the proxy is not serving: nginx container {container} is {state}; start the butler (`systemctl start butler.target`, or `butler run`) and deploy again"
+    )]
+    ProxyDown { container: String, state: String },
+    #[error(
+        "the proxy config is pinned to version {0} by `butler proxy rollback`, so a deploy could not switch traffic: run `butler proxy-update` to unpin it, then deploy again"
+    )]
+    Pinned(i64),
+    #[error(
+        "another deploy or rollback of app {0} is running; wait for it to finish and try again"
+    )]
+    Busy(String),
+    #[error("no deployments of app {0} are recorded; see `butler deployments`")]
+    UnknownApp(String),
+    #[error("nothing to roll back to: {0}; see `butler deployments {1}`")]
+    NothingToRollBack(String, String),
+    #[error(
+        "the image {image} of revision {revision} is no longer on this host (removed or pruned); deploy that revision again from its source"
+    )]
+    ImageGone { revision: String, image: String },
+    #[error("the state store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("the proxy could not be reconciled: {0}")]
+    Reconcile(#[from] ReconcileError),
+    #[error("the nginx container could not be checked: {0}")]
+    Nginx(#[from] NginxError),
+    #[error("cannot prepare the proxy network: {0}")]
+    Network(#[from] network::NetworkError),
+    #[error("Docker call `{op}` failed: {source}")]
+    Docker {
+        op: &'static str,
+        source: bollard::errors::Error,
+    },
+    #[error("cannot lock {path}: {error} (check the state directory's permissions)")]
+    Lock { path: String, error: std::io::Error },
+}
+
+impl DeployError {
+    /// A check refused the deploy before it changed anything; otherwise an engine, store or proxy
+    /// call failed, possibly half-way (`butler deployments` and `butler proxy routes` then tell).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(
+            self,
+            DeployError::Store(_)
+                | DeployError::Reconcile(_)
+                | DeployError::Nginx(_)
+                | DeployError::Network(_)
+                | DeployError::Docker { .. }
+                | DeployError::Lock { .. }
+        )
+    }
+
+    /// What the user must fix in what they typed: exit 2 rather than 1.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            DeployError::Source(e) => e.is_usage(),
+            DeployError::Naming(_)
+            | DeployError::UnknownApp(_)
+            | DeployError::NothingToRollBack(..) => true,
+            DeployError::Check(e) => !matches!(e, CheckError::Disk { .. }),
+            _ => false,
+        }
+    }
+}
+
+fn docker_err(op: &'static str) -> impl FnOnce(bollard::errors::Error) -> DeployError {
+    move |source| DeployError::Docker { op, source }
+}
+
+/// What to deploy, as the user asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployRequest {
+    pub source: String,
+    pub git_ref: Option<String>,
+    pub name: Option<String>,
+    pub replicas: u32,
+    pub port: Option<u16>,
+    pub health_path: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+/// Everything needed to start a revision again, stored with its deployment for `butler rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// `butler.deploy.source`: `git:github.com/alice/shop`, ...
+    pub source_id: String,
+    pub owner: Option<String>,
+    pub repo: Option<String>,
+    pub port: u16,
+    pub replicas: u32,
+    pub health_path: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+}
+
+/// How long each step took, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepTimes {
+    /// Source resolution, pre-deployment checks and the image (build included).
+    pub prepare_ms: u64,
+    /// Of `prepare_ms`: the clone and the build.
+    pub build_ms: u64,
+    /// Creating and starting the new instances.
+    pub start_ms: u64,
+    /// Started until the last instance passed its health check.
+    pub healthy_ms: u64,
+    /// The two reconciles: new instances in, old ones out.
+    pub switch_ms: u64,
+    /// Waiting for nginx's old workers to finish their requests.
+    pub drain_ms: u64,
+    /// Stopping and removing the old instances.
+    pub remove_ms: u64,
+    /// The deploy's start until the new revision served through the proxy (the first reconcile).
+    pub serving_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportOutcome {
+    /// The new revision serves; the old instances are gone.
+    Deployed,
+    /// The new revision never served; its instances are removed; the old one serves as before.
+    Failed,
+    /// The new revision served, failed after, and the previous one was restored.
+    RolledBack,
+}
+
+/// What one deploy did: the CLI prints it, as text or JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub outcome: ReportOutcome,
+    pub deployment: i64,
+    pub app: String,
+    pub revision: String,
+    pub image_id: String,
+    /// As recorded: what the user deployed (image, path or URL, `#ref`).
+    pub source: String,
+    /// `butler.deploy.source`.
+    pub source_id: String,
+    pub owner: Option<String>,
+    pub repo: Option<String>,
+    pub url: String,
+    pub port: u16,
+    pub health_check: String,
+    /// The new instances (removed again when the deploy failed).
+    pub containers: Vec<String>,
+    /// The revision that served before, if any.
+    pub previous_revision: Option<String>,
+    /// The old instances that were drained and removed.
+    pub replaced: Vec<String>,
+    pub duration_ms: u64,
+    pub steps: StepTimes,
+    pub error: Option<String>,
+    /// The last log lines of the instance that failed.
+    pub logs: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Prints one progress line (the CLI sends them to stderr).
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub struct Deployer {
+    docker: Docker,
+    config: Arc<Config>,
+    store: Store,
+    reconciler: Reconciler,
+    nginx: Nginx,
+    progress: Progress,
+}
+
+/// A revision ready to roll out: the image exists and every check passed.
+struct Rollout {
+    app: String,
+    revision: String,
+    image: ImageFacts,
+    source: String,
+    recipe: Recipe,
+    detail: String,
+    warnings: Vec<String>,
+}
+
+/// A running instance of the new revision.
+struct Instance {
+    name: String,
+    id: String,
+    ip: IpAddr,
+}
+
+impl Deployer {
+    pub fn new(docker: Docker, config: Arc<Config>, store: Store, progress: Progress) -> Self {
+        let nginx = Nginx::new(docker.clone(), NginxSpec::from_config(&config.proxy));
+        let reconciler = Reconciler::new(docker.clone(), config.clone(), store.clone());
+        Self {
+            docker,
+            config,
+            store,
+            reconciler,
+            nginx,
+            progress,
+        }
+    }
+
+    fn say(&self, line: &str) {
+        (self.progress)(line);
+    }
+
+    /// `butler deploy`: `Err` when a check refused it (nothing changed), else the report of a
+    /// deploy that ran (deployed, failed or rolled back).
+    pub async fn deploy(&mut self, request: DeployRequest) -> Result<DeployReport, DeployError> {
+        let started = Instant::now();
+        let source = Source::classify(&request.source, request.git_ref.as_deref())?;
+        let explicit = request
+            .name
+            .as_deref()
+            .map(naming::explicit_app_name)
+            .transpose()?;
+        checks::check_user_labels(request.labels.iter().map(|(k, _)| k))?;
+        // Independent round trips to the engine and git, at once: each costs tens of milliseconds
+        // on a busy engine, and they are all before the deploy's first change.
+        let (_, id, plan) = tokio::try_join!(
+            self.check_proxy(),
+            async { Ok(source::identify(&source).await?) },
+            async { Ok(self.reconciler.plan_now().await?) },
+        )?;
+        let app = match &explicit {
+            Some(app) => app.clone(),
+            None => id.app_name()?,
+        };
+        let _lock = self.lock_app(&app)?;
+        let occupants = checks::occupants(&plan, &app, &id.label());
+        checks::check_name(&occupants, &app, &id.label(), explicit.is_some())?;
+        let warnings: Vec<String> = occupants
+            .plain_containers
+            .iter()
+            .map(|c| {
+                format!(
+                    "container {c} (not started by `butler deploy`) also serves app {app}; it keeps serving alongside"
+                )
+            })
+            .collect();
+
+        let build_started = Instant::now();
+        let (image, revision) = self.image_of(&source, &request, &app).await?;
+        let build_ms = match source.kind() {
+            SourceKind::Image => 0,
+            _ => build_started.elapsed().as_millis() as u64,
+        };
+        let (port, why) = checks::choose_port(request.port, &image.exposed_ports)?;
+        self.say(&format!(
+            "app {app}, revision {revision}, port {port} ({why})"
+        ));
+        let recorded_source = match &request.git_ref {
+            Some(r) => format!("{}#{r}", source.location()),
+            None => source.location(),
+        };
+        let recipe = Recipe {
+            source_id: id.label(),
+            owner: id.owner.clone(),
+            repo: Some(id.repo.clone()).filter(|r| !r.is_empty()),
+            port,
+            replicas: request.replicas,
+            health_path: request.health_path.clone(),
+            env: request.env.clone(),
+            labels: request.labels.iter().cloned().collect(),
+            timeout_ms: request.timeout.as_millis() as u64,
+        };
+        let rollout = Rollout {
+            app,
+            revision,
+            image,
+            source: recorded_source,
+            recipe,
+            detail: String::new(),
+            warnings,
+        };
+        let mut report = self.roll_out(rollout, started).await?;
+        report.steps.build_ms = build_ms;
+        Ok(report)
+    }
+
+    /// `butler rollback APP [--to REVISION]`: the same rollout with an image and settings the
+    /// history recorded. Default target: the newest deployed revision other than the serving one.
+    pub async fn rollback(
+        &mut self,
+        app: &str,
+        to: Option<&str>,
+    ) -> Result<DeployReport, DeployError> {
+        let started = Instant::now();
+        let history = self.store.deployments(Some(app.to_owned()), 10_000).await?;
+        if history.is_empty() {
+            return Err(DeployError::UnknownApp(app.to_owned()));
+        }
+        let current = history.iter().find(|d| d.gate == Some(Gate::Serving));
+        let target = choose_rollback(&history, current, to)
+            .map_err(|why| DeployError::NothingToRollBack(why, app.to_owned()))?
+            .clone();
+        let recipe: Recipe = serde_json::from_str(&target.spec).map_err(|e| {
+            DeployError::NothingToRollBack(
+                format!(
+                    "deployment {} has no usable settings recorded ({e})",
+                    target.id
+                ),
+                app.to_owned(),
+            )
+        })?;
+        self.check_proxy().await?;
+        let _lock = self.lock_app(app)?;
+        let image = match self.docker.inspect_image(&target.image_id).await {
+            Ok(image) => ImageFacts::from_inspect(&image),
+            Err(e) if is_not_found(&e) => {
+                return Err(DeployError::ImageGone {
+                    revision: target.revision.clone(),
+                    image: target.image_id.clone(),
+                });
+            }
+            Err(e) => return Err(docker_err("inspect image")(e)),
+        };
+        self.say(&format!(
+            "rolling app {app} back to revision {} (deployment {})",
+            target.revision, target.id
+        ));
+        let rollout = Rollout {
+            app: app.to_owned(),
+            revision: target.revision.clone(),
+            image,
+            source: target.source.clone(),
+            recipe,
+            detail: format!(
+                "rollback to revision {} (deployment {})",
+                target.revision, target.id
+            ),
+            warnings: Vec::new(),
+        };
+        self.roll_out(rollout, started).await
+    }
+
+    /// The engine answers (the connect did that), nginx runs, and no operator pinned the config.
+    async fn check_proxy(&self) -> Result<(), DeployError> {
+        let container = self.config.proxy.container_name.clone();
+        match self.nginx.state().await? {
+            NginxState::Running { .. } => {}
+            NginxState::Missing => {
+                return Err(DeployError::ProxyDown {
+                    container,
+                    state: "missing".into(),
+                });
+            }
+            other => {
+                return Err(DeployError::ProxyDown {
+                    container,
+                    state: format!("{other:?}"),
+                });
+            }
+        }
+        if let Some(pinned) = self.store.pinned_version().await? {
+            return Err(DeployError::Pinned(pinned));
+        }
+        Ok(())
+    }
+
+    /// One deploy of an app at a time, across processes.
+    fn lock_app(&self, app: &str) -> Result<std::fs::File, DeployError> {
+        let dir = self.config.state.dir.join("deploy");
+        let path = dir.join(format!("{app}.lock"));
+        let lock_err = |error| DeployError::Lock {
+            path: path.to_string_lossy().into_owned(),
+            error,
+        };
+        std::fs::create_dir_all(&dir).map_err(lock_err)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_err)?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(DeployError::Busy(app.to_owned())),
+            Err(std::fs::TryLockError::Error(error)) => Err(lock_err(error)),
+        }
+    }
+
+    /// The image to run and its revision: inspected (or pulled), or built from a directory or a
+    /// git checkout after the disk check.
+    async fn image_of(
+        &self,
+        source: &Source,
+        request: &DeployRequest,
+        app: &str,
+    ) -> Result<(ImageFacts, String), DeployError> {
+        match source {
+            Source::Image(reference) => {
+                let (_, facts) = tokio::try_join!(self.check_disk(None), async {
+                    Ok(source::image(&self.docker, reference).await?)
+                })?;
+                let revision = naming::revision_of(&facts.id);
+                Ok((facts, revision))
+            }
+            Source::Dockerfile(dir) => {
+                let facts = self.build(dir.clone(), app, None).await?;
+                let revision = naming::revision_of(&facts.id);
+                Ok((facts, revision))
+            }
+            Source::Git { location, .. } => {
+                self.say(&format!("cloning {location}"));
+                let checkout =
+                    source::checkout(location, request.git_ref.as_deref(), &self.config.state.dir)
+                        .await?;
+                let facts = self
+                    .build(checkout.dir.clone(), app, Some(&checkout.commit))
+                    .await?;
+                Ok((facts, naming::revision_of(&checkout.commit)))
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        dir: PathBuf,
+        app: &str,
+        commit: Option<&str>,
+    ) -> Result<ImageFacts, DeployError> {
+        let context_dir = dir.clone();
+        let (context, bytes) =
+            tokio::task::spawn_blocking(move || source::context_tar(&context_dir))
+                .await
+                .map_err(|e| SourceError::Io {
+                    path: dir.to_string_lossy().into_owned(),
+                    error: std::io::Error::other(e),
+                })??;
+        self.check_disk(Some(bytes)).await?;
+        let what = match commit {
+            Some(commit) => format!("commit {}", naming::revision_of(commit)),
+            None => dir.to_string_lossy().into_owned(),
+        };
+        self.say(&format!(
+            "building the image from {what} ({} of context)",
+            checks::human_bytes(bytes)
+        ));
+        Ok(source::build(&self.docker, context, &what, app, commit).await?)
+    }
+
+    /// Enough free space on the engine's disk, when the butler can see that disk.
+    async fn check_disk(&self, context_bytes: Option<u64>) -> Result<(), DeployError> {
+        let info = self.docker.info().await.map_err(docker_err("info"))?;
+        let Some(root) = info.docker_root_dir else {
+            return Ok(());
+        };
+        let Some(free) = checks::free_bytes(std::path::Path::new(&root)) else {
+            return Ok(());
+        };
+        Ok(checks::check_disk(
+            &root,
+            free,
+            checks::disk_needed(context_bytes),
+        )?)
+    }
+
+    /// Start, gate, switch, drain, remove; records the outcome.
+    async fn roll_out(
+        &mut self,
+        rollout: Rollout,
+        started: Instant,
+    ) -> Result<DeployReport, DeployError> {
+        let Rollout {
+            app,
+            revision,
+            image,
+            source,
+            recipe,
+            detail,
+            mut warnings,
+        } = rollout;
+        let mut steps = StepTimes::default();
+        self.clean_interrupted(&app).await?;
+        let previous: Vec<Deployment> = self
+            .store
+            .gated_deployments(app.clone())
+            .await?
+            .into_iter()
+            .filter(|d| d.gate == Some(Gate::Serving))
+            .collect();
+        let check = HealthCheck::choose(image.healthcheck, recipe.health_path.as_deref());
+        let mut report = DeployReport {
+            outcome: ReportOutcome::Failed,
+            deployment: 0,
+            app: app.clone(),
+            revision: revision.clone(),
+            image_id: image.id.clone(),
+            source: source.clone(),
+            source_id: recipe.source_id.clone(),
+            owner: recipe.owner.clone(),
+            repo: recipe.repo.clone(),
+            url: self.app_url(&app),
+            port: recipe.port,
+            health_check: check.describe(),
+            containers: Vec::new(),
+            previous_revision: previous.last().map(|d| d.revision.clone()),
+            replaced: Vec::new(),
+            duration_ms: 0,
+            steps: StepTimes::default(),
+            error: None,
+            logs: None,
+            warnings: Vec::new(),
+        };
+        steps.prepare_ms = started.elapsed().as_millis() as u64;
+
+        let deployment = self
+            .store
+            .start_deployment(NewDeployment {
+                app: app.clone(),
+                revision: revision.clone(),
+                image_id: image.id.clone(),
+                source,
+                spec: serde_json::to_string(&recipe).expect("a recipe serializes"),
+            })
+            .await?;
+        report.deployment = deployment;
+
+        // From here on every exit records an outcome and leaves no new instance behind unless
+        // it serves.
+        let step = Instant::now();
+        let started_instances = self
+            .start_instances(deployment, &app, &revision, &image, &recipe)
+            .await;
+        steps.start_ms = step.elapsed().as_millis() as u64;
+        let (instances, start_error) = started_instances;
+        report.containers = instances.iter().map(|i| i.name.clone()).collect();
+        if let Some(error) = start_error {
+            self.discard(deployment, &instances).await;
+            return self
+                .finish(
+                    report,
+                    steps,
+                    started,
+                    DeployOutcome::Failed,
+                    error,
+                    None,
+                    &detail,
+                )
+                .await;
+        }
+        self.say(&format!(
+            "started {}; waiting until healthy ({}, at most {})",
+            report.containers.join(", "),
+            check.describe(),
+            humantime::format_duration(Duration::from_millis(recipe.timeout_ms))
+        ));
+
+        let step = Instant::now();
+        let deadline = step + Duration::from_millis(recipe.timeout_ms);
+        let host = format!("{app}.{}", self.config.proxy.domain);
+        let gates = instances.iter().map(|instance| {
+            health::wait_healthy(
+                &self.docker,
+                &instance.name,
+                SocketAddr::new(instance.ip, recipe.port),
+                &host,
+                &check,
+                deadline,
+            )
+        });
+        let mut results = futures_util::future::join_all(gates).await;
+        steps.healthy_ms = step.elapsed().as_millis() as u64;
+        if results.iter().all(Result::is_ok) {
+            for instance in &instances {
+                if let Err(e) = health::still_alive(&self.docker, &instance.name).await {
+                    results.push(Err(e));
+                    break;
+                }
+            }
+        }
+        if let Some(unhealthy) = results.into_iter().find_map(Result::err) {
+            let Unhealthy {
+                container,
+                reason,
+                logs,
+            } = unhealthy;
+            self.discard(deployment, &instances).await;
+            let error = format!(
+                "instance {container} {reason}; the new instances were removed and revision {} keeps serving",
+                report.previous_revision.as_deref().unwrap_or("(none)")
+            );
+            return self
+                .finish(
+                    report,
+                    steps,
+                    started,
+                    DeployOutcome::Failed,
+                    error,
+                    Some(logs),
+                    &detail,
+                )
+                .await;
+        }
+        self.say(&format!(
+            "healthy after {}; switching traffic",
+            humantime::format_duration(Duration::from_millis(steps.healthy_ms))
+        ));
+
+        // New instances in.
+        let step = Instant::now();
+        self.store
+            .set_gate(vec![deployment], Some(Gate::Serving))
+            .await?;
+        let new_ids: BTreeSet<String> = instances.iter().map(|i| i.id.clone()).collect();
+        let promoted = self
+            .reconciler
+            .reconcile(&format!("butler deploy {app}: revision {revision} healthy"))
+            .await;
+        if let Err(why) = check_switch(&promoted, &app, &new_ids, true) {
+            // Back out: the old deployments never left the gate, so they serve as before.
+            self.store
+                .set_gate(vec![deployment], Some(Gate::Retired))
+                .await?;
+            let restored = self
+                .reconciler
+                .reconcile(&format!(
+                    "butler deploy {app}: revision {revision} backed out"
+                ))
+                .await;
+            if let Err(also) = check_switch(&restored, &app, &new_ids, false) {
+                warnings.push(format!(
+                    "restoring the previous routes failed too ({also}); run `butler proxy-update`"
+                ));
+            }
+            self.discard(deployment, &instances).await;
+            report.warnings = warnings;
+            let error = format!(
+                "the new instances could not be added to the proxy: {why}; they were removed and the previous revision keeps serving"
+            );
+            return self
+                .finish(
+                    report,
+                    steps,
+                    started,
+                    DeployOutcome::RolledBack,
+                    error,
+                    None,
+                    &detail,
+                )
+                .await;
+        }
+        steps.serving_ms = started.elapsed().as_millis() as u64;
+
+        // Old instances out.
+        let old_ids: Vec<i64> = previous.iter().map(|d| d.id).collect();
+        let old_containers = self.containers_of(&app, &old_ids).await?;
+        if !old_ids.is_empty() {
+            self.store
+                .set_gate(old_ids.clone(), Some(Gate::Retired))
+                .await?;
+            let old_container_ids: BTreeSet<String> =
+                old_containers.iter().map(|(id, _)| id.clone()).collect();
+            let retired = self
+                .reconciler
+                .reconcile(&format!(
+                    "butler deploy {app}: revision {revision} replaces {}",
+                    report.previous_revision.as_deref().unwrap_or("")
+                ))
+                .await;
+            if let Err(why) = check_switch(&retired, &app, &old_container_ids, false) {
+                // Both revisions serve; the old ones stay until the next deploy retires them.
+                self.store
+                    .set_gate(old_ids.clone(), Some(Gate::Serving))
+                    .await?;
+                warnings.push(format!(
+                    "the previous instances could not be taken out of the proxy ({why}); they keep serving alongside the new revision until the next deploy"
+                ));
+                steps.switch_ms = step.elapsed().as_millis() as u64;
+                report.warnings = warnings;
+                return self
+                    .finish(
+                        report,
+                        steps,
+                        started,
+                        DeployOutcome::Deployed,
+                        String::new(),
+                        None,
+                        &detail,
+                    )
+                    .await;
+            }
+        }
+        steps.switch_ms = step.elapsed().as_millis() as u64;
+
+        // Drain, then stop and remove.
+        if !old_containers.is_empty() {
+            let step = Instant::now();
+            if let Some(warning) = self.drain(deadline_from_now(recipe.timeout_ms)).await {
+                warnings.push(warning);
+            }
+            steps.drain_ms = step.elapsed().as_millis() as u64;
+            let step = Instant::now();
+            let removals = old_containers
+                .iter()
+                .map(|(id, _)| self.stop_and_remove(id));
+            let removed = futures_util::future::join_all(removals).await;
+            for ((_, name), result) in old_containers.iter().zip(removed) {
+                if let Err(e) = result {
+                    warnings.push(format!("cannot remove old instance {name}: {e}"));
+                }
+            }
+            steps.remove_ms = step.elapsed().as_millis() as u64;
+            report.replaced = old_containers.into_iter().map(|(_, name)| name).collect();
+        }
+        if !old_ids.is_empty() {
+            self.store.set_gate(old_ids, None).await?;
+        }
+        report.warnings = warnings;
+        self.finish(
+            report,
+            steps,
+            started,
+            DeployOutcome::Deployed,
+            String::new(),
+            None,
+            &detail,
+        )
+        .await
+    }
+
+    /// Records the outcome and completes the report.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        mut report: DeployReport,
+        steps: StepTimes,
+        started: Instant,
+        outcome: DeployOutcome,
+        error: String,
+        logs: Option<String>,
+        detail: &str,
+    ) -> Result<DeployReport, DeployError> {
+        let duration = started.elapsed();
+        let mut recorded: Vec<String> = [detail.to_owned(), error.clone()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        recorded.extend(report.warnings.iter().cloned());
+        if let Some(logs) = &logs {
+            recorded.push(format!("last log lines:\n{logs}"));
+        }
+        self.store
+            .finish_deployment(report.deployment, outcome, recorded.join("\n"), duration)
+            .await?;
+        report.outcome = match outcome {
+            DeployOutcome::Deployed => ReportOutcome::Deployed,
+            DeployOutcome::RolledBack => ReportOutcome::RolledBack,
+            _ => ReportOutcome::Failed,
+        };
+        report.duration_ms = duration.as_millis() as u64;
+        report.steps = steps;
+        report.error = (!error.is_empty()).then_some(error);
+        report.logs = logs;
+        Ok(report)
+    }
+
+    fn app_url(&self, app: &str) -> String {
+        let port = match self.config.proxy.http_port {
+            80 => String::new(),
+            port => format!(":{port}"),
+        };
+        format!("http://{app}.{}{port}/", self.config.proxy.domain)
+    }
+
+    /// Creates and starts `recipe.replicas` instances on the proxy network, all at once. Returns
+    /// the ones that exist (to be removed on failure) and the first error.
+    async fn start_instances(
+        &self,
+        deployment: i64,
+        app: &str,
+        revision: &str,
+        image: &ImageFacts,
+        recipe: &Recipe,
+    ) -> (Vec<Instance>, Option<String>) {
+        let network = self.config.proxy.network.clone();
+        if let Err(e) = network::ensure_network(&self.docker, &network).await {
+            return (Vec::new(), Some(e.to_string()));
+        }
+        let taken = match self.container_names(app).await {
+            Ok(taken) => taken,
+            Err(e) => return (Vec::new(), Some(e.to_string())),
+        };
+        let starts = naming::free_instances(app, revision, recipe.replicas, &taken)
+            .into_iter()
+            .map(|n| {
+                let meta = DeployLabels {
+                    deployment: deployment.to_string(),
+                    app: app.to_owned(),
+                    revision: revision.to_owned(),
+                    source: recipe.source_id.clone(),
+                    owner: recipe.owner.clone(),
+                    repo: recipe.repo.clone(),
+                    instance: Some(n),
+                };
+                self.start_instance(meta, image, recipe, &network)
+            });
+        let mut instances = Vec::new();
+        let mut first_error = None;
+        for (instance, error) in futures_util::future::join_all(starts).await {
+            instances.extend(instance);
+            first_error = first_error.or(error);
+        }
+        (instances, first_error)
+    }
+
+    /// One instance: the container (when it was created) and what went wrong, if anything.
+    async fn start_instance(
+        &self,
+        meta: DeployLabels,
+        image: &ImageFacts,
+        recipe: &Recipe,
+        network: &str,
+    ) -> (Option<Instance>, Option<String>) {
+        let name = naming::container_name(&meta.app, &meta.revision, meta.instance.unwrap_or(1));
+        let mut labels: HashMap<String, String> = recipe.labels.clone().into_iter().collect();
+        labels.extend(meta.to_labels());
+        labels.insert(LABEL_NAME.to_owned(), meta.app.clone());
+        labels.insert(LABEL_PORT.to_owned(), recipe.port.to_string());
+        let body = ContainerCreateBody {
+            image: Some(image.id.clone()),
+            env: Some(recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.to_owned(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match self.docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) => return (None, Some(format!("cannot create {name}: {e}"))),
+        };
+        // Known from here, so a failure below still removes it.
+        let mut instance = Instance {
+            name: name.clone(),
+            id: created.id.clone(),
+            ip: IpAddr::from([0, 0, 0, 0]),
+        };
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            return (Some(instance), Some(format!("cannot start {name}: {e}")));
+        }
+        let ip = match self.docker.inspect_container(&created.id, None).await {
+            Ok(info) => info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut nets| nets.remove(network))
+                .and_then(|endpoint| endpoint.ip_address)
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+            Err(e) => return (Some(instance), Some(format!("cannot inspect {name}: {e}"))),
+        };
+        match ip {
+            Some(ip) => {
+                instance.ip = ip;
+                (Some(instance), None)
+            }
+            None => (
+                Some(instance),
+                Some(format!("{name} got no address on network {network}")),
+            ),
+        }
+    }
+
+    /// Names of every container (running or not) of `app`'s deployments.
+    async fn container_names(&self, app: &str) -> Result<Vec<String>, DeployError> {
+        Ok(self
+            .list_app_containers(app)
+            .await?
+            .into_iter()
+            .map(|(_, name, _)| name)
+            .collect())
+    }
+
+    /// (id, name, deployment label) of every container of `app` a deploy started.
+    async fn list_app_containers(
+        &self,
+        app: &str,
+    ) -> Result<Vec<(String, String, String)>, DeployError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(docker_err("list containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names?.first()?.trim_start_matches('/').to_owned();
+                let deployment = c.labels?.get(LABEL_DEPLOYMENT)?.clone();
+                Some((c.id?, name, deployment))
+            })
+            .collect())
+    }
+
+    /// (id, name) of the containers of deployments `ids`.
+    async fn containers_of(
+        &self,
+        app: &str,
+        ids: &[i64],
+    ) -> Result<Vec<(String, String)>, DeployError> {
+        let wanted: BTreeSet<String> = ids.iter().map(i64::to_string).collect();
+        let mut found: Vec<(String, String)> = self
+            .list_app_containers(app)
+            .await?
+            .into_iter()
+            .filter(|(_, _, d)| wanted.contains(d))
+            .map(|(id, name, _)| (id, name))
+            .collect();
+        found.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(found)
+    }
+
+    /// Removes instances that never served (no drain needed) and ungates their deployment.
+    async fn discard(&self, deployment: i64, instances: &[Instance]) {
+        for instance in instances {
+            let options = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match self
+                .docker
+                .remove_container(&instance.id, Some(options))
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => self.say(&format!(
+                    "warning: cannot remove new instance {}: {e}",
+                    instance.name
+                )),
+            }
+        }
+        if let Err(e) = self.store.set_gate(vec![deployment], None).await {
+            self.say(&format!("warning: {e}"));
+        }
+    }
+
+    async fn stop_and_remove(&self, id: &str) -> Result<(), DeployError> {
+        let options = StopContainerOptionsBuilder::default().t(STOP_GRACE).build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(docker_err("stop container")(e)),
+        }
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(docker_err("remove container")(e)),
+        }
+    }
+
+    /// Waits until nginx's workers of earlier generations (the ones that may still hold a request
+    /// to an old instance) have exited; a warning when some are still busy at `deadline`.
+    async fn drain(&self, deadline: Instant) -> Option<String> {
+        let draining = match self.nginx.draining_worker_pids().await {
+            Ok(pids) => pids,
+            Err(e) => return Some(format!("cannot see nginx's workers ({e}); did not wait")),
+        };
+        loop {
+            if draining.is_empty() {
+                return None;
+            }
+            match self.nginx.draining_worker_pids().await {
+                Ok(now) if now.is_disjoint(&draining) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(format!("cannot see nginx's workers ({e}); did not wait")),
+            }
+            if Instant::now() >= deadline {
+                return Some(
+                    "nginx's old workers still had open requests (long-lived connections?) when the timeout ran out; the old instances were stopped anyway".to_owned(),
+                );
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+
+    /// Deployments of `app` a dead deploy left behind (we hold the app's lock, so any `running`
+    /// one is dead): instances that never served are removed; ones already switched in are kept
+    /// as the serving revision; retired ones, already out of the upstream, are removed.
+    async fn clean_interrupted(&self, app: &str) -> Result<(), DeployError> {
+        for d in self.store.gated_deployments(app.to_owned()).await? {
+            let leftover = match (d.outcome, d.gate) {
+                (DeployOutcome::Running, Some(Gate::Serving)) => {
+                    self.store
+                        .finish_deployment(
+                            d.id,
+                            DeployOutcome::Deployed,
+                            "the deploy was interrupted after its switch; its instances serve"
+                                .into(),
+                            Duration::ZERO,
+                        )
+                        .await?;
+                    false
+                }
+                (DeployOutcome::Running, _) => {
+                    self.store
+                        .finish_deployment(
+                            d.id,
+                            DeployOutcome::Failed,
+                            "the deploy was interrupted before its switch; its instances were removed by the next deploy".into(),
+                            Duration::ZERO,
+                        )
+                        .await?;
+                    true
+                }
+                (_, Some(Gate::Retired) | Some(Gate::Pending)) => true,
+                _ => false,
+            };
+            if leftover {
+                for (id, name) in self.containers_of(app, &[d.id]).await? {
+                    self.say(&format!("removing {name}, left by an interrupted deploy"));
+                    self.stop_and_remove(&id).await?;
+                }
+                self.store.set_gate(vec![d.id], None).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn deadline_from_now(timeout_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(timeout_ms)
+}
+
+/// Whether a reconcile applied, and `app`'s upstream now has (`present`) or lacks every container
+/// of `ids`.
+fn check_switch(
+    report: &Result<ReconcileReport, ReconcileError>,
+    app: &str,
+    ids: &BTreeSet<String>,
+    present: bool,
+) -> Result<(), String> {
+    let report = report.as_ref().map_err(|e| e.to_string())?;
+    if let Some(pinned) = report.pinned {
+        return Err(format!(
+            "the config is pinned to version {pinned} (`butler proxy-update` unpins it)"
+        ));
+    }
+    if !report.succeeded() {
+        return Err(report.summary());
+    }
+    let servers: BTreeSet<&str> = report
+        .plan
+        .routes
+        .iter()
+        .filter(|r| r.app == app)
+        .flat_map(|r| &r.servers)
+        .map(|s| s.container_id.as_str())
+        .collect();
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| servers.contains(id.as_str()) != present)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<String> = report
+        .plan
+        .problems
+        .iter()
+        .filter(|p| ids.contains(&p.container_id))
+        .map(|p| format!("{}: {}", p.container_name, p.reason))
+        .collect();
+    Err(format!(
+        "{} of the instances {} app {app}'s upstream{}",
+        missing.len(),
+        if present {
+            "are not in"
+        } else {
+            "are still in"
+        },
+        if problems.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", problems.join("; "))
+        }
+    ))
+}
+
+/// The deployment a rollback restores: `--to REVISION` (a prefix of at least 4 characters), else
+/// the newest deployed revision other than the serving one. `history` is newest first.
+pub fn choose_rollback<'a>(
+    history: &'a [Deployment],
+    current: Option<&Deployment>,
+    to: Option<&str>,
+) -> Result<&'a Deployment, String> {
+    let deployed = || {
+        history
+            .iter()
+            .filter(|d| d.outcome == DeployOutcome::Deployed)
+    };
+    match to {
+        Some(rev) if rev.len() < 4 => Err(format!(
+            "--to {rev} is too short to name a revision (at least 4 characters)"
+        )),
+        Some(rev) => deployed()
+            .find(|d| d.revision.starts_with(rev))
+            .ok_or_else(|| format!("no successful deployment of revision {rev}")),
+        None => {
+            let serving = current.map(|c| c.revision.as_str());
+            deployed()
+                .find(|d| Some(d.revision.as_str()) != serving)
+                .ok_or_else(|| match serving {
+                    Some(rev) => {
+                        format!("revision {rev} serves and no other revision was ever deployed")
+                    }
+                    None => "no revision was ever deployed successfully".to_owned(),
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(id: i64, revision: &str, outcome: DeployOutcome, gate: Option<Gate>) -> Deployment {
+        Deployment {
+            id,
+            app: "shop".into(),
+            revision: revision.into(),
+            image_id: format!("sha256:{revision}"),
+            source: "alice/shop".into(),
+            started_at: String::new(),
+            finished_at: None,
+            outcome,
+            duration_ms: None,
+            detail: String::new(),
+            gate,
+            spec: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn a_rollback_picks_the_newest_other_revision_or_the_one_asked_for() {
+        use DeployOutcome::*;
+        // Newest first: c serves; b failed; a and an earlier c were deployed.
+        let history = vec![
+            d(5, "cccc1111", Deployed, Some(Gate::Serving)),
+            d(4, "bbbb2222", Failed, None),
+            d(3, "cccc1111", Deployed, None),
+            d(2, "aaaa3333", Deployed, None),
+            d(1, "dddd4444", RolledBack, None),
+        ];
+        let current = history.first();
+        let pick = |to| choose_rollback(&history, current, to).map(|d| d.id);
+        assert_eq!(pick(None), Ok(2));
+        assert_eq!(pick(Some("aaaa")), Ok(2));
+        assert_eq!(pick(Some("cccc1111")), Ok(5));
+        assert!(pick(Some("bbbb")).unwrap_err().contains("no successful"));
+        assert!(pick(Some("dddd")).is_err());
+        assert!(pick(Some("aa")).unwrap_err().contains("too short"));
+
+        let only = vec![d(1, "aaaa3333", Deployed, Some(Gate::Serving))];
+        let err = choose_rollback(&only, only.first(), None).unwrap_err();
+        assert!(err.contains("no other revision"), "{err}");
+        let failed = vec![d(1, "aaaa3333", Failed, None)];
+        assert!(choose_rollback(&failed, None, None).is_err());
+    }
+}
