@@ -35,7 +35,7 @@ macro_rules! text_enum {
                     $($text => Ok($name::$variant),)+
                     other => Err(format!(
                         "unknown {} {other:?} (expected one of: {})",
-                        stringify!($name).to_lowercase(),
+                        words(stringify!($name)),
                         [$($text),+].join(", ")
                     )),
                 }
@@ -48,6 +48,18 @@ macro_rules! text_enum {
             }
         }
     };
+}
+
+/// `IncidentState` → "incident state", for messages.
+fn words(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 text_enum! {
