@@ -646,6 +646,24 @@ fn a_unit_killed_past_its_start_limit_is_reset_and_started_by_the_recovery_unit(
         tb.journal(&unit("recovery"), 200)
     );
 
+    // Why the unit is root: the same calls as the butler user are denied, and say so.
+    let out = tb.exec(&[
+        "setpriv",
+        "--reuid=butler",
+        "--regid=butler",
+        "--init-groups",
+        "butler",
+        "services",
+        "start",
+        "dashboard",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("systemd denied") && out.stderr.contains("run this as root"),
+        "{}",
+        out.stderr
+    );
+
     // Written by root and by butler alike, the database stays the group's.
     let files = tb
         .sh("stat -c '%n %a %G' /var/lib/butler /var/lib/butler/butler.db*")
