@@ -22,6 +22,9 @@ pub struct PlanSettings {
     /// Ids (full, or a prefix of at least 12 characters) of the butler's own containers.
     #[serde(default)]
     pub own_container_ids: Vec<String>,
+    /// `KEY=VALUE` or `KEY` (`docker.only_label`): only containers with this label are apps.
+    #[serde(default)]
+    pub only_label: Option<String>,
 }
 
 impl Default for PlanSettings {
@@ -31,6 +34,7 @@ impl Default for PlanSettings {
             network: "devops-butler-net".into(),
             own_container_names: Vec::new(),
             own_container_ids: Vec::new(),
+            only_label: None,
         }
     }
 }
