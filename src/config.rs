@@ -115,6 +115,9 @@ pub struct DockerConfig {
     /// `unix:///path`, `tcp://host:port` or `http://host:port`; unset means `DOCKER_HOST` or the
     /// local socket.
     pub host: Option<String>,
+    /// `KEY=VALUE` (or `KEY`): only containers with this label are apps, for several butlers
+    /// sharing one engine, each with its own containers. Unset: every container.
+    pub only_label: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -328,6 +331,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(label) = &self.docker.only_label {
+            let key = label.split_once('=').map_or(label.as_str(), |(k, _)| k);
+            if key.is_empty() || label.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "docker.only_label",
+                    format!("\"{label}\" must be KEY=VALUE or KEY, e.g. \"butler.group=web\""),
+                ));
+            }
+        }
         if self.health.interval.0 < Duration::from_secs(1) {
             return Err(invalid("health.interval", "must be at least \"1s\"".into()));
         }
@@ -499,6 +511,7 @@ mod tests {
             dir = "/srv/butler"
             [docker]
             host = "tcp://10.0.0.5:2375"
+            only_label = "butler.group=web"
             [health]
             interval = "30s"
             timeout = "500ms"
@@ -515,6 +528,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.proxy.http_port, 8080);
+        assert_eq!(
+            config.docker.only_label.as_deref(),
+            Some("butler.group=web")
+        );
         assert_eq!(config.health.timeout.0, Duration::from_millis(500));
         assert_eq!(config.recovery.backoff.0, Duration::from_secs(120));
         assert_eq!(config.alerts.rules[0].min_severity, Some(Severity::High));
@@ -551,6 +568,14 @@ mod tests {
             (
                 "[docker]\nhost = \"/var/run/docker.sock\"",
                 &["docker.host", "unix://"],
+            ),
+            (
+                "[docker]\nonly_label = \"=web\"",
+                &["docker.only_label", "KEY=VALUE"],
+            ),
+            (
+                "[docker]\nonly_label = \"group = web\"",
+                &["docker.only_label"],
             ),
             ("[health]\ninterval = 10", &["interval", "unit"]),
             ("[health]\ninterval = \"10\"", &["interval", "no unit"]),

@@ -5,44 +5,88 @@
 //! the proxy's own event handling; `butler proxy-update` routes the apps first. Each butler uses a
 //! proxy network of its own: other butlers on this engine (other tests) connect every container
 //! they see to `devops-butler-net`, and would otherwise repair these faults before ours could.
+//! And each butler sees only its own test's containers (`docker.only_label`): the engine is
+//! shared, and a butler that watched every container would repair every other test's containers
+//! too, one reconcile each, and its reconciles would replace a drifted config before its own
+//! repair could (a burst of 50 containers from another test made `config-edit` and
+//! `unfixable-port` time out that way).
 
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use support::{AppContainer, ButlerProcess, Cleanup, docker, docker_ok, unique_name};
+use support::{AppBuilder, AppContainer, ButlerProcess, Cleanup, docker, docker_ok, unique_name};
 
 const BUTLER: &str = env!("CARGO_BIN_EXE_butler");
 /// Generous: a fault is normally found and repaired within a few seconds.
 const WAIT: Duration = Duration::from_secs(60);
+/// Escalation takes `max_attempts` (3) repairs, each a reconcile and up to 5 s of checking, with
+/// backoff between them: twice the single-repair wait.
+const ESCALATION_WAIT: Duration = Duration::from_secs(120);
 const RECOVERY: &str = "[recovery]\nmax_attempts = 3\nbackoff = \"1s\"\n";
 
 fn bin() -> &'static Path {
     Path::new(BUTLER)
 }
 
-/// A proxy network of the test's own, and the butler's config line for it.
-fn own_network(cleanup: &mut Cleanup) -> (String, String) {
-    let net = cleanup.create_network("hf-net");
-    let line = format!("network = \"{net}\"");
-    (net, line)
+/// The label that puts a container in one test's scope.
+const SCOPE_LABEL: &str = "devops-butler.scope";
+
+/// What keeps one test's butler to itself: a proxy network of its own and a scope label that
+/// only its apps carry.
+struct Own {
+    net: String,
+    scope: String,
+}
+
+impl Own {
+    fn new(cleanup: &mut Cleanup) -> Own {
+        Own {
+            net: cleanup.create_network("hf-net"),
+            scope: unique_name("hf-scope"),
+        }
+    }
+
+    /// The butler's [proxy] line.
+    fn proxy_line(&self) -> String {
+        format!("network = \"{}\"", self.net)
+    }
+
+    /// The butler's other sections: `extra` and the scope.
+    fn toml(&self, extra: &str) -> String {
+        format!(
+            "{extra}\n[docker]\nonly_label = \"{SCOPE_LABEL}={}\"\n",
+            self.scope
+        )
+    }
+
+    /// A butler running `workers` within this scope.
+    fn butler(&self, workers: &[&str], extra: &str) -> ButlerProcess {
+        ButlerProcess::start_workers(bin(), workers, &self.proxy_line(), &self.toml(extra))
+    }
+
+    /// An app in this scope, on this network.
+    fn app(&self, name: &str) -> AppBuilder {
+        AppContainer::builder(name)
+            .network(&self.net)
+            .label(SCOPE_LABEL, &self.scope)
+    }
 }
 
 /// A butler with the health-monitor and recovery workers on its own network, and one routed app.
 fn butler_with_app(
     cleanup: &mut Cleanup,
     prefix: &str,
-) -> (ButlerProcess, AppContainer, String, String) {
-    let (net, line) = own_network(cleanup);
-    let butler =
-        ButlerProcess::start_workers(bin(), &["health-monitor", "recovery"], &line, RECOVERY);
+) -> (ButlerProcess, AppContainer, String, Own) {
+    let own = Own::new(cleanup);
+    let butler = own.butler(&["health-monitor", "recovery"], RECOVERY);
     let name = unique_name(prefix);
-    let app = AppContainer::builder(&name).network(&net).start();
+    let app = own.app(&name).start();
     butler.proxy_update(bin());
     let host = format!("{name}.localhost");
     butler.wait_for_app(&host);
-    (butler, app, host, net)
+    (butler, app, host, own)
 }
 
 /// The incident was repaired by a successful recovery action. The health-monitor may see the
@@ -66,14 +110,11 @@ fn assert_repaired(butler: &ButlerProcess, incident: &serde_json::Value) {
 #[test]
 fn an_app_restarted_on_another_port_is_rerouted() {
     let mut cleanup = Cleanup::new();
-    let (butler, app, host, net) = butler_with_app(&mut cleanup, "hf-port");
+    let (butler, app, host, own) = butler_with_app(&mut cleanup, "hf-port");
     let name = app.name().to_owned();
     let since = butler.last_incident_id(bin());
     drop(app);
-    let _app = AppContainer::builder(&name)
-        .network(&net)
-        .listen(4000)
-        .start();
+    let _app = own.app(&name).listen(4000).start();
     let incident = butler.wait_for_incident(
         bin(),
         since,
@@ -94,9 +135,10 @@ fn an_app_restarted_on_another_port_is_rerouted() {
 #[test]
 fn an_app_disconnected_from_the_network_is_reconnected() {
     let mut cleanup = Cleanup::new();
-    let (butler, app, host, net) = butler_with_app(&mut cleanup, "hf-net");
+    let (butler, app, host, own) = butler_with_app(&mut cleanup, "hf-net");
+    let net = &own.net;
     let since = butler.last_incident_id(bin());
-    docker_ok(&["network", "disconnect", &net, app.name()]);
+    docker_ok(&["network", "disconnect", net, app.name()]);
     let incident = butler.wait_for_incident(
         bin(),
         since,
@@ -106,7 +148,7 @@ fn an_app_disconnected_from_the_network_is_reconnected() {
         WAIT,
     );
     assert_repaired(&butler, &incident);
-    assert!(!app.ip(&net).is_empty());
+    assert!(!app.ip(net).is_empty());
     butler.wait_for_app(&host);
 }
 
@@ -214,18 +256,20 @@ fn a_killed_app_without_opt_in_is_reported_down_and_left_alone() {
 #[test]
 fn a_port_that_cannot_be_fixed_is_escalated_after_max_attempts() {
     let mut cleanup = Cleanup::new();
-    let (net, line) = own_network(&mut cleanup);
-    let butler =
-        ButlerProcess::start_workers(bin(), &["health-monitor", "recovery"], &line, RECOVERY);
+    let own = Own::new(&mut cleanup);
+    let butler = own.butler(&["health-monitor", "recovery"], RECOVERY);
     let name = unique_name("hf-never");
-    let _app = AppContainer::builder(&name)
-        .network(&net)
-        .label("butler.port", "9999")
-        .start();
+    let _app = own.app(&name).label("butler.port", "9999").start();
     butler.proxy_update(bin());
     let component = format!("app:{name}");
-    let incident =
-        butler.wait_for_incident(bin(), 0, "port_mismatch", &component, "escalated", WAIT);
+    let incident = butler.wait_for_incident(
+        bin(),
+        0,
+        "port_mismatch",
+        &component,
+        "escalated",
+        ESCALATION_WAIT,
+    );
     assert_eq!(incident["attempts"], 3, "{incident}");
     assert!(
         incident["summary"].as_str().unwrap().contains("9999"),
@@ -257,12 +301,13 @@ fn a_port_that_cannot_be_fixed_is_escalated_after_max_attempts() {
 #[test]
 fn fix_502_repairs_a_port_change_a_disconnect_and_a_stopped_or_removed_nginx() {
     let mut cleanup = Cleanup::new();
-    let (net, line) = own_network(&mut cleanup);
-    let butler = ButlerProcess::start_workers(bin(), &["dashboard"], &line, "");
+    let own = Own::new(&mut cleanup);
+    let net = &own.net;
+    let butler = own.butler(&["dashboard"], "");
     let port_app = unique_name("hf-fix-port");
     let net_app = unique_name("hf-fix-net");
-    let first = AppContainer::builder(&port_app).network(&net).start();
-    let moved = AppContainer::builder(&net_app).network(&net).start();
+    let first = own.app(&port_app).start();
+    let moved = own.app(&net_app).start();
     butler.proxy_update(bin());
     let port_host = format!("{port_app}.localhost");
     let net_host = format!("{net_app}.localhost");
@@ -289,17 +334,14 @@ fn fix_502_repairs_a_port_change_a_disconnect_and_a_stopped_or_removed_nginx() {
 
     // 1. The app comes back on another port.
     drop(first);
-    let _moved = AppContainer::builder(&port_app)
-        .network(&net)
-        .listen(4000)
-        .start();
+    let _moved = own.app(&port_app).listen(4000).start();
     support::wait_until("the moved app's route to fail", WAIT, || {
         butler.get(&port_host, "/").is_ok_and(|r| r.status == 502)
     });
     fix("port_mismatch", &port_host);
 
     // 2. The app leaves the proxy network.
-    docker_ok(&["network", "disconnect", &net, moved.name()]);
+    docker_ok(&["network", "disconnect", net, moved.name()]);
     fix("not_on_network", &net_host);
 
     // 3. nginx stopped, then removed.

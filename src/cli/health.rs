@@ -45,8 +45,27 @@ pub struct IncidentsArgs {
     #[arg(short = 'n', long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub limit: u32,
     /// Show one incident with its recovery attempts.
-    #[arg(long, conflicts_with_all = ["state", "kind", "app", "component", "min_severity"])]
+    #[arg(
+        long,
+        value_parser = parse_id,
+        allow_negative_numbers = true,
+        conflicts_with_all = ["state", "kind", "app", "component", "min_severity"]
+    )]
     pub id: Option<i64>,
+}
+
+/// `butler incidents --id N` named an incident the store does not have: a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("incident {0} does not exist; `butler incidents` lists them with their ids")]
+pub struct UnknownIncident(pub i64);
+
+fn parse_id(text: &str) -> Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(id) if id >= 1 => Ok(id),
+        _ => Err(format!(
+            "{text:?} is not an incident id: ids are whole numbers from 1 up, as `butler incidents` lists them"
+        )),
+    }
 }
 
 fn parse_app(text: &str) -> Result<String, String> {
@@ -503,9 +522,7 @@ pub fn incidents(
     runtime()?.block_on(async move {
         let store = open_store(&config)?;
         if let Some(id) = args.id {
-            let incident = store.incident(id).await?.with_context(|| {
-                format!("incident {id} does not exist; `butler incidents` lists them")
-            })?;
+            let incident = store.incident(id).await?.ok_or(UnknownIncident(id))?;
             let recoveries = store.recoveries(Some(id), 0).await?;
             match format {
                 OutputFormat::Json => output::print_json(&IncidentDetail {
@@ -646,6 +663,13 @@ mod tests {
         );
         for ok in ["proxy", "host", "app:shop", "unit:butler-recovery.service"] {
             assert!(parse_component(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(parse_id("12"), Ok(12));
+        for bad in ["0", "-3", "abc", "1.5", ""] {
+            assert!(
+                parse_id(bad).unwrap_err().contains("not an incident id"),
+                "{bad}"
+            );
         }
         for bad in ["app:", "nginx", "unit:sshd.service", "app:a b"] {
             assert!(

@@ -196,17 +196,46 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// 2 for what the user must fix in what they typed or wrote (config, names), 1 for everything else.
+/// 2 for what the user must fix in what they typed or wrote (config, names, ids), 1 for
+/// everything else.
 pub fn exit_code(error: &anyhow::Error) -> ExitCode {
     let usage = error.chain().any(|cause| {
         cause.is::<crate::config::ConfigError>()
             || cause.is::<crate::systemd::units::UnknownService>()
+            || cause.is::<health::UnknownIncident>()
     });
     if usage {
         ExitCode::from(2)
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// A command-line mistake as one line, as every other error is printed: clap's message with its
+/// tip or valid values, and which `--help` to read (the subcommands named in `args`), without the
+/// blank lines and the usage block clap prints. `--help` and `--version` are not mistakes: print
+/// those with `clap::Error::exit`.
+pub fn usage_line(error: &clap::Error, args: &[String]) -> String {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let mut path = vec!["butler".to_owned()];
+    for arg in args.iter().skip(1).filter(|a| !a.starts_with('-')) {
+        let Some(sub) = command.find_subcommand(arg).cloned() else {
+            continue;
+        };
+        path.push(sub.get_name().to_owned());
+        command = sub;
+    }
+    let text = error.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    format!("{}; see `{} --help`", parts.join("; "), path.join(" "))
 }
 
 /// The multi-threaded runtime every command shares; two threads are plenty for an agent whose work
@@ -282,5 +311,50 @@ mod tests {
         );
         let error = Cli::try_parse_from(["butler", "worker", "proxy"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn usage_mistakes_are_one_line_that_names_the_help_to_read() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["butler", "incidents", "--state", "urgent"],
+                &[
+                    "invalid value 'urgent' for '--state <STATE>'",
+                    "unknown incident state \"urgent\"",
+                    "open, recovering, resolved, escalated",
+                    "see `butler incidents --help`",
+                ],
+            ),
+            (
+                &["butler", "--output", "yaml", "health"],
+                &[
+                    "'yaml'",
+                    "[possible values: text, json]",
+                    "see `butler health --help`",
+                ],
+            ),
+            (
+                &["butler", "fix-502", "--dry"],
+                &[
+                    "unexpected argument '--dry'",
+                    "tip: a similar argument exists: '--dry-run'",
+                    "see `butler fix-502 --help`",
+                ],
+            ),
+            (
+                &["butler", "proxy", "history", "-n", "x"],
+                &["'x'", "see `butler proxy history --help`"],
+            ),
+        ];
+        for (argv, wanted) in cases {
+            let error = Cli::try_parse_from(*argv).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{argv:?}");
+            let args: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            let line = usage_line(&error, &args);
+            assert!(!line.contains('\n') && !line.starts_with("error"), "{line}");
+            for want in *wanted {
+                assert!(line.contains(want), "{argv:?}: {line:?} lacks {want:?}");
+            }
+        }
     }
 }

@@ -687,3 +687,756 @@ pub fn human_hours(hours: f64) -> String {
         format!("{:.1} days", hours / 24.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rules as tables: every kind's severity, and which findings (kind, severity, component)
+    //! and which app status each observation leads to. A finding is what becomes an incident (one
+    //! per kind and component), so these tables are the incident rules.
+
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::health::model::{DiskObs, ProbeResult, RouteObs};
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 7, 0, 2));
+    const OTHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 7, 0, 3));
+    const OLD_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 7, 0, 9));
+
+    // ---- the severity of every kind -----------------------------------------------------------
+
+    #[test]
+    fn every_kind_has_the_documented_severity() {
+        use Severity::{Critical, High, Low, Medium};
+        let plain = Facts::default();
+        let partial = Facts {
+            partial: true,
+            ..Facts::default()
+        };
+        let invalid = Facts {
+            invalid: true,
+            ..Facts::default()
+        };
+        let minor = Facts {
+            minor_unit: true,
+            ..Facts::default()
+        };
+        let left = |f: f64| Facts {
+            fraction_left: Some(f),
+            ..Facts::default()
+        };
+        let hours = |h: f64| Facts {
+            hours_left: Some(h),
+            ..Facts::default()
+        };
+        let load = |l: f64| Facts {
+            load_per_cpu: Some(l),
+            ..Facts::default()
+        };
+        let table: Vec<(Kind, Facts, Severity)> = vec![
+            (Kind::ProxyDown, plain.clone(), Critical),
+            (Kind::ProxyDown, partial.clone(), Critical),
+            (Kind::PortMismatch, plain.clone(), High),
+            (Kind::PortMismatch, partial.clone(), Medium),
+            (Kind::NotOnNetwork, plain.clone(), High),
+            (Kind::NotOnNetwork, partial.clone(), Medium),
+            (Kind::ContainerDown, plain.clone(), High),
+            (Kind::ContainerDown, partial.clone(), Medium),
+            (Kind::CrashLoop, plain.clone(), High),
+            (Kind::CrashLoop, partial.clone(), Medium),
+            (Kind::RouteStale, plain.clone(), High),
+            (Kind::RouteStale, partial.clone(), Medium),
+            (Kind::RouteMissing, plain.clone(), High),
+            (Kind::RouteMissing, partial.clone(), Medium),
+            (Kind::AppUnresponsive, plain.clone(), High),
+            (Kind::AppUnresponsive, partial.clone(), Medium),
+            (Kind::GatewayError, plain.clone(), High),
+            (Kind::GatewayError, partial.clone(), Medium),
+            (Kind::AppError, plain.clone(), Medium),
+            (Kind::AppError, partial.clone(), Medium),
+            (Kind::ConfigInvalid, plain.clone(), High),
+            (Kind::ConfigDrift, plain.clone(), Medium),
+            (Kind::ConfigDrift, invalid.clone(), High),
+            (Kind::UnitFailed, plain.clone(), High),
+            (Kind::UnitFailed, minor.clone(), Medium),
+            (Kind::DiskLow, plain.clone(), Medium),
+            (Kind::DiskLow, left(0.09), Medium),
+            (Kind::DiskLow, left(0.05), Medium),
+            (Kind::DiskLow, left(0.049), High),
+            (Kind::DiskLow, left(0.01), High),
+            (Kind::DiskLow, left(0.009), Critical),
+            (Kind::DiskLow, left(0.0), Critical),
+            (Kind::DiskFilling, plain.clone(), Medium),
+            (Kind::DiskFilling, hours(23.0), Medium),
+            (Kind::DiskFilling, hours(6.0), Medium),
+            (Kind::DiskFilling, hours(5.9), High),
+            (Kind::DiskFilling, hours(1.0), High),
+            (Kind::DiskFilling, hours(0.9), Critical),
+            (Kind::MemoryLow, plain.clone(), Medium),
+            (Kind::MemoryLow, left(0.09), Medium),
+            (Kind::MemoryLow, left(0.05), Medium),
+            (Kind::MemoryLow, left(0.049), High),
+            (Kind::LoadHigh, plain.clone(), Low),
+            (Kind::LoadHigh, load(2.5), Low),
+            (Kind::LoadHigh, load(4.0), Low),
+            (Kind::LoadHigh, load(4.1), Medium),
+            (Kind::ProxyOutdated, plain.clone(), Low),
+            (Kind::DnsUnresolvable, plain.clone(), Low),
+            (Kind::DnsUnresolvable, partial.clone(), Low),
+        ];
+        for (kind, facts, expected) in &table {
+            assert_eq!(severity(*kind, facts), *expected, "{kind} with {facts:?}");
+        }
+        for kind in Kind::ALL {
+            assert!(
+                table.iter().any(|(k, _, _)| k == kind),
+                "{kind} has no row in the severity table"
+            );
+        }
+    }
+
+    // ---- observations, built up from a healthy app ---------------------------------------------
+
+    fn probe(target: &str, ok: bool, status: Option<u16>) -> ProbeResult {
+        ProbeResult {
+            target: target.to_owned(),
+            ok,
+            status,
+            latency_ms: Some(3.0),
+            error: (!ok && status.is_none()).then(|| "connection refused".to_owned()),
+        }
+    }
+
+    fn container(name: &str, ip: Option<IpAddr>) -> ContainerObs {
+        ContainerObs {
+            id: format!("id-{name}"),
+            name: name.to_owned(),
+            state: "running".into(),
+            exit_code: None,
+            oom_killed: false,
+            restart_count: 0,
+            new_restarts: 0,
+            started_at: Some("2025-01-01T00:00:00Z".into()),
+            ip,
+            listening: None,
+            autorestart: false,
+            forced_port: None,
+        }
+    }
+
+    fn route(servers: &[SocketAddr]) -> RouteObs {
+        RouteObs {
+            hosts: vec!["shop.localhost".into()],
+            servers: servers.to_vec(),
+            port: servers.first().map_or(3000, SocketAddr::port),
+            reason: "the only exposed port".into(),
+        }
+    }
+
+    /// One container at IP, routed at IP:3000, answering 200 directly and through the proxy.
+    fn healthy_app() -> AppObs {
+        let server = SocketAddr::new(IP, 3000);
+        AppObs {
+            app: "shop".into(),
+            containers: vec![container("shop", Some(IP))],
+            route: Some(route(&[server])),
+            tcp: vec![probe(&server.to_string(), true, None)],
+            http_direct: vec![probe(&server.to_string(), true, Some(200))],
+            http_proxy: Some(probe("shop.localhost", true, Some(200))),
+            dns: Some(true),
+            incomplete: None,
+        }
+    }
+
+    /// The app's second instance at OTHER_IP, healthy.
+    fn with_second_instance(mut app: AppObs) -> AppObs {
+        let server = SocketAddr::new(OTHER_IP, 3000);
+        app.containers.push(container("shop-2", Some(OTHER_IP)));
+        if let Some(route) = &mut app.route {
+            route.servers.push(server);
+        }
+        app.tcp.push(probe(&server.to_string(), true, None));
+        app.http_direct
+            .push(probe(&server.to_string(), true, Some(200)));
+        app
+    }
+
+    /// The first route server refuses connections, and the first container listens on `ports`.
+    fn refusing(mut app: AppObs, ports: Option<Vec<u16>>) -> AppObs {
+        app.tcp[0] = probe(&app.tcp[0].target.clone(), false, None);
+        app.http_direct.remove(0);
+        app.containers[0].listening = ports;
+        app
+    }
+
+    fn stopped(mut app: AppObs, index: usize, exit_code: i64) -> AppObs {
+        let c = &mut app.containers[index];
+        c.state = "exited".into();
+        c.exit_code = Some(exit_code);
+        c.ip = None;
+        app.tcp[index] = probe(&app.tcp[index].target.clone(), false, None);
+        app
+    }
+
+    type Expected = &'static [(Kind, Severity)];
+
+    fn kinds(findings: &[Finding]) -> Vec<(String, Severity)> {
+        let mut out: Vec<(String, Severity)> = findings
+            .iter()
+            .map(|f| (f.kind.clone(), f.severity))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn expected(rows: Expected) -> Vec<(String, Severity)> {
+        let mut out: Vec<(String, Severity)> = rows
+            .iter()
+            .map(|(k, s)| (k.as_str().to_owned(), *s))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn app_observations_make_these_findings_and_statuses() {
+        use AppStatus::{Degraded, Down, Healthy};
+        use Severity::{High, Low, Medium};
+        let server = SocketAddr::new(IP, 3000);
+        let mut cases: Vec<(&str, AppObs, bool, Expected, AppStatus, &str)> = Vec::new();
+
+        cases.push(("healthy", healthy_app(), true, &[], Healthy, "answers 200"));
+
+        let mut a = stopped(healthy_app(), 0, 137);
+        a.http_direct.clear();
+        a.http_proxy = Some(probe("shop.localhost", false, Some(502)));
+        cases.push((
+            "its only container was killed",
+            a,
+            true,
+            &[(Kind::ContainerDown, High)],
+            Down,
+            "exit code 137, killed",
+        ));
+
+        let mut a = stopped(with_second_instance(healthy_app()), 0, 1);
+        a.http_direct.remove(0);
+        // Until the route drops it, the stopped instance's server is stale too.
+        cases.push((
+            "one of two instances stopped",
+            a,
+            true,
+            &[(Kind::ContainerDown, Medium), (Kind::RouteStale, Medium)],
+            Degraded,
+            "container shop is exited",
+        ));
+
+        let mut a = healthy_app();
+        a.containers[0].state = "restarting".into();
+        a.containers[0].restart_count = 7;
+        cases.push((
+            "its only container keeps restarting",
+            a,
+            true,
+            &[(Kind::CrashLoop, High)],
+            Down,
+            "keeps restarting",
+        ));
+
+        let mut a = healthy_app();
+        a.containers[0].new_restarts = CRASH_LOOP_RESTARTS;
+        cases.push((
+            "restarted 3 times since the last round, running now",
+            a,
+            true,
+            &[(Kind::CrashLoop, High)],
+            Degraded,
+            "keeps restarting",
+        ));
+
+        let mut a = healthy_app();
+        a.containers[0].new_restarts = 1;
+        cases.push((
+            "restarted once since the last round",
+            a,
+            true,
+            &[],
+            Degraded,
+            "restarted since the last check",
+        ));
+
+        let mut a = refusing(healthy_app(), None);
+        a.containers[0].ip = None;
+        a.http_proxy = Some(probe("shop.localhost", false, Some(502)));
+        cases.push((
+            "disconnected from the proxy network",
+            a,
+            true,
+            &[(Kind::NotOnNetwork, High), (Kind::RouteStale, High)],
+            Down,
+            "no address on the proxy network",
+        ));
+
+        let mut a = refusing(healthy_app(), Some(vec![4000]));
+        a.http_proxy = Some(probe("shop.localhost", false, Some(502)));
+        cases.push((
+            "restarted on another port",
+            a,
+            true,
+            &[(Kind::PortMismatch, High)],
+            Down,
+            "listens on 4000",
+        ));
+
+        let mut a = refusing(with_second_instance(healthy_app()), Some(vec![4000]));
+        a.http_proxy = Some(probe("shop.localhost", true, Some(200)));
+        cases.push((
+            "one of two instances on another port",
+            a,
+            true,
+            &[(Kind::PortMismatch, Medium)],
+            Degraded,
+            "listens on 4000",
+        ));
+
+        let mut a = healthy_app();
+        let old = SocketAddr::new(OLD_IP, 3000);
+        a.route = Some(route(&[old]));
+        a.tcp = vec![probe(&old.to_string(), false, None)];
+        a.http_direct.clear();
+        a.http_proxy = Some(probe("shop.localhost", false, Some(502)));
+        cases.push((
+            "the route points at an old address",
+            a.clone(),
+            true,
+            &[(Kind::RouteStale, High)],
+            Down,
+            "no container of the app has now",
+        ));
+
+        a.containers[0].listening = Some(vec![5000]);
+        cases.push((
+            "at a new address and on a new port",
+            a,
+            true,
+            &[(Kind::PortMismatch, High)],
+            Down,
+            "listens on 5000",
+        ));
+
+        let mut a = refusing(healthy_app(), Some(vec![]));
+        a.http_proxy = Some(probe("shop.localhost", false, Some(502)));
+        cases.push((
+            "listens on no port",
+            a,
+            true,
+            &[(Kind::AppUnresponsive, High)],
+            Down,
+            "listens on no port",
+        ));
+
+        let mut a = healthy_app();
+        a.http_direct = vec![probe(&server.to_string(), false, Some(500))];
+        a.http_proxy = Some(probe("shop.localhost", true, Some(500)));
+        cases.push((
+            "answers 500",
+            a,
+            true,
+            &[(Kind::AppError, Medium)],
+            Degraded,
+            "answered 500",
+        ));
+
+        let mut a = healthy_app();
+        a.http_proxy = Some(probe("shop.localhost", false, Some(502)));
+        cases.push((
+            "answers directly, 502 through the proxy",
+            a,
+            true,
+            &[(Kind::GatewayError, High)],
+            Down,
+            "the proxy answers 502",
+        ));
+
+        let mut a = healthy_app();
+        a.route = None;
+        a.tcp.clear();
+        a.http_direct.clear();
+        a.http_proxy = None;
+        cases.push((
+            "runs on the network without a route",
+            a,
+            true,
+            &[(Kind::RouteMissing, High)],
+            Down,
+            "no route for it",
+        ));
+
+        let mut a = healthy_app();
+        a.dns = Some(false);
+        cases.push((
+            "its name does not resolve",
+            a,
+            true,
+            &[(Kind::DnsUnresolvable, Low)],
+            Degraded,
+            "does not resolve",
+        ));
+
+        let mut a = healthy_app();
+        a.http_proxy = Some(ProbeResult {
+            latency_ms: Some(2_500.0),
+            ..probe("shop.localhost", true, Some(200))
+        });
+        cases.push(("slow through the proxy", a, true, &[], Degraded, "slowly"));
+
+        let mut a = healthy_app();
+        a.http_proxy = None;
+        cases.push((
+            "nginx is down: the proxy's finding explains it",
+            a,
+            false,
+            &[],
+            Down,
+            "the proxy is down",
+        ));
+
+        let mut a = refusing(healthy_app(), Some(vec![4000]));
+        a.incomplete = Some("the checks did not finish within 3s".into());
+        cases.push((
+            "checks that did not finish conclude nothing",
+            a,
+            true,
+            &[],
+            Degraded,
+            "unknown: the checks did not finish",
+        ));
+
+        for (what, app, serving, want, status, reason) in cases {
+            let (health, findings) = classify_app(&app, serving, &Rules::default());
+            assert_eq!(kinds(&findings), expected(want), "{what}: {findings:#?}");
+            assert!(
+                findings.iter().all(|f| f.component == "app:shop"),
+                "{what}: {findings:#?}"
+            );
+            assert_eq!(health.status, status, "{what}: {health:?}");
+            assert!(
+                health.reason.contains(reason),
+                "{what}: reason {:?} lacks {reason:?}",
+                health.reason
+            );
+        }
+    }
+
+    #[test]
+    fn a_forced_port_is_named_in_the_finding() {
+        let mut app = refusing(healthy_app(), Some(vec![3000]));
+        let forced = SocketAddr::new(IP, 9999);
+        app.route = Some(route(&[forced]));
+        app.tcp[0].target = forced.to_string();
+        app.containers[0].forced_port = Some("9999".into());
+        let (_, findings) = classify_app(&app, true, &Rules::default());
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].kind, "port_mismatch");
+        assert!(
+            findings[0].summary.contains("forced to 9999"),
+            "{}",
+            findings[0].summary
+        );
+    }
+
+    fn proxy(state: &str) -> ProxyObs {
+        ProxyObs {
+            state: state.into(),
+            detail: format!("nginx is {state}"),
+            answers: Some(probe("nginx", true, Some(404))),
+            live_hash: Some("a".repeat(64)),
+            applied_hash: Some("a".repeat(64)),
+            drift: Some(Vec::new()),
+            config_error: Some(None),
+        }
+    }
+
+    #[test]
+    fn proxy_observations_make_these_findings() {
+        use Severity::{Critical, High, Low, Medium};
+        let mut cases: Vec<(&str, ProxyObs, Expected)> = vec![
+            ("running, same config", proxy("running"), &[]),
+            ("engine did not answer", proxy("unknown"), &[]),
+            ("missing", proxy("missing"), &[(Kind::ProxyDown, Critical)]),
+            ("stopped", proxy("stopped"), &[(Kind::ProxyDown, Critical)]),
+            (
+                "crash-looping",
+                proxy("crash_looping"),
+                &[(Kind::ProxyDown, Critical)],
+            ),
+            (
+                "created from another image",
+                proxy("outdated"),
+                &[(Kind::ProxyOutdated, Low)],
+            ),
+        ];
+        let mut p = proxy("running");
+        p.answers = Some(probe("nginx", false, None));
+        cases.push((
+            "runs but does not answer",
+            p,
+            &[(Kind::ProxyDown, Critical)],
+        ));
+        let mut p = proxy("running");
+        p.drift = Some(vec!["sites/shop.conf".into()]);
+        cases.push((
+            "a file edited by hand",
+            p.clone(),
+            &[(Kind::ConfigDrift, Medium)],
+        ));
+        p.config_error = Some(Some("unexpected \"}\"".into()));
+        cases.push(("edited and now invalid", p, &[(Kind::ConfigDrift, High)]));
+        let mut p = proxy("running");
+        p.live_hash = Some("b".repeat(64));
+        cases.push((
+            "live points at another version",
+            p,
+            &[(Kind::ConfigDrift, Medium)],
+        ));
+        let mut p = proxy("running");
+        p.config_error = Some(Some("host not found in upstream".into()));
+        cases.push((
+            "the recorded config fails nginx -t",
+            p,
+            &[(Kind::ConfigInvalid, High)],
+        ));
+        let mut p = proxy("running");
+        p.drift = None;
+        p.config_error = None;
+        cases.push(("config checks did not finish", p, &[]));
+        for (what, obs, want) in cases {
+            let findings = classify_proxy(&obs);
+            assert_eq!(kinds(&findings), expected(want), "{what}: {findings:#?}");
+            assert!(
+                findings.iter().all(|f| f.component == PROXY_COMPONENT),
+                "{what}"
+            );
+        }
+    }
+
+    fn host(free_fraction: f64, hours_left: Option<f64>, mem: f64, load1: f64) -> HostObs {
+        let total = 1_000_000_000_u64;
+        HostObs {
+            disks: vec![DiskObs {
+                role: "state".into(),
+                path: "/var/lib/butler".into(),
+                total_bytes: total,
+                free_bytes: (total as f64 * free_fraction) as u64,
+                hours_left,
+            }],
+            mem_total_bytes: Some(total),
+            mem_available_bytes: Some((total as f64 * mem) as u64),
+            load1: Some(load1),
+            cpus: 2,
+        }
+    }
+
+    #[test]
+    fn host_observations_make_these_findings() {
+        use Severity::{Critical, High, Low, Medium};
+        let cases: Vec<(&str, HostObs, Expected)> = vec![
+            ("all fine", host(0.5, None, 0.5, 1.0), &[]),
+            (
+                "disk at 8%",
+                host(0.08, None, 0.5, 1.0),
+                &[(Kind::DiskLow, Medium)],
+            ),
+            (
+                "disk at 3%",
+                host(0.03, None, 0.5, 1.0),
+                &[(Kind::DiskLow, High)],
+            ),
+            (
+                "disk at 0.5%",
+                host(0.005, None, 0.5, 1.0),
+                &[(Kind::DiskLow, Critical)],
+            ),
+            (
+                "full in 30 h: beyond the 24 h horizon",
+                host(0.5, Some(30.0), 0.5, 1.0),
+                &[],
+            ),
+            (
+                "full in 12 h",
+                host(0.5, Some(12.0), 0.5, 1.0),
+                &[(Kind::DiskFilling, Medium)],
+            ),
+            (
+                "full in 3 h",
+                host(0.5, Some(3.0), 0.5, 1.0),
+                &[(Kind::DiskFilling, High)],
+            ),
+            (
+                "low and full in 30 minutes",
+                host(0.03, Some(0.5), 0.5, 1.0),
+                &[(Kind::DiskLow, High), (Kind::DiskFilling, Critical)],
+            ),
+            (
+                "memory at 8%",
+                host(0.5, None, 0.08, 1.0),
+                &[(Kind::MemoryLow, Medium)],
+            ),
+            (
+                "memory at 3%",
+                host(0.5, None, 0.03, 1.0),
+                &[(Kind::MemoryLow, High)],
+            ),
+            (
+                "load 4 on 2 CPUs: at the limit",
+                host(0.5, None, 0.5, 4.0),
+                &[],
+            ),
+            (
+                "load 6 on 2 CPUs",
+                host(0.5, None, 0.5, 6.0),
+                &[(Kind::LoadHigh, Low)],
+            ),
+            (
+                "load 10 on 2 CPUs",
+                host(0.5, None, 0.5, 10.0),
+                &[(Kind::LoadHigh, Medium)],
+            ),
+        ];
+        let rules = Rules::default();
+        for (what, obs, want) in cases {
+            let findings = classify_host(&obs, &rules);
+            assert_eq!(kinds(&findings), expected(want), "{what}: {findings:#?}");
+            assert!(
+                findings.iter().all(|f| f.component == HOST_COMPONENT),
+                "{what}"
+            );
+        }
+        let mut unknown = host(0.0, None, 0.5, 1.0);
+        unknown.disks[0].total_bytes = 0;
+        assert!(
+            classify_host(&unknown, &rules).is_empty(),
+            "a disk of unknown size says nothing"
+        );
+    }
+
+    #[test]
+    fn unit_observations_make_these_findings() {
+        let unit = |name: &str, load: &str, active: &str| UnitObs {
+            unit: name.into(),
+            load_state: load.into(),
+            active_state: active.into(),
+            sub_state: String::new(),
+            result: Some("exit-code".into()),
+            restarts: Some(5),
+        };
+        let cases: Vec<(UnitObs, Option<Severity>)> = vec![
+            (
+                unit("butler-recovery.service", "loaded", "failed"),
+                Some(Severity::High),
+            ),
+            (
+                unit("butler-dynamic-proxy.service", "loaded", "failed"),
+                Some(Severity::High),
+            ),
+            (
+                unit("butler-dashboard.service", "loaded", "failed"),
+                Some(Severity::Medium),
+            ),
+            (unit("butler-recovery.service", "loaded", "active"), None),
+            (
+                unit("butler-recovery.service", "loaded", "activating"),
+                None,
+            ),
+            (unit("butler-recovery.service", "loaded", "inactive"), None),
+            (unit("butler-recovery.service", "not-found", "failed"), None),
+        ];
+        for (obs, want) in cases {
+            let findings = classify_units(std::slice::from_ref(&obs));
+            match want {
+                None => assert!(findings.is_empty(), "{obs:?}: {findings:#?}"),
+                Some(severity) => {
+                    assert_eq!(findings.len(), 1, "{obs:?}");
+                    let f = &findings[0];
+                    assert_eq!(f.kind, "unit_failed");
+                    assert_eq!(f.severity, severity, "{obs:?}");
+                    assert_eq!(f.component, format!("unit:{}", obs.unit));
+                    assert!(f.summary.contains("exit-code"), "{}", f.summary);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_problem_is_one_finding_with_the_worst_severity() {
+        let f = |kind: Kind, severity, component: &str, summary: &str| {
+            finding(kind, severity, component, summary.to_owned())
+        };
+        let merged = merge(vec![
+            f(
+                Kind::ContainerDown,
+                Severity::Medium,
+                "app:shop",
+                "a stopped",
+            ),
+            f(Kind::ContainerDown, Severity::High, "app:shop", "b stopped"),
+            f(Kind::ContainerDown, Severity::High, "app:shop", "b stopped"),
+            f(Kind::ContainerDown, Severity::High, "app:blog", "c stopped"),
+            f(Kind::CrashLoop, Severity::High, "app:shop", "a restarts"),
+        ]);
+        let rows: Vec<(&str, &str, Severity, &str)> = merged
+            .iter()
+            .map(|m| {
+                (
+                    m.kind.as_str(),
+                    m.component.as_str(),
+                    m.severity,
+                    m.summary.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("container_down", "app:blog", Severity::High, "c stopped"),
+                (
+                    "container_down",
+                    "app:shop",
+                    Severity::High,
+                    "a stopped; b stopped"
+                ),
+                ("crash_loop", "app:shop", Severity::High, "a restarts"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_round_reports_the_proxy_once_and_every_app_as_down_behind_it() {
+        let obs = Observations {
+            apps: vec![healthy_app()],
+            apps_listed: true,
+            proxy: proxy("stopped"),
+            host: host(0.5, None, 0.5, 1.0),
+            units: Some(Vec::new()),
+        };
+        let assessment = classify(&obs, &Rules::default());
+        assert_eq!(
+            kinds(&assessment.findings),
+            expected(&[(Kind::ProxyDown, Severity::Critical)])
+        );
+        assert_eq!(assessment.worst(), Some(Severity::Critical));
+        assert_eq!(assessment.apps[0].status, AppStatus::Down);
+
+        // A proxy that runs but does not answer is down too, and no app gets a gateway error.
+        let mut obs = obs;
+        obs.proxy = proxy("running");
+        obs.proxy.answers = Some(probe("nginx", false, None));
+        obs.apps[0].http_proxy = Some(probe("shop.localhost", false, None));
+        let assessment = classify(&obs, &Rules::default());
+        assert_eq!(
+            kinds(&assessment.findings),
+            expected(&[(Kind::ProxyDown, Severity::Critical)])
+        );
+        assert_eq!(assessment.apps[0].status, AppStatus::Down);
+    }
+}

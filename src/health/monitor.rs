@@ -175,6 +175,19 @@ impl Monitor {
     }
 }
 
+/// How long a round may take before the health-monitor abandons it. Every part of a round has its
+/// own bound: the proxy checks (inspect, probe and the config checks: about 5 × `health.timeout`),
+/// the app checks together ([`Observer::apps_budget`]), the name lookups (`health.timeout`); on top,
+/// a few engine calls that Docker itself bounds and the store's busy wait. A round that runs past
+/// all of that is stuck, not slow: only then is it dropped, and what it found lost. A tighter
+/// backstop dropped whole rounds on a busy engine, leaving the monitor blind while the engine
+/// was slow.
+pub fn round_bound(config: &crate::config::Config) -> std::time::Duration {
+    config.health.timeout.0 * 6
+        + super::observe::apps_budget(config)
+        + std::time::Duration::from_secs(10)
+}
+
 pub fn rules_from(config: &crate::config::Config) -> Rules {
     Rules {
         disk_warning_hours: config.health.disk_warning.0.as_secs_f64() / 3600.0,

@@ -47,6 +47,9 @@ pub struct Observer {
     supervisor: tokio::sync::Mutex<Option<Supervisor>>,
     /// Restart count per container id as of the previous round.
     restarts: Mutex<HashMap<String, u64>>,
+    /// Apps whose checks did not finish in the previous round: checked first in the next one, so
+    /// on a slow engine every app is reached in turn instead of the same ones always missing out.
+    late: Mutex<BTreeSet<String>>,
     docker_root: tokio::sync::OnceCell<Option<PathBuf>>,
 }
 
@@ -60,6 +63,7 @@ impl Observer {
             nginx,
             supervisor: tokio::sync::Mutex::new(None),
             restarts: Mutex::new(HashMap::new()),
+            late: Mutex::new(BTreeSet::new()),
             docker_root: tokio::sync::OnceCell::new(),
         }
     }
@@ -82,6 +86,13 @@ impl Observer {
 
     fn timeout(&self) -> Duration {
         self.config.health.timeout.0
+    }
+
+    /// How long the app checks of one round may take together: a check interval, and at least
+    /// one app's own bound. Each app is bounded by itself, but they run `APP_CONCURRENCY` at a
+    /// time, so without this the round would grow with the number of apps.
+    pub fn apps_budget(&self) -> Duration {
+        apps_budget(&self.config)
     }
 
     /// Every layer, at once. `known` are apps seen before, so an app whose containers all
@@ -125,6 +136,7 @@ impl Observer {
             own_container_ids: Vec::new(),
             // Checks see every instance, held or not: a deploy's gate judges the new ones itself.
             held_deployments: Default::default(),
+            only_label: self.config.docker.only_label.clone(),
         }
     }
 
@@ -134,7 +146,14 @@ impl Observer {
         known: &BTreeSet<String>,
         routes: &BTreeMap<String, RouteRow>,
     ) -> Result<BTreeMap<String, Vec<String>>, bollard::errors::Error> {
-        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let mut filters = HashMap::new();
+        if let Some(label) = &self.config.docker.only_label {
+            filters.insert("label", vec![label.as_str()]);
+        }
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
         let summaries = self.docker.list_containers(Some(options)).await?;
         let settings = self.plan_settings();
         let mut members: BTreeMap<String, Vec<(bool, String)>> = BTreeMap::new();
@@ -207,18 +226,37 @@ impl Observer {
             None
         };
         let bound = self.timeout() * 3;
+        let budget = self.apps_budget();
+        let phase_deadline = tokio::time::Instant::now() + budget;
+        let count = members.len();
+        let mut members: Vec<(String, Vec<String>)> = members.into_iter().collect();
+        {
+            let late = self.late.lock().unwrap_or_else(|e| e.into_inner());
+            members.sort_by_key(|(app, _)| !late.contains(app));
+        }
         let mut apps: Vec<AppObs> = stream::iter(members)
             .map(|(app, ids)| {
                 let route = routes.get(&app).map(route_obs);
                 async move {
-                    match tokio::time::timeout(
-                        bound,
+                    let own_deadline = tokio::time::Instant::now() + bound;
+                    match tokio::time::timeout_at(
+                        own_deadline.min(phase_deadline),
                         self.observe_app(&app, &ids, route.clone(), nginx_addr),
                     )
                     .await
                     {
                         Ok(obs) => obs,
-                        Err(_) => timed_out(app, route, bound),
+                        Err(_) if own_deadline <= phase_deadline => {
+                            timed_out(app, route, format!("did not finish within {bound:?}"))
+                        }
+                        Err(_) => timed_out(
+                            app,
+                            route,
+                            format!(
+                                "were not reached within the round's {budget:?} for {count} apps \
+                                 (a slow engine); they run first next round"
+                            ),
+                        ),
                     }
                 }
             })
@@ -226,6 +264,13 @@ impl Observer {
             .collect()
             .await;
         apps.sort_by(|a, b| a.app.cmp(&b.app));
+        if only.is_none() {
+            *self.late.lock().unwrap_or_else(|e| e.into_inner()) = apps
+                .iter()
+                .filter(|a| a.incomplete.is_some())
+                .map(|a| a.app.clone())
+                .collect();
+        }
         if proxy_serving {
             self.resolve_names(&mut apps).await;
         }
@@ -546,6 +591,11 @@ impl Observer {
     }
 }
 
+/// See [`Observer::apps_budget`].
+pub fn apps_budget(config: &Config) -> Duration {
+    config.health.interval.0.max(config.health.timeout.0 * 3)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -661,8 +711,8 @@ fn route_obs(row: &RouteRow) -> RouteObs {
     }
 }
 
-/// An app whose checks did not finish.
-fn timed_out(app: String, route: Option<RouteObs>, bound: Duration) -> AppObs {
+/// An app whose checks did not finish; `why` completes "the checks ...".
+fn timed_out(app: String, route: Option<RouteObs>, why: String) -> AppObs {
     AppObs {
         tcp: Vec::new(),
         app,
@@ -671,7 +721,7 @@ fn timed_out(app: String, route: Option<RouteObs>, bound: Duration) -> AppObs {
         http_direct: Vec::new(),
         http_proxy: None,
         dns: None,
-        incomplete: Some(format!("the checks did not finish within {bound:?}")),
+        incomplete: Some(format!("the checks {why}")),
     }
 }
 

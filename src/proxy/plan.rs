@@ -30,7 +30,7 @@ pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
     let mut apps: BTreeMap<String, Vec<Member<'_>>> = BTreeMap::new();
 
     for c in containers {
-        if !c.running || is_own(c, settings) || is_held(c, settings) {
+        if !c.running || is_own(c, settings) || is_held(c, settings) || !in_scope(c, settings) {
             continue;
         }
         if let Some(member) = evaluate(c, settings, &mut problems) {
@@ -202,11 +202,22 @@ fn is_own(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
             .any(|id| *id == c.id || (id.len() >= MIN_ID_PREFIX && c.id.starts_with(id.as_str())))
 }
 
+/// Whether the container carries the label `docker.only_label` asks for (always, without one).
+pub fn in_scope(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
+    match settings.only_label.as_deref() {
+        None => true,
+        Some(spec) => match spec.split_once('=') {
+            Some((key, value)) => c.labels.get(key).is_some_and(|v| v == value),
+            None => c.labels.contains_key(spec),
+        },
+    }
+}
+
 /// The app a container belongs to, named as `plan` names it; `None` for the butler's own
 /// containers, opted-out ones and names no app can be built from. The health-monitor uses it to
 /// find an app's stopped containers, which `plan` never sees.
 pub fn app_of(c: &ContainerSnapshot, settings: &PlanSettings) -> Option<String> {
-    if is_own(c, settings) {
+    if is_own(c, settings) || !in_scope(c, settings) {
         return None;
     }
     match c.labels.get(LABEL_ENABLE).map(|v| parse_bool(v)) {
@@ -571,6 +582,35 @@ mod tests {
             let p = plan(std::slice::from_ref(c), &s);
             assert_eq!(!p.routes.is_empty(), *routed, "case {name}: {p:?}");
             assert!(p.problems.is_empty(), "case {name}: {:?}", p.problems);
+        }
+    }
+
+    #[test]
+    fn only_label_limits_the_apps_to_the_labelled_containers() {
+        let web = with_label(app("id1", "web", "172.18.0.2"), "butler.group", "web");
+        let blog = with_label(app("id2", "blog", "172.18.0.3"), "butler.group", "blog");
+        let plain = app("id3", "plain", "172.18.0.4");
+        let all = [web.clone(), blog.clone(), plain.clone()];
+        let cases: &[(Option<&str>, &[&str])] = &[
+            (None, &["blog", "plain", "web"]),
+            (Some("butler.group=web"), &["web"]),
+            (Some("butler.group"), &["blog", "web"]),
+            (Some("butler.group=shop"), &[]),
+        ];
+        for (only_label, apps) in cases {
+            let s = PlanSettings {
+                only_label: only_label.map(str::to_owned),
+                ..settings()
+            };
+            let p = plan(&all, &s);
+            let routed: Vec<&str> = p.routes.iter().map(|r| r.app.as_str()).collect();
+            assert_eq!(routed, *apps, "{only_label:?}");
+            let found: Vec<String> = all.iter().filter_map(|c| app_of(c, &s)).collect();
+            assert_eq!(found, {
+                let mut a = apps.to_vec();
+                a.sort_by_key(|app| all.iter().position(|c| c.name == *app));
+                a
+            });
         }
     }
 

@@ -179,7 +179,9 @@ impl Reconciler {
     /// Lists and inspects every running container, and remembers them.
     async fn refresh_all(&mut self) -> Result<Vec<ContainerSnapshot>, ReconcileError> {
         self.known = None;
-        let snapshots = discovery::list_snapshots(&self.docker).await?;
+        let snapshots =
+            discovery::list_snapshots_with(&self.docker, self.config.docker.only_label.as_deref())
+                .await?;
         self.known = Some(
             snapshots
                 .iter()
@@ -213,7 +215,9 @@ impl Reconciler {
 
     /// Discovery and planning only: what the routes would be now. Connects nothing, applies nothing.
     pub async fn plan_now(&self) -> Result<Plan, ReconcileError> {
-        let snapshots = discovery::list_snapshots(&self.docker).await?;
+        let snapshots =
+            discovery::list_snapshots_with(&self.docker, self.config.docker.only_label.as_deref())
+                .await?;
         Ok(super::plan(&snapshots, &self.plan_settings().await?))
     }
 
@@ -377,6 +381,7 @@ impl Reconciler {
             own_container_names: vec![self.config.proxy.container_name.clone()],
             own_container_ids: Vec::new(),
             held_deployments: self.store.held_deployments().await?,
+            only_label: self.config.docker.only_label.clone(),
         })
     }
 

@@ -29,6 +29,10 @@ pub const ACTION_TIMEOUT: Duration = Duration::from_secs(40);
 pub const SETTLE: Duration = Duration::from_secs(5);
 /// Backoff never grows beyond this.
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
+/// A step starts no new repair after this long: the incidents left wait for the next step, which
+/// reads and sorts the open incidents again, so a new proxy incident never waits behind a long
+/// queue of app repairs (on a busy engine each one is a reconcile of tens of seconds).
+const STEP_BUDGET: Duration = Duration::from_secs(10);
 
 /// The wait before attempt `attempt + 1`: `backoff`, doubled after each failed attempt.
 pub fn backoff_after(attempt: i64, backoff: Duration) -> Duration {
@@ -66,6 +70,9 @@ pub struct Recoverer {
     /// Incident id → when its next attempt is due.
     due: HashMap<i64, Instant>,
     started: bool,
+    /// The incident whose repair is under way. Still set at the next step when the worker
+    /// abandoned the last step past its bound: that incident is left recovering and is reopened.
+    in_flight: Option<i64>,
 }
 
 impl Recoverer {
@@ -78,6 +85,7 @@ impl Recoverer {
             alerter,
             due: HashMap::new(),
             started: false,
+            in_flight: None,
         }
     }
 
@@ -102,6 +110,16 @@ impl Recoverer {
                     .await?;
             }
             self.started = true;
+        }
+        if let Some(id) = self.in_flight.take()
+            && store
+                .transition_incident(id, vec![IncidentState::Recovering], IncidentState::Open)
+                .await?
+        {
+            tracing::warn!(
+                incident = id,
+                "a repair was cut short (its step ran past the bound); trying again"
+            );
         }
         let mut open = store
             .incidents(IncidentFilter {
@@ -132,6 +150,9 @@ impl Recoverer {
         for incident in open {
             if self.due.get(&incident.id).is_some_and(|due| *due > now) {
                 continue;
+            }
+            if now.elapsed() >= STEP_BUDGET {
+                break;
             }
             self.handle(incident, &mut summary).await?;
         }
@@ -184,7 +205,11 @@ impl Recoverer {
             self.escalate(&incident, summary).await?;
             return Ok(());
         }
-        let attempt = store.start_recovery_attempt(incident.id).await?;
+        let Some(attempt) = store.start_recovery_attempt(incident.id).await? else {
+            // Resolved (by the health-monitor) while we looked: nothing to repair.
+            return Ok(());
+        };
+        self.in_flight = Some(incident.id);
         let started_at = now_rfc3339();
         let cause = format!("recovery: {} on {}", incident.kind, incident.component);
         tracing::info!(incident = incident.id, attempt, action = %action.describe(), "repairing {}", incident.summary);
@@ -226,6 +251,7 @@ impl Recoverer {
                 detail: detail.clone(),
             })
             .await?;
+        self.in_flight = None;
         if outcome == RecoveryOutcome::Success {
             summary.repaired += 1;
             self.due.remove(&incident.id);

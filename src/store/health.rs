@@ -448,15 +448,18 @@ impl Store {
         .await
     }
 
-    /// Counts one recovery attempt and marks the incident recovering; returns the attempt count.
-    pub async fn start_recovery_attempt(&self, id: i64) -> Result<i64, StoreError> {
+    /// Counts one recovery attempt and marks the incident recovering, only while it is open;
+    /// returns the attempt count, or `None` when it is no longer open (the health-monitor resolved
+    /// it meanwhile, or another repair took it): an attempt never reopens a resolved incident.
+    pub async fn start_recovery_attempt(&self, id: i64) -> Result<Option<i64>, StoreError> {
         self.call(move |conn, path| {
             conn.query_row(
                 "UPDATE incidents SET attempts = attempts + 1, state = 'recovering'
-                 WHERE id = ?1 RETURNING attempts",
+                 WHERE id = ?1 AND state = 'open' RETURNING attempts",
                 params![id],
                 |row| row.get(0),
             )
+            .optional()
             .map_err(query_err(path, "counting a recovery attempt"))
         })
         .await
@@ -751,8 +754,27 @@ mod tests {
             .unwrap();
         assert!(created && other.id != first.id);
 
-        assert_eq!(store.start_recovery_attempt(first.id).await.unwrap(), 1);
-        assert_eq!(store.start_recovery_attempt(first.id).await.unwrap(), 2);
+        assert_eq!(
+            store.start_recovery_attempt(first.id).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            store.start_recovery_attempt(first.id).await.unwrap(),
+            None,
+            "one attempt at a time"
+        );
+        store
+            .transition_incident(
+                first.id,
+                vec![IncidentState::Recovering],
+                IncidentState::Open,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.start_recovery_attempt(first.id).await.unwrap(),
+            Some(2)
+        );
         assert!(
             store
                 .set_incident_state(first.id, IncidentState::Resolved)
@@ -1003,8 +1025,14 @@ mod tests {
                 .unwrap(),
             "a resolved incident stays resolved"
         );
+        assert_eq!(
+            store.start_recovery_attempt(incident.id).await.unwrap(),
+            None,
+            "nor does a repair that started late"
+        );
         let stored = store.incident(incident.id).await.unwrap().unwrap();
         assert_eq!(stored.state, IncidentState::Resolved);
+        assert_eq!(stored.attempts, 1);
         assert!(stored.resolved_at.is_some());
     }
 

@@ -14,8 +14,9 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     let docker = super::connect_docker(&ctx).await?;
     let store = super::open_store(&ctx)?;
     let period = ctx.config.health.interval.0;
-    // A round is bounded: every probe has `timeout`, every app its own task; this is the backstop.
-    let bound = ctx.config.health.timeout.0 * 4;
+    // Every part of a round is bounded (every probe by `timeout`, the apps together by their
+    // budget); this is the backstop for a stuck one.
+    let bound = crate::health::monitor::round_bound(&ctx.config);
     let observer = Arc::new(Observer::new(docker, ctx.config.clone(), store.clone()));
     let alerter = Alerter::new(ctx.config.alerts.rules.clone(), store, "health-monitor");
     let mut monitor = Monitor::new(observer, alerter);
