@@ -123,6 +123,8 @@ pub struct HealthConfig {
     pub interval: HumanDuration,
     /// Upper bound for one probe, so one slow app cannot hold up a round.
     pub timeout: HumanDuration,
+    /// Warn when a disk is projected to fill within this long.
+    pub disk_warning: HumanDuration,
 }
 
 impl Default for HealthConfig {
@@ -130,6 +132,7 @@ impl Default for HealthConfig {
         Self {
             interval: HumanDuration::from_secs(10),
             timeout: HumanDuration::from_secs(5),
+            disk_warning: HumanDuration::from_secs(24 * 3600),
         }
     }
 }
@@ -337,6 +340,12 @@ impl Config {
                 ),
             ));
         }
+        if self.health.disk_warning.0 < Duration::from_secs(60) {
+            return Err(invalid(
+                "health.disk_warning",
+                "must be at least \"1m\", e.g. \"24h\"".into(),
+            ));
+        }
         if self.recovery.max_attempts == 0 {
             return Err(invalid(
                 "recovery.max_attempts",
@@ -357,12 +366,21 @@ impl Config {
                         "must name a program".into(),
                     ));
                 }
-                (None, Some(url))
-                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
-                {
+                (None, Some(url)) if url.starts_with("https://") => {
                     return Err(invalid(
                         "alerts.rules.webhook",
-                        format!("\"{url}\" must be an http:// or https:// URL"),
+                        format!(
+                            "\"{url}\": https webhooks are not supported (the butler has no TLS client); \
+                             use an http:// URL, or a command such as [\"curl\", \"-fsS\", \"-d@-\", \"{url}\"]"
+                        ),
+                    ));
+                }
+                (None, Some(url)) if crate::health::alerts::parse_http_url(url).is_none() => {
+                    return Err(invalid(
+                        "alerts.rules.webhook",
+                        format!(
+                            "\"{url}\" must be an http:// URL like \"http://hooks.local:8080/butler\""
+                        ),
                     ));
                 }
                 _ => {}
@@ -484,13 +502,14 @@ mod tests {
             [health]
             interval = "30s"
             timeout = "500ms"
+            disk_warning = "12h"
             [recovery]
             max_attempts = 5
             backoff = "2m"
             restart_apps = true
             [[alerts.rules]]
             min_severity = "high"
-            webhook = "https://hooks.example.com/x"
+            webhook = "http://hooks.example.com/x"
             min_interval = "10m"
             "#,
         )
@@ -499,6 +518,7 @@ mod tests {
         assert_eq!(config.health.timeout.0, Duration::from_millis(500));
         assert_eq!(config.recovery.backoff.0, Duration::from_secs(120));
         assert_eq!(config.alerts.rules[0].min_severity, Some(Severity::High));
+        assert_eq!(config.health.disk_warning.0, Duration::from_secs(12 * 3600));
     }
 
     #[test]
@@ -550,6 +570,15 @@ mod tests {
                 "[[alerts.rules]]\nwebhook = \"ftp://x\"",
                 &["alerts.rules.webhook"],
             ),
+            (
+                "[[alerts.rules]]\nwebhook = \"https://x\"",
+                &["alerts.rules.webhook", "https", "curl"],
+            ),
+            (
+                "[health]\ndisk_warning = \"10s\"",
+                &["health.disk_warning", "1m"],
+            ),
+            ("[health]\ndisk_warning = \"a day\"", &["disk_warning"]),
             ("[[alerts.rules]]\ncommand = []", &["alerts.rules.command"]),
             (
                 "[[alerts.rules]]\ncommand = [\"x\"]\nmin_severity = \"urgent\"",

@@ -131,7 +131,7 @@ async fn events_and_the_coalescer_see_a_start() {
     let app = AppContainer::builder(&unique_name("edge-ev")).spawn();
     let id = app.id().to_owned();
 
-    let coalescer = Coalescer::new(Duration::from_millis(150), Duration::from_secs(1));
+    let mut coalescer = Coalescer::new(Duration::from_millis(150), Duration::from_secs(1));
     let seen = tokio::time::timeout(Duration::from_secs(10), async {
         // Other tests run in parallel and events are replayed from 2 s back: look for ours.
         loop {
@@ -238,6 +238,10 @@ struct Proxy {
 /// A fresh nginx container (the shared nginx image) on its own network and a free host port,
 /// serving `initial`. Both are made by the code under test and registered with `cleanup`.
 async fn proxy(cleanup: &mut Cleanup, initial: &ConfigTree) -> Proxy {
+    proxy_with_image(cleanup, initial, &ensure_image("nginx")).await
+}
+
+async fn proxy_with_image(cleanup: &mut Cleanup, initial: &ConfigTree, image: &str) -> Proxy {
     let docker = engine().await;
     let net = unique_name("edge-pnet");
     cleanup.add_network(&net);
@@ -246,7 +250,7 @@ async fn proxy(cleanup: &mut Cleanup, initial: &ConfigTree) -> Proxy {
     cleanup.add_container(&container_name);
     let spec = NginxSpec {
         container_name,
-        image: ensure_image("nginx"),
+        image: image.to_owned(),
         network: net.clone(),
         http_port: free_port(),
     };
@@ -333,6 +337,11 @@ async fn a_bad_tree_is_refused_and_a_good_one_goes_live_on_hup_without_a_restart
     assert_eq!(out.previous, Some(hash(&a)));
     assert!(out.probes.iter().all(|p| p.ok), "{:?}", out.probes);
     eprintln!("apply B timings: {:?}", out.timings);
+    assert_eq!(
+        (out.timings.upload, out.timings.swap),
+        (Duration::ZERO, Duration::ZERO),
+        "an image with a shell and tar takes, validates, swaps and reloads in one exec"
+    );
     assert_eq!(body(p.addr, "anything.test"), "version B\n");
     let routed = body(p.addr, "app.test");
     assert!(
@@ -348,6 +357,30 @@ async fn a_bad_tree_is_refused_and_a_good_one_goes_live_on_hup_without_a_restart
     // The same tree again is a no-op.
     let again = p.applier.apply(&b, &hash(&b), &[]).await;
     assert_eq!(again.status, ApplyStatus::Unchanged);
+}
+
+#[tokio::test]
+async fn an_image_without_a_shell_is_validated_swapped_and_reloaded_step_by_step() {
+    let mut cleanup = Cleanup::new();
+    let a = tree("version A", &[]);
+    let p = proxy_with_image(&mut cleanup, &a, &support::nginx_image_without_shell()).await;
+    let b = tree("version B", &[]);
+    let out = p.applier.apply(&b, &hash(&b), &[]).await;
+    assert_eq!(out.status, ApplyStatus::Applied, "{out:#?}");
+    assert!(
+        out.timings.swap > Duration::ZERO,
+        "the step-by-step swap ran: {:?}",
+        out.timings
+    );
+    assert_eq!(body(p.addr, "anything.test"), "version B\n");
+    let bad = tree("version BAD", &[("bad", "nonsense;\n".into())]);
+    let refused = p.applier.apply(&bad, &hash(&bad), &[]).await;
+    assert!(
+        matches!(&refused.status, ApplyStatus::Invalid { error } if error.contains("nonsense")),
+        "{refused:#?}"
+    );
+    assert_eq!(p.nginx.live_version().await.unwrap(), Some(hash(&b)));
+    assert_eq!(body(p.addr, "anything.test"), "version B\n");
 }
 
 #[tokio::test]
@@ -509,12 +542,11 @@ async fn apply_step_timings_with_200_servers() {
         v[v.len() / 2]
     };
     eprintln!(
-        "median of 10 applies, 200 servers: upload {:?} validate {:?} swap {:?} reload {:?} verify {:?} prune {:?}",
+        "median of 10 applies, 200 servers: upload {:?} validate {:?} swap {:?} reload {:?} verify {:?}",
         median(&|t| t.upload),
         median(&|t| t.validate),
         median(&|t| t.swap),
         median(&|t| t.reload),
         median(&|t| t.verify),
-        median(&|t| t.prune),
     );
 }

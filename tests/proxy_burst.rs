@@ -60,7 +60,7 @@ fn a_burst_of_fifty_containers_is_all_routed_with_at_most_three_reloads() {
     let total_reloads = butler.applied_count() - before_count;
 
     // Reloads that routed part of the burst; other processes' containers may cause more. nginx
-    // serves a version a moment before the store records it (the apply prunes old versions first),
+    // serves a version a moment before the store records it,
     // so wait for the history to account for the whole burst.
     let burst_history = || {
         let history = butler.history(bin);

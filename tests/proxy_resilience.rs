@@ -258,6 +258,65 @@ fn a_removed_or_stopped_nginx_is_recreated_with_the_last_good_config() {
     assert_eq!(directory.status, 200, "{directory:?}");
 }
 
+#[test]
+fn a_crash_looping_nginx_is_recreated_with_the_last_good_config() {
+    let butler = ButlerProcess::start(butler_bin());
+    let app = unique_name("loop");
+    let _app = start_app(&app);
+    wait_served(&butler, &app);
+    let before = butler.nginx_id();
+
+    // An operator's restart policy and a live config broken on disk: nginx stops, and every
+    // restart Docker makes dies at once on the broken file.
+    docker_ok(&["update", "--restart", "always", &butler.nginx]);
+    docker_ok(&[
+        "exec",
+        &butler.nginx,
+        "sh",
+        "-c",
+        "echo 'broken;' > /etc/butler-nginx/live/nginx.conf && kill -TERM 1",
+    ]);
+    let broken = Instant::now();
+    butler.wait_for(&host(&app), Duration::from_secs(30), |r| is_app(r, &app));
+    eprintln!("heal of a crash loop: {} ms", broken.elapsed().as_millis());
+    assert_ne!(
+        butler.nginx_id(),
+        before,
+        "the nginx container was not recreated"
+    );
+    let log = butler.log();
+    assert!(
+        log.contains("recreating nginx container")
+            && (log.contains("CrashLooping") || log.contains("Stopped")),
+        "the butler did not say why it recreated nginx:\n{log}"
+    );
+    // The new container is the butler's own again: no restart policy that could loop.
+    let policy = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.RestartPolicy.Name}}",
+        &butler.nginx,
+    ]);
+    assert!(
+        policy == "no" || policy.is_empty(),
+        "restart policy {policy:?}"
+    );
+    let live = butler.live_hash();
+    assert!(
+        butler
+            .history(butler_bin())
+            .applied()
+            .iter()
+            .any(|v| v.hash == live),
+        "the recreated nginx serves {live}, which was never applied"
+    );
+    assert!(
+        broken.elapsed() <= HEAL_LIMIT,
+        "nginx took {:?} to come back from a crash loop (limit {HEAL_LIMIT:?})",
+        broken.elapsed()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------
 // 3. Broken template overrides
 

@@ -2,6 +2,7 @@
 //! is a thin front over the library; exit codes mean 0 ok, 1 failed or degraded, 2 usage or config.
 
 mod config;
+mod health;
 mod output;
 mod proxy;
 mod run;
@@ -37,7 +38,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every worker in one foreground process (hosts without systemd, development).
-    Run,
+    Run {
+        /// Run only these workers (comma-separated), e.g. `health-monitor,recovery`.
+        #[arg(long, value_delimiter = ',', value_name = "WORKER")]
+        only: Vec<Worker>,
+    },
     /// Run one worker: the process behind its systemd unit.
     Worker {
         /// dynamic-proxy, health-monitor, recovery or dashboard.
@@ -56,6 +61,21 @@ pub enum Command {
     Proxy {
         #[command(subcommand)]
         command: ProxyCommand,
+    },
+    /// Check every app, the network, the proxy, the host and the butler's units now (exit 0
+    /// healthy, 1 degraded, 2 critical).
+    Health,
+    /// Services, proxy, apps, open incidents, recovery success rates and what to do.
+    Status,
+    /// Incidents the health-monitor recorded, newest first, with filters.
+    Incidents(health::IncidentsArgs),
+    /// Probe every route through the proxy, name the cause of each 502/503/504, fix what can be
+    /// fixed, probe again (exit 1 while a route still fails).
+    #[command(name = "fix-502")]
+    Fix502 {
+        /// Only diagnose and say what would be done.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Control the butler's systemd units over D-Bus.
     Services {
@@ -131,13 +151,17 @@ pub enum ServicesCommand {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone();
     match cli.command {
-        Command::Run => run::all(config_path),
+        Command::Run { only } => run::all(config_path, only),
         Command::Worker { worker } => run::one(worker, config_path),
         Command::Config { command } => config::dispatch(command, config_path, cli.output),
         Command::ProxyUpdate => proxy::update(config_path, cli.output),
         Command::ProxyMonitor => proxy::monitor(config_path, cli.output),
         Command::Proxy { command } => proxy::dispatch(command, config_path, cli.output),
         Command::Services { user, command } => services::dispatch(command, user, cli.output),
+        Command::Health => health::health(config_path, cli.output),
+        Command::Status => health::status(config_path, cli.output),
+        Command::Incidents(args) => health::incidents(args, config_path, cli.output),
+        Command::Fix502 { dry_run } => health::fix502(dry_run, config_path, cli.output),
     }
 }
 

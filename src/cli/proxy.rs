@@ -311,7 +311,7 @@ pub fn monitor(config_path: Option<PathBuf>, format: OutputFormat) -> anyhow::Re
     runtime()?.block_on(async move {
         let reconciler = reconciler(config).await?;
         let mut engine_events = Box::pin(events::watch(reconciler.docker().clone()));
-        let coalescer = Coalescer::default();
+        let mut coalescer = Coalescer::default();
         let mut last: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
         let mut first = true;
         loop {

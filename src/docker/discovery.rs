@@ -228,7 +228,7 @@ fn port_is_evident(s: &ContainerSnapshot) -> bool {
         || s.listening_ports.as_ref().is_some_and(|p| p.len() == 1)
 }
 
-async fn listening_ports(
+pub(crate) async fn listening_ports(
     info: &ContainerInspectResponse,
     s: &ContainerSnapshot,
 ) -> Option<Vec<u16>> {

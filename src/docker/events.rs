@@ -166,12 +166,22 @@ impl Batch {
 }
 
 /// Debounce with a cap: a batch fires after `quiet` without events, but never later than
-/// `max_delay` after its first event, so a steady trickle still reconciles regularly.
+/// `max_delay` after its first event, so a steady trickle still reconciles regularly. A lone change
+/// after an idle spell (one `docker run` is a network connect and a start, a few ms apart) fires
+/// after the much shorter `lone_quiet`: the route should be live before the app is, and waiting
+/// out a burst that is not coming would cost most of that time.
 #[derive(Debug, Clone)]
 pub struct Coalescer {
     quiet: Duration,
     max_delay: Duration,
+    lone_quiet: Duration,
+    /// How long the stream must have been without batches for the next one to count as lone.
+    idle: Duration,
+    last_batch: Option<Instant>,
 }
+
+/// At most this many events still count as one lone change.
+const LONE_EVENTS: usize = 3;
 
 impl Default for Coalescer {
     fn default() -> Self {
@@ -181,24 +191,41 @@ impl Default for Coalescer {
 
 impl Coalescer {
     pub fn new(quiet: Duration, max_delay: Duration) -> Self {
-        Self { quiet, max_delay }
+        Self {
+            quiet,
+            max_delay,
+            lone_quiet: Duration::from_millis(25),
+            idle: Duration::from_millis(500),
+            last_batch: None,
+        }
     }
 
     /// Waits for the next event, then gathers the burst that follows it. `None` when the stream ended.
-    pub async fn next_batch<S>(&self, events: &mut S) -> Option<Batch>
+    pub async fn next_batch<S>(&mut self, events: &mut S) -> Option<Batch>
     where
         S: Stream<Item = EngineEvent> + Unpin,
     {
         let mut batch = Batch::default();
         batch.add(events.next().await?);
-        let cap = Instant::now() + self.max_delay;
+        let first = Instant::now();
+        let after_idle = self
+            .last_batch
+            .is_none_or(|last| first.duration_since(last) >= self.idle);
+        let cap = first + self.max_delay;
         loop {
-            let deadline = (Instant::now() + self.quiet).min(cap);
+            let quiet = if after_idle && batch.events <= LONE_EVENTS {
+                self.lone_quiet
+            } else {
+                self.quiet
+            };
+            let deadline = (Instant::now() + quiet).min(cap);
             match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(Some(event)) => batch.add(event),
-                Ok(None) | Err(_) => return Some(batch),
+                Ok(None) | Err(_) => break,
             }
         }
+        self.last_batch = Some(Instant::now());
+        Some(batch)
     }
 }
 
@@ -268,10 +295,20 @@ mod tests {
             }
         });
         let mut events = ReceiverStream(rx);
-        let coalescer = Coalescer::default();
+        let mut coalescer = Coalescer::default();
+        let lone = coalescer.next_batch(&mut events).await.unwrap();
+        assert_eq!(
+            lone.events, 1,
+            "the first event after an idle spell goes alone"
+        );
         let began = Instant::now();
         let first = coalescer.next_batch(&mut events).await.unwrap();
-        assert!(began.elapsed() <= Duration::from_secs(1));
+        // The batch's first event came 75 ms after the lone one returned; the cap counts from it.
+        assert!(
+            began.elapsed() <= Duration::from_millis(1075),
+            "{:?}",
+            began.elapsed()
+        );
         assert!(first.events >= 10 && first.events <= 11, "{first:?}");
         let second = coalescer.next_batch(&mut events).await.unwrap();
         assert!(second.events >= 9, "{second:?}");
@@ -283,12 +320,23 @@ mod tests {
         tx.send(EngineEvent::Resync).await.unwrap();
         let mut events = ReceiverStream(rx);
         let began = Instant::now();
-        let batch = Coalescer::default().next_batch(&mut events).await.unwrap();
+        let mut coalescer = Coalescer::default();
+        let batch = coalescer.next_batch(&mut events).await.unwrap();
         assert!(batch.resync);
         assert_eq!(batch.events, 1);
+        assert_eq!(
+            began.elapsed(),
+            Duration::from_millis(25),
+            "a lone event is not held back"
+        );
+
+        // Right after a batch, the next event waits the full quiet period for company.
+        tx.send(start("c1")).await.unwrap();
+        let began = Instant::now();
+        coalescer.next_batch(&mut events).await.unwrap();
         assert_eq!(began.elapsed(), Duration::from_millis(150));
         drop(tx);
-        assert_eq!(Coalescer::default().next_batch(&mut events).await, None);
+        assert_eq!(coalescer.next_batch(&mut events).await, None);
     }
 
     #[test]

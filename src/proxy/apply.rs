@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::nginx::{ConfigTree, Nginx, NginxError, VERSIONS_DIR};
+use super::nginx::{Activation, ConfigTree, Nginx, NginxError, VERSIONS_DIR};
 use crate::store::VersionTimings;
 
 /// Versions kept in the container besides the live and the previous one, for a quick rollback.
@@ -37,14 +37,18 @@ pub struct ProbeResult {
 /// Wall time of each step; zero for steps that did not run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StepTimings {
+    /// The archive upload, when the image cannot take the tree on an exec's stdin (no shell or tar).
     pub upload: Duration,
+    /// `nginx -t`; on the one-exec path also the upload, the swap and the SIGHUP (see
+    /// [`Nginx::stage_and_activate`]).
     pub validate: Duration,
+    /// The step-by-step path only: the `live` link upload and the SIGHUP.
     pub swap: Duration,
-    /// SIGHUP until nginx runs workers of the new generation.
+    /// SIGHUP sent until only new workers accept (nginx serves the new config from the first).
     pub reload: Duration,
+    /// Probing the changed routes until each answers from its own server block.
     pub verify: Duration,
     pub rollback: Duration,
-    pub prune: Duration,
 }
 
 impl StepTimings {
@@ -54,7 +58,7 @@ impl StepTimings {
         VersionTimings {
             render_ms: render.map(|r| r.as_secs_f64() * 1e3),
             validate_ms: ran(self.validate),
-            reload_ms: ran(self.reload),
+            reload_ms: ran(self.swap + self.reload),
         }
     }
 }
@@ -172,34 +176,57 @@ impl Applier {
         out: &mut ApplyOutcome,
     ) -> Result<(), NginxError> {
         let nginx = &self.nginx;
-        out.previous = nginx.live_version().await?;
+        // The workers of the serving generation, read before anything can send the SIGHUP: the
+        // reload is done when none of them accepts any more.
+        let (live, before) = tokio::join!(nginx.live_version(), nginx.worker_pids());
+        out.previous = live?;
         out.live = out.previous.clone();
         if out.previous.as_deref() == Some(hash) {
             out.status = ApplyStatus::Unchanged;
             return Ok(());
         }
+        let before = before?;
 
         let t = Instant::now();
-        nginx.stage(files, hash).await?;
-        out.timings.upload = t.elapsed();
-
-        let t = Instant::now();
-        let verdict = nginx
-            .test_config(&format!("{VERSIONS_DIR}/{hash}/nginx.conf"))
-            .await?;
-        out.timings.validate = t.elapsed();
-        if let Err(error) = verdict {
-            out.status = ApplyStatus::Invalid { error };
-            return Ok(());
+        let activation = match nginx.stage_and_activate(files, hash).await? {
+            Some(activation) => activation,
+            None => {
+                nginx.stage(files, hash).await?;
+                out.timings.upload = t.elapsed();
+                nginx.activate(hash).await?
+            }
+        };
+        let t = t + out.timings.upload;
+        match activation {
+            Activation::Activated => {
+                out.timings.validate = t.elapsed();
+                out.live = Some(hash.to_owned());
+            }
+            Activation::Invalid(error) => {
+                out.timings.validate = t.elapsed();
+                out.status = ApplyStatus::Invalid { error };
+                return Ok(());
+            }
+            Activation::Unsupported => {
+                let verdict = nginx
+                    .test_config(&format!("{VERSIONS_DIR}/{hash}/nginx.conf"))
+                    .await?;
+                out.timings.validate = t.elapsed();
+                if let Err(error) = verdict {
+                    out.status = ApplyStatus::Invalid { error };
+                    return Ok(());
+                }
+                let t = Instant::now();
+                nginx.point_live(hash).await?;
+                out.live = Some(hash.to_owned());
+                nginx.send_hup().await?;
+                out.timings.swap = t.elapsed();
+            }
         }
 
+        // Probes only once no old worker accepts: an old one could answer for a changed host.
         let t = Instant::now();
-        nginx.point_live(hash).await?;
-        out.timings.swap = t.elapsed();
-        out.live = Some(hash.to_owned());
-
-        let t = Instant::now();
-        let reloaded = nginx.reload().await;
+        let reloaded = nginx.await_new_workers(&before).await;
         out.timings.reload = t.elapsed();
         let failure = match reloaded {
             Err(e @ NginxError::ReloadNotApplied { .. }) => Some(e.to_string()),
@@ -241,13 +268,17 @@ impl Applier {
             return Ok(());
         }
 
-        let t = Instant::now();
-        let mut keep = vec![hash];
-        keep.extend(out.previous.as_deref());
-        if let Err(e) = nginx.prune_versions(&keep, KEEP_NEWEST).await {
-            tracing::warn!(error = %e, "could not prune old nginx config versions");
-        }
-        out.timings.prune = t.elapsed();
+        // Old versions go after the apply returns: the route is live and nothing waits for this.
+        let keep: Vec<String> = std::iter::once(hash.to_owned())
+            .chain(out.previous.clone())
+            .collect();
+        let pruner = nginx.clone();
+        tokio::spawn(async move {
+            let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+            if let Err(e) = pruner.prune_versions(&keep, KEEP_NEWEST).await {
+                tracing::warn!(error = %e, "could not prune old nginx config versions");
+            }
+        });
         Ok(())
     }
 
@@ -310,6 +341,15 @@ pub async fn http_status(addr: SocketAddr, host: &str) -> std::io::Result<u16> {
 /// One `GET path` with `Host: host`; the status code of the answer.
 pub async fn http_status_at(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    http_status_on(&mut stream, host, path).await
+}
+
+/// One `GET path` with `Host: host` on a connected stream; the status code of the answer.
+pub async fn http_status_on(
+    stream: &mut tokio::net::TcpStream,
+    host: &str,
+    path: &str,
+) -> std::io::Result<u16> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: devops-butler-verify\r\nConnection: close\r\n\r\n"
     );

@@ -97,6 +97,9 @@ pub enum ProblemKind {
     NotOnNetwork,
     /// Another app won this host; this app is served without it.
     HostConflict,
+    /// Docker reports the container `starting` or `unhealthy` while another instance of its app
+    /// can serve: it is not a server until its health check passes.
+    Unhealthy,
     /// The container's app has no usable server (or no host), so it has no route at all.
     NotRouted,
 }

@@ -11,7 +11,7 @@ use bollard::Docker;
 use serde::Serialize;
 
 use super::apply::{Applier, ApplyOutcome, ApplyStatus, RouteProbe};
-use super::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec};
+use super::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec, NginxState};
 use super::{Plan, PlanSettings, ProblemKind, RenderSettings, RenderedConfig, Route, Templates};
 use crate::config::Config;
 use crate::docker::{ContainerSnapshot, discovery, network};
@@ -147,6 +147,9 @@ pub struct Reconciler {
     refused: Option<ApplyOutcome>,
     /// Every running container as of the last full list, kept current by targeted re-inspects.
     known: Option<BTreeMap<String, ContainerSnapshot>>,
+    /// The running nginx container's id as of this round's check, and its address by id.
+    nginx_id: Option<String>,
+    nginx_addr: Option<(String, SocketAddr)>,
 }
 
 impl Reconciler {
@@ -160,6 +163,8 @@ impl Reconciler {
             applied_routes: None,
             refused: None,
             known: None,
+            nginx_id: None,
+            nginx_addr: None,
         }
     }
 
@@ -261,6 +266,11 @@ impl Reconciler {
         let connected: Vec<String> = connected.into_iter().collect();
         timings.discover = started.elapsed();
 
+        // Held until the version is recorded: a rollback in another process waits, or we see its
+        // pin. Taken before nginx is ensured too, so the recovery worker and this process never
+        // both recreate a missing nginx container.
+        let _apply_lock = self.store.lock_apply().await?;
+
         // nginx first: a template override that fails to render must not keep a removed or
         // stopped nginx down (it comes back with the last good config either way).
         let started = Instant::now();
@@ -271,8 +281,6 @@ impl Reconciler {
         let rendered = self.render(&plan)?;
         timings.plan_render = started.elapsed();
 
-        // Held until the version is recorded: a rollback in another process waits, or we see its pin.
-        let _apply_lock = self.store.lock_apply().await?;
         if let Some(pinned) = self.store.pinned_version().await? {
             // An operator rolled back to a version on purpose: keep it until `butler proxy-update`.
             return Ok(ReconcileReport {
@@ -366,6 +374,7 @@ impl Reconciler {
         RenderSettings {
             config_root: live_root(),
             listen_port: CONTAINER_HTTP_PORT,
+            public_port: self.config.proxy.http_port,
             domain: self.config.proxy.domain.clone(),
         }
     }
@@ -379,7 +388,13 @@ impl Reconciler {
 
     /// Keeps nginx running. A missing, stopped or crash-looping container is recreated with the last
     /// applied version from the store; with no history yet, with the shipped templates and no apps.
-    async fn ensure_nginx(&self) -> Result<Option<String>, ReconcileError> {
+    /// The common case, a running nginx, costs one inspect and no store read.
+    async fn ensure_nginx(&mut self) -> Result<Option<String>, ReconcileError> {
+        if let NginxState::Running { id, .. } = self.nginx.state().await? {
+            self.nginx_id = Some(id);
+            return Ok(None);
+        }
+        self.nginx_id = None;
         let tree = match self.store.last_good().await? {
             Some(version) => (version.files, version.info.hash),
             None => {
@@ -402,8 +417,14 @@ impl Reconciler {
     }
 
     /// nginx's own address on the proxy network: reachable from the host and from a butler inside a
-    /// container on that network alike (127.0.0.1 is only the host's).
-    async fn nginx_addr(&self) -> Result<SocketAddr, ReconcileError> {
+    /// container on that network alike (127.0.0.1 is only the host's). Kept while the same
+    /// container runs: its address only changes with a new container.
+    async fn nginx_addr(&mut self) -> Result<SocketAddr, ReconcileError> {
+        if let (Some(id), Some((cached_id, addr))) = (&self.nginx_id, &self.nginx_addr)
+            && id == cached_id
+        {
+            return Ok(*addr);
+        }
         let name = &self.config.proxy.container_name;
         let info = self
             .docker
@@ -414,6 +435,7 @@ impl Reconciler {
                 op: "inspect",
                 source,
             })?;
+        let id = info.id.clone().unwrap_or_default();
         let ip = info
             .network_settings
             .and_then(|n| n.networks)
@@ -421,7 +443,11 @@ impl Reconciler {
             .and_then(|endpoint| endpoint.ip_address)
             .and_then(|ip| ip.parse().ok());
         Ok(match ip {
-            Some(ip) => SocketAddr::new(ip, CONTAINER_HTTP_PORT),
+            Some(ip) => {
+                let addr = SocketAddr::new(ip, CONTAINER_HTTP_PORT);
+                self.nginx_addr = Some((id, addr));
+                addr
+            }
             None => SocketAddr::from(([127, 0, 0, 1], self.config.proxy.http_port)),
         })
     }

@@ -64,8 +64,16 @@ pub struct RenderSettings {
     pub config_root: String,
     /// The port nginx listens on inside its container.
     pub listen_port: u16,
+    /// The port users reach the proxy on (`proxy.http_port`, published to `listen_port`): the
+    /// directory page's links use it.
+    #[serde(default = "default_public_port")]
+    pub public_port: u16,
     /// Shown on the app directory page.
     pub domain: String,
+}
+
+fn default_public_port() -> u16 {
+    80
 }
 
 impl Default for RenderSettings {
@@ -73,6 +81,7 @@ impl Default for RenderSettings {
         Self {
             config_root: "/etc/butler-nginx/live".into(),
             listen_port: 80,
+            public_port: 80,
             domain: "localhost".into(),
         }
     }
@@ -229,7 +238,7 @@ pub fn render(
     }
 
     let mut files = BTreeMap::new();
-    let port_suffix = match settings.listen_port {
+    let port_suffix = match settings.public_port {
         80 => String::new(),
         p => format!(":{p}"),
     };
@@ -381,12 +390,17 @@ fn validate_settings(s: &RenderSettings) -> Result<(), RenderError> {
     if root.split('/').any(|part| part == "..") {
         return Err(invalid("config_root", "it must not contain '..'"));
     }
-    if s.listen_port == 0 {
-        return Err(RenderError::InvalidSetting {
-            setting: "listen_port",
-            value: "0".into(),
-            reason: "a port is 1 to 65535".into(),
-        });
+    for (setting, port) in [
+        ("listen_port", s.listen_port),
+        ("public_port", s.public_port),
+    ] {
+        if port == 0 {
+            return Err(RenderError::InvalidSetting {
+                setting,
+                value: "0".into(),
+                reason: "a port is 1 to 65535".into(),
+            });
+        }
     }
     Ok(())
 }
@@ -498,15 +512,17 @@ mod tests {
     }
 
     #[test]
-    fn a_non_default_port_is_in_listen_and_links() {
+    fn a_non_default_port_is_in_listen_and_the_public_one_in_links() {
         let s = RenderSettings {
             listen_port: 8081,
+            public_port: 8080,
             ..RenderSettings::default()
         };
         let out = render(&one_app_plan(), &s, &shipped()).unwrap();
         assert!(out.files["sites/web.conf"].contains("listen 8081;"));
         assert!(out.files["sites/000-default.conf"].contains("listen 8081 default_server;"));
-        assert!(out.files["html/index.html"].contains("http://web.localhost:8081/"));
+        assert!(out.files["html/index.html"].contains("http://web.localhost:8080/"));
+        assert!(!out.files["html/index.html"].contains(":8081"));
     }
 
     #[test]

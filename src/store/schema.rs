@@ -102,7 +102,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE config_versions ADD COLUMN render_ms REAL;
     ALTER TABLE config_versions ADD COLUMN validate_ms REAL;
     ALTER TABLE config_versions ADD COLUMN reload_ms REAL;",
-    // 5: actions asked for through the dashboard's API. The dashboard runs without the docker group
+    // 5: when each alert rule last fired for each problem, so rate limits hold across the
+    //    health-monitor and recovery processes and across restarts.
+    "CREATE TABLE alert_log (
+        rule       TEXT NOT NULL,    -- the rule's index and target
+        key        TEXT NOT NULL,    -- '<kind> <component>'
+        sent_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (rule, key)
+    );",
+    // 6: actions asked for through the dashboard's API. The dashboard runs without the docker group
     //    and without D-Bus privileges, so it only queues them; the worker that may act claims each
     //    one, runs it and records the result (dashboard::actions).
     "CREATE TABLE requests (
@@ -120,7 +128,12 @@ const MIGRATIONS: &[&str] = &[
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
-    let found: i64 = conn
+    // IMMEDIATE takes the write lock before the version is read: two processes (or two workers of
+    // `butler run`) opening a new database at once must not both run migration 1.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(query_err(path, "starting a migration"))?;
+    let found: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(query_err(path, "reading the schema version"))?;
     if found > known {
@@ -130,27 +143,17 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             known,
         });
     }
-    // Workers open the store at the same moment (`butler run` starts them together): each
-    // migration takes the write lock first (IMMEDIATE) and re-reads the version under it, so a
-    // process that lost the race skips what the winner already applied.
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(query_err(path, "starting a migration"))?;
-        let current: i64 = tx
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(query_err(path, "reading the schema version"))?;
-        if current > index as i64 {
-            continue;
-        }
+    if found == known {
+        return Ok(());
+    }
+    for sql in MIGRATIONS.iter().skip(found as usize) {
         tx.execute_batch(sql)
             .map_err(query_err(path, "a schema migration"))?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)
-            .map_err(query_err(path, "recording the schema version"))?;
-        tx.commit()
-            .map_err(query_err(path, "committing a migration"))?;
     }
-    Ok(())
+    tx.pragma_update(None, "user_version", known)
+        .map_err(query_err(path, "recording the schema version"))?;
+    tx.commit()
+        .map_err(query_err(path, "committing a migration"))
 }
 
 #[cfg(test)]

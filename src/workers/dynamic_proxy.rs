@@ -3,28 +3,14 @@
 //! events, and one every `health.interval` so a removed or crashed nginx comes back even when no
 //! event says so.
 
-use std::time::Duration;
-
-use anyhow::Context as _;
-
 use super::WorkerContext;
 use crate::dashboard::actions::{self, Action, Outcome};
 use crate::docker::events::{self, Coalescer};
 use crate::proxy::reconcile::{ReconcileReport, Reconciler};
-use crate::store::Store;
-
-/// How long start-up waits for the engine (dockerd may start after us at boot) before giving up
-/// without READY, inside the units' TimeoutStartSec=30s.
-const ENGINE_WAIT: Duration = Duration::from_secs(20);
 
 pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
-    let docker = connect(&ctx).await?;
-    let store = Store::open(&ctx.config.state.dir).with_context(|| {
-        format!(
-            "cannot open the state store in {} (state.dir)",
-            ctx.config.state.dir.display()
-        )
-    })?;
+    let docker = super::connect_docker(&ctx).await?;
+    let store = super::open_store(&ctx)?;
     let mut reconciler = Reconciler::new(docker.clone(), ctx.config.clone(), store);
     let mut problems = ProblemLog::default();
 
@@ -34,7 +20,7 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     ctx.notifier.ready(&status);
     tracing::info!("dynamic-proxy worker ready");
 
-    let coalescer = Coalescer::default();
+    let mut coalescer = Coalescer::default();
     let mut ticker = ctx.ticker(ctx.config.health.interval.0);
     // `POST /api/proxy/update` on the dashboard, which may not act itself, queues a request here.
     let mut requests = tokio::time::interval(actions::POLL_INTERVAL);
@@ -78,24 +64,6 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
         ticker.done(status);
     }
     Ok(())
-}
-
-async fn connect(ctx: &WorkerContext) -> anyhow::Result<bollard::Docker> {
-    let host = ctx.config.docker.host.as_deref();
-    let deadline = tokio::time::Instant::now() + ENGINE_WAIT;
-    loop {
-        match crate::docker::client::connect(host).await {
-            Ok(docker) => return Ok(docker),
-            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error.into()),
-            Err(error) => {
-                tracing::warn!(%error, "Docker engine not reachable yet; retrying");
-                tokio::select! {
-                    () = ctx.shutdown.cancelled() => anyhow::bail!("stopped while waiting for the Docker engine"),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
 }
 
 /// One reconcile, logged; returns the STATUS= line. Failures are logged and retried next round:

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod dashboard;
+pub mod private_engine;
 pub mod ws_codec;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -173,6 +174,44 @@ pub fn ensure_image(kind: &str) -> String {
         eprintln!(
             "support: image {kind} = {tag} ({} ms)",
             start.elapsed().as_millis()
+        );
+        tag
+    })
+    .clone()
+}
+
+/// The nginx test image without a shell (no `sh`, no `dash`), like a distroless nginx: the butler
+/// must then validate, swap and reload with one Docker call per step. Derived from
+/// `ensure_image("nginx")` by committing a container that deleted them; cached by that image's tag.
+pub fn nginx_image_without_shell() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let base = ensure_image("nginx");
+        let version = base.rsplit(':').next().unwrap_or("latest");
+        let tag = format!("devops-butler-test/nginx-noshell:{version}");
+        if docker(&["image", "inspect", &tag]).status.success() {
+            return tag;
+        }
+        let scratch = unique_name("noshell");
+        docker_ok(&[
+            "run",
+            "--name",
+            &scratch,
+            "--entrypoint",
+            "/usr/bin/rm",
+            &base,
+            "-f",
+            "/usr/bin/sh",
+            "/usr/bin/dash",
+            "/bin/sh",
+            "/bin/dash",
+        ]);
+        let committed = docker(&["commit", "--change", "ENTRYPOINT []", &scratch, &tag]);
+        let _ = docker(&["rm", "-f", &scratch]);
+        assert!(
+            committed.status.success(),
+            "docker commit {tag}: {}",
+            String::from_utf8_lossy(&committed.stderr)
         );
         tag
     })
@@ -1074,6 +1113,8 @@ pub fn free_port() -> u16 {
 /// container; while a test panics it first prints the butler's log.
 pub struct ButlerProcess {
     child: Option<std::process::Child>,
+    /// The network namespace it runs in (with a private engine); `None` for the host's.
+    netns: Option<String>,
     pub nginx: String,
     pub http_port: u16,
     pub dashboard_port: u16,
@@ -1104,6 +1145,56 @@ impl ButlerProcess {
         extra_toml: &str,
     ) -> ButlerProcess {
         ensure_butler_network();
+        let butler = Self::launch(binary, &[], proxy_extra, dashboard_extra, extra_toml, None);
+        butler.wait_until_ready();
+        butler
+    }
+
+    /// `butler run --only WORKERS` (e.g. `&["health-monitor", "recovery"]`), without waiting for
+    /// the proxy: without the dynamic-proxy worker nothing routes until the test runs
+    /// `butler proxy-update` (see `proxy_update`). `extra_toml` is appended to the config.
+    /// `proxy_extra` lines go into the [proxy] section (e.g. `network = "..."`).
+    pub fn start_workers(
+        binary: &Path,
+        workers: &[&str],
+        proxy_extra: &str,
+        extra_toml: &str,
+    ) -> ButlerProcess {
+        let only = workers.join(",");
+        ensure_butler_network();
+        Self::launch(
+            binary,
+            &["--only", &only],
+            proxy_extra,
+            "",
+            extra_toml,
+            None,
+        )
+    }
+
+    /// `butler proxy-update` against this butler's config, which must succeed: routes every app
+    /// now and creates the nginx container when it is missing.
+    pub fn proxy_update(&self, binary: &Path) {
+        let out = self.cli(binary, &["proxy-update"]);
+        assert!(out.success(), "butler proxy-update failed: {out:?}");
+    }
+
+    /// Starts the butler inside network namespace `netns` (see `private_engine`); requests from
+    /// this handle go through that namespace too.
+    pub fn start_in_netns(binary: &Path, netns: &str, extra_toml: &str) -> ButlerProcess {
+        let butler = Self::launch(binary, &[], "", "", extra_toml, Some(netns));
+        butler.wait_until_ready();
+        butler
+    }
+
+    fn launch(
+        binary: &Path,
+        run_args: &[&str],
+        proxy_extra: &str,
+        dashboard_extra: &str,
+        extra_toml: &str,
+        netns: Option<&str>,
+    ) -> ButlerProcess {
         let dir = tempfile::tempdir().expect("temp dir for the butler");
         let nginx = unique_name("butler-nginx");
         let http_port = free_port();
@@ -1122,25 +1213,34 @@ impl ButlerProcess {
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("butler.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(binary)
-            .args(["run", "--config"])
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command.arg(private_engine::netns_arg(netns)).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
+            .arg("run")
+            .args(run_args)
+            .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start butler run");
-        let butler = ButlerProcess {
+        ButlerProcess {
             child: Some(child),
+            netns: netns.map(str::to_owned),
             nginx,
             http_port,
             dashboard_port,
             config_path,
             log_path,
             _dir: dir,
-        };
-        butler.wait_until_ready();
-        butler
+        }
     }
 
     fn wait_until_ready(&self) {
@@ -1171,7 +1271,12 @@ impl ButlerProcess {
 
     /// A request through the proxy with this Host header.
     pub fn get(&self, host: &str, path: &str) -> std::io::Result<HttpResponse> {
-        http_get(&self.proxy_addr(), host, path)
+        match &self.netns {
+            Some(netns) => {
+                private_engine::in_netns(netns, || http_get(&self.proxy_addr(), host, path))
+            }
+            None => http_get(&self.proxy_addr(), host, path),
+        }
     }
 
     /// Waits until `host` answers through the proxy with a status for which `ok` holds; returns
@@ -1440,3 +1545,69 @@ impl ConfigHistory {
     }
 }
 // End of the proxy resilience helpers.
+
+// ---------------------------------------------------------------------------------------------------
+// Health and recovery helpers (tests/health_faults.rs): incidents and recoveries as the CLI shows them.
+
+impl ButlerProcess {
+    /// `butler incidents ARGS --output json`, which must succeed: the incidents, newest first.
+    pub fn incidents(&self, binary: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut argv = vec!["incidents"];
+        argv.extend_from_slice(args);
+        let (out, json) = self.cli_json(binary, &argv);
+        assert!(out.success(), "butler incidents failed: {out:?}");
+        json["incidents"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The recovery attempts of incident `id`, newest first (`butler incidents --id`).
+    pub fn recoveries(&self, binary: &Path, id: i64) -> Vec<serde_json::Value> {
+        let (out, json) = self.cli_json(binary, &["incidents", "--id", &id.to_string()]);
+        assert!(out.success(), "butler incidents --id {id} failed: {out:?}");
+        json["recoveries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The id of the newest incident so far (0 when there is none): pass it to
+    /// `wait_for_incident` to wait for one that a fault injected after this call opens.
+    pub fn last_incident_id(&self, binary: &Path) -> i64 {
+        self.incidents(binary, &["--limit", "10000"])
+            .iter()
+            .filter_map(|i| i["id"].as_i64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until an incident of `kind` on `component`, newer than incident `since`, is in
+    /// `state`; returns it.
+    pub fn wait_for_incident(
+        &self,
+        binary: &Path,
+        since: i64,
+        kind: &str,
+        component: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let found = std::cell::RefCell::new(None);
+        wait_until_or(
+            &format!("a {state} {kind} incident on {component}"),
+            timeout,
+            || {
+                let list = self.incidents(binary, &["--kind", kind, "--component", component]);
+                *found.borrow_mut() = list
+                    .into_iter()
+                    .find(|i| i["state"] == state && i["id"].as_i64() > Some(since));
+                found.borrow().is_some()
+            },
+            || {
+                let all = self.incidents(binary, &[]);
+                format!(
+                    "incidents: {}\nbutler log:\n{}",
+                    serde_json::to_string_pretty(&all).unwrap_or_default(),
+                    self.log()
+                )
+            },
+        );
+        found.into_inner().expect("found")
+    }
+}
+// End of the health and recovery helpers.
