@@ -2,6 +2,7 @@
 //! is a thin front over the library; exit codes mean 0 ok, 1 failed or degraded, 2 usage or config.
 
 mod config;
+mod generate;
 mod health;
 mod output;
 mod proxy;
@@ -85,6 +86,23 @@ pub enum Command {
         #[command(subcommand)]
         command: ServicesCommand,
     },
+    /// Write the man pages or shell completions (a packaging build step).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: GenerateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// butler.1 and one page per subcommand, into DIR.
+    Man { dir: PathBuf },
+    /// The completion script for SHELL, into DIR (butler.bash, _butler, butler.fish).
+    Completions {
+        shell: clap_complete::Shell,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +180,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => health::status(config_path, cli.output),
         Command::Incidents(args) => health::incidents(args, config_path, cli.output),
         Command::Fix502 { dry_run } => health::fix502(dry_run, config_path, cli.output),
+        Command::Generate { command } => generate::dispatch(command),
     }
 }
 

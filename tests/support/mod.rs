@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod dashboard;
+pub mod packages;
 pub mod private_engine;
 pub mod ws_codec;
 
@@ -150,26 +151,11 @@ pub fn ensure_image(kind: &str) -> String {
     };
     // get_or_init blocks other threads asking for the same kind until the first build is done.
     cell.get_or_init(|| {
-        let script = repo_root().join("scripts/images/build.sh");
         let start = Instant::now();
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(kind)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} {kind} failed ({}); its progress is above",
-            script.display(),
-            out.status
-        );
-        let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let tag = run_build_script("scripts/images/build.sh", &[kind], &[]);
         assert!(
             !tag.is_empty(),
-            "{} {kind} printed no tag",
-            script.display()
+            "scripts/images/build.sh {kind} printed no tag"
         );
         eprintln!(
             "support: image {kind} = {tag} ({} ms)",
@@ -216,6 +202,27 @@ pub fn nginx_image_without_shell() -> String {
         tag
     })
     .clone()
+}
+
+/// `bash SCRIPT ARGS` (SCRIPT relative to the repository) with `env` added, its progress on the
+/// test's stderr; returns its stdout, trimmed. Panics naming the script when it fails.
+pub fn run_build_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let path = repo_root().join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{script} {} failed ({}); its progress is above",
+        args.join(" "),
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Removes the containers and networks registered with it when dropped, also while a test panics.
