@@ -278,14 +278,14 @@ pub fn recommendations(
         .iter()
         .filter(|i| i.state == IncidentState::Escalated)
     {
+        let after = match incident.attempts {
+            0 => String::new(),
+            1 => " after 1 recovery attempt".to_owned(),
+            n => format!(" after {n} recovery attempts"),
+        };
         out.push(format!(
-            "Incident #{} ({} on {}) was escalated after {} recovery attempt{} and needs a person: {}",
-            incident.id,
-            incident.kind,
-            incident.component,
-            incident.attempts,
-            if incident.attempts == 1 { "" } else { "s" },
-            incident.summary
+            "Incident #{} ({} on {}) was escalated{after} and needs a person: {}",
+            incident.id, incident.kind, incident.component, incident.summary
         ));
     }
     for unit in services

@@ -132,7 +132,21 @@ impl Store {
             if actions.is_empty() {
                 return Ok(None);
             }
-            let tx = conn.transaction().map_err(query_err(path, what))?;
+            // Executors ask every second: a read answers the usual "nothing pending" without
+            // taking the write lock.
+            let pending: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM requests
+                     WHERE claimed_at IS NULL AND finished_at IS NULL)",
+                )
+                .and_then(|mut s| s.query_row([], |row| row.get(0)))
+                .map_err(query_err(path, what))?;
+            if !pending {
+                return Ok(None);
+            }
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(query_err(path, what))?;
             let now = now_rfc3339();
             let cutoff = humantime::format_rfc3339_millis(
                 SystemTime::now()
