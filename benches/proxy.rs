@@ -9,18 +9,22 @@
 //! Every container it starts carries `devops-butler.test=<pid>` and is removed at the end, also when
 //! it panics. About 10 minutes on 2 cores; loopback only.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
+use common::{
+    CHILDREN, EXTRA_CONTAINERS, cleanup_everything, ms, parse_utc, pct, print_tables, remove_bulk,
+    row, run_many, sorted, status_field, table,
+};
 use devops_butler::config::Config;
 use devops_butler::docker::ContainerSnapshot;
 use devops_butler::docker::events::{self, Coalescer};
@@ -29,7 +33,6 @@ use devops_butler::proxy::{PlanSettings, RenderSettings, Templates, plan, render
 use devops_butler::store::Store;
 use futures_util::StreamExt;
 use support::load::{LoadOptions, LoadResult, run_load};
-use support::stats::{ms, pct, row, sorted};
 use support::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
 
 /// A real app takes a moment to listen; every timed app here does too.
@@ -54,86 +57,7 @@ fn butler_bin() -> &'static Path {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Output and cleanup
-
-/// The tables, printed in item order at the end (and what there is so far when something panics).
-static TABLES: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
-/// Child processes and nginx containers to remove if the bench dies (release builds abort on panic,
-/// so no destructor runs then).
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-static EXTRA_CONTAINERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn table(item: usize, text: String) {
-    eprintln!("{text}");
-    TABLES.lock().unwrap().insert(item, text);
-}
-
-fn print_tables() {
-    for text in TABLES.lock().unwrap_or_else(|e| e.into_inner()).values() {
-        println!("{text}");
-    }
-}
-
-/// Removes every container this process labelled, the nginx containers it made, and kills its
-/// children. Safe to call more than once.
-fn cleanup_everything() {
-    for pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    }
-    let mut names: Vec<String> = EXTRA_CONTAINERS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain(..)
-        .collect();
-    let ours = support::docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label={}={}", support::TEST_LABEL, std::process::id()),
-    ]);
-    names.extend(
-        String::from_utf8_lossy(&ours.stdout)
-            .split_whitespace()
-            .map(str::to_owned),
-    );
-    remove_bulk(&names);
-}
-
-fn remove_bulk(names: &[String]) {
-    for chunk in names.chunks(50) {
-        let mut args = vec!["rm", "-f", "-v"];
-        args.extend(chunk.iter().map(String::as_str));
-        let _ = support::docker(&args);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Statistics
-
-// ---------------------------------------------------------------------------------------------------
 // Small helpers
-
-/// An RFC 3339 UTC timestamp as tracing's stderr logs print it (`2025-06-01T12:00:00.123456Z`).
-fn parse_utc(ts: &str) -> Option<SystemTime> {
-    let ts = ts.strip_suffix('Z')?;
-    let (date, time) = ts.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|p| p.parse::<i64>());
-    let (h, mi, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    let nanos: u64 = format!("{frac:0<9}")[..9].parse().ok()?;
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
-    Some(UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_nanos(nanos))
-}
 
 /// The timestamp of the first log line containing `needle`.
 fn log_time(log: &str, needle: &str) -> Option<SystemTime> {
@@ -205,51 +129,6 @@ fn timed_app(name: &str) -> support::AppBuilder {
     AppContainer::builder(name)
         .env("DELAY_MS", &APP_DELAY_MS.to_string())
         .expose(3000)
-}
-
-/// Starts `n` tiny app containers (`docker run -d`, `threads` at a time); their names.
-fn run_many(
-    prefix: &str,
-    n: usize,
-    threads: usize,
-    delay_ms: u64,
-    network: Option<&str>,
-) -> Vec<String> {
-    let image = support::ensure_image("app");
-    let label = format!("{}={}", support::TEST_LABEL, std::process::id());
-    let names: Vec<String> = (0..n).map(|_| unique_name(prefix)).collect();
-    let next = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.min(n.max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(name) = names.get(i) else { break };
-                    let env = format!("DELAY_MS={delay_ms}");
-                    let mut args = vec![
-                        "run", "-d", "--name", name, "--label", &label, "--expose", "3000",
-                        "--env", &env,
-                    ];
-                    if let Some(net) = network {
-                        args.extend(["--network", net]);
-                    }
-                    args.push(&image);
-                    support::docker_ok(&args);
-                }
-            });
-        }
-    });
-    names
-}
-
-fn status_field(pid: u32, name: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 /// The butler's config as ButlerProcess writes it, for processes this bench runs itself.

@@ -1,0 +1,169 @@
+//! What the benchmark programs share: the tables they print, the cleanup that runs even when a
+//! release build aborts on a panic, percentiles, and starting many tiny app containers. Each bench
+//! declares `mod support;` (tests/support) before `mod common;`.
+
+#![allow(dead_code)] // each bench uses its own part
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+// ---------------------------------------------------------------------------------------------------
+// Output and cleanup
+
+/// The tables, printed in item order at the end (and what there is so far when something panics).
+pub static TABLES: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
+/// Child processes and nginx containers to remove if the bench dies (release builds abort on panic,
+/// so no destructor runs then).
+pub static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+pub static EXTRA_CONTAINERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Networks to remove at the end (after the containers on them).
+pub static EXTRA_NETWORKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn table(item: usize, text: String) {
+    eprintln!("{text}");
+    TABLES.lock().unwrap().insert(item, text);
+}
+
+pub fn print_tables() {
+    for text in TABLES.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        println!("{text}");
+    }
+}
+
+/// Removes every container this process labelled, the nginx containers it made, and kills its
+/// children. Safe to call more than once.
+pub fn cleanup_everything() {
+    for pid in CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    let mut names: Vec<String> = EXTRA_CONTAINERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    let ours = crate::support::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!(
+            "label={}={}",
+            crate::support::TEST_LABEL,
+            std::process::id()
+        ),
+    ]);
+    names.extend(
+        String::from_utf8_lossy(&ours.stdout)
+            .split_whitespace()
+            .map(str::to_owned),
+    );
+    remove_bulk(&names);
+    for net in EXTRA_NETWORKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+    {
+        let _ = crate::support::docker(&["network", "rm", &net]);
+    }
+}
+
+pub fn remove_bulk(names: &[String]) {
+    for chunk in names.chunks(50) {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(chunk.iter().map(String::as_str));
+        let _ = crate::support::docker(&args);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Statistics
+
+// One copy for benches and tests: tests/support/stats.rs.
+#[allow(unused_imports)] // each bench uses its own subset
+pub use crate::support::stats::{ms, pct, row, sorted};
+
+/// An RFC 3339 UTC timestamp as tracing's stderr logs print it (`2025-06-01T12:00:00.123456Z`).
+pub fn parse_utc(ts: &str) -> Option<SystemTime> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (h, mi, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let nanos: u64 = format!("{frac:0<9}")[..9].parse().ok()?;
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
+    Some(UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_nanos(nanos))
+}
+
+/// Starts `n` tiny app containers (`docker run -d`, `threads` at a time); their names.
+pub fn run_many(
+    prefix: &str,
+    n: usize,
+    threads: usize,
+    delay_ms: u64,
+    network: Option<&str>,
+) -> Vec<String> {
+    run_many_labelled(prefix, n, threads, delay_ms, network, &[])
+}
+
+/// [`run_many`] with extra `KEY=VALUE` labels on every container.
+pub fn run_many_labelled(
+    prefix: &str,
+    n: usize,
+    threads: usize,
+    delay_ms: u64,
+    network: Option<&str>,
+    labels: &[String],
+) -> Vec<String> {
+    let image = crate::support::ensure_image("app");
+    let label = format!("{}={}", crate::support::TEST_LABEL, std::process::id());
+    let names: Vec<String> = (0..n)
+        .map(|_| crate::support::unique_name(prefix))
+        .collect();
+    let next = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(n.max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(name) = names.get(i) else { break };
+                    let env = format!("DELAY_MS={delay_ms}");
+                    let mut args = vec![
+                        "run", "-d", "--name", name, "--label", &label, "--expose", "3000",
+                        "--env", &env,
+                    ];
+                    if let Some(net) = network {
+                        args.extend(["--network", net]);
+                    }
+                    for extra in labels {
+                        args.extend(["--label", extra.as_str()]);
+                    }
+                    args.push(&image);
+                    crate::support::docker_ok(&args);
+                }
+            });
+        }
+    });
+    names
+}
+
+pub fn status_field(pid: u32, name: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
