@@ -80,6 +80,9 @@ pub struct DashboardConfig {
     pub listen: SocketAddr,
     /// A root-only file holding the bearer token for API actions; none means actions are off.
     pub token_file: Option<PathBuf>,
+    /// How long an action request waits for the worker that runs it before the API answers
+    /// (503 when no worker took it, 202 while it still runs).
+    pub action_timeout: HumanDuration,
 }
 
 impl Default for DashboardConfig {
@@ -87,6 +90,7 @@ impl Default for DashboardConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8888)),
             token_file: None,
+            action_timeout: HumanDuration::from_secs(30),
         }
     }
 }
@@ -111,6 +115,9 @@ pub struct DockerConfig {
     /// `unix:///path`, `tcp://host:port` or `http://host:port`; unset means `DOCKER_HOST` or the
     /// local socket.
     pub host: Option<String>,
+    /// `KEY=VALUE` (or `KEY`): only containers with this label are apps, for several butlers
+    /// sharing one engine, each with its own containers. Unset: every container.
+    pub only_label: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -119,6 +126,8 @@ pub struct HealthConfig {
     pub interval: HumanDuration,
     /// Upper bound for one probe, so one slow app cannot hold up a round.
     pub timeout: HumanDuration,
+    /// Warn when a disk is projected to fill within this long.
+    pub disk_warning: HumanDuration,
 }
 
 impl Default for HealthConfig {
@@ -126,6 +135,7 @@ impl Default for HealthConfig {
         Self {
             interval: HumanDuration::from_secs(10),
             timeout: HumanDuration::from_secs(5),
+            disk_warning: HumanDuration::from_secs(24 * 3600),
         }
     }
 }
@@ -300,6 +310,14 @@ impl Config {
                 "must be an absolute path".into(),
             ));
         }
+        if self.dashboard.action_timeout.0 < Duration::from_secs(1)
+            || self.dashboard.action_timeout.0 > crate::store::REQUEST_MAX_AGE
+        {
+            return Err(invalid(
+                "dashboard.action_timeout",
+                "must be between \"1s\" and \"5m\"".into(),
+            ));
+        }
         if let Some(host) = &self.docker.host {
             let ok = ["unix://", "tcp://", "http://", "https://"]
                 .iter()
@@ -313,6 +331,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(label) = &self.docker.only_label {
+            let key = label.split_once('=').map_or(label.as_str(), |(k, _)| k);
+            if key.is_empty() || label.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "docker.only_label",
+                    format!("\"{label}\" must be KEY=VALUE or KEY, e.g. \"butler.group=web\""),
+                ));
+            }
+        }
         if self.health.interval.0 < Duration::from_secs(1) {
             return Err(invalid("health.interval", "must be at least \"1s\"".into()));
         }
@@ -323,6 +350,12 @@ impl Config {
                     "must be above zero and at most health.interval ({})",
                     self.health.interval
                 ),
+            ));
+        }
+        if self.health.disk_warning.0 < Duration::from_secs(60) {
+            return Err(invalid(
+                "health.disk_warning",
+                "must be at least \"1m\", e.g. \"24h\"".into(),
             ));
         }
         if self.recovery.max_attempts == 0 {
@@ -345,12 +378,21 @@ impl Config {
                         "must name a program".into(),
                     ));
                 }
-                (None, Some(url))
-                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
-                {
+                (None, Some(url)) if url.starts_with("https://") => {
                     return Err(invalid(
                         "alerts.rules.webhook",
-                        format!("\"{url}\" must be an http:// or https:// URL"),
+                        format!(
+                            "\"{url}\": https webhooks are not supported (the butler has no TLS client); \
+                             use an http:// URL, or a command such as [\"curl\", \"-fsS\", \"-d@-\", \"{url}\"]"
+                        ),
+                    ));
+                }
+                (None, Some(url)) if crate::health::alerts::parse_http_url(url).is_none() => {
+                    return Err(invalid(
+                        "alerts.rules.webhook",
+                        format!(
+                            "\"{url}\" must be an http:// URL like \"http://hooks.local:8080/butler\""
+                        ),
                     ));
                 }
                 _ => {}
@@ -464,28 +506,36 @@ mod tests {
             [dashboard]
             listen = "0.0.0.0:9999"
             token_file = "/etc/butler/token"
+            action_timeout = "10s"
             [state]
             dir = "/srv/butler"
             [docker]
             host = "tcp://10.0.0.5:2375"
+            only_label = "butler.group=web"
             [health]
             interval = "30s"
             timeout = "500ms"
+            disk_warning = "12h"
             [recovery]
             max_attempts = 5
             backoff = "2m"
             restart_apps = true
             [[alerts.rules]]
             min_severity = "high"
-            webhook = "https://hooks.example.com/x"
+            webhook = "http://hooks.example.com/x"
             min_interval = "10m"
             "#,
         )
         .unwrap();
         assert_eq!(config.proxy.http_port, 8080);
+        assert_eq!(
+            config.docker.only_label.as_deref(),
+            Some("butler.group=web")
+        );
         assert_eq!(config.health.timeout.0, Duration::from_millis(500));
         assert_eq!(config.recovery.backoff.0, Duration::from_secs(120));
         assert_eq!(config.alerts.rules[0].min_severity, Some(Severity::High));
+        assert_eq!(config.health.disk_warning.0, Duration::from_secs(12 * 3600));
     }
 
     #[test]
@@ -512,8 +562,20 @@ mod tests {
             ("[dashboard]\nlisten = \"localhost\"", &["listen"]),
             ("[state]\ndir = \"relative\"", &["state.dir", "absolute"]),
             (
+                "[dashboard]\naction_timeout = \"10m\"",
+                &["dashboard.action_timeout", "5m"],
+            ),
+            (
                 "[docker]\nhost = \"/var/run/docker.sock\"",
                 &["docker.host", "unix://"],
+            ),
+            (
+                "[docker]\nonly_label = \"=web\"",
+                &["docker.only_label", "KEY=VALUE"],
+            ),
+            (
+                "[docker]\nonly_label = \"group = web\"",
+                &["docker.only_label"],
             ),
             ("[health]\ninterval = 10", &["interval", "unit"]),
             ("[health]\ninterval = \"10\"", &["interval", "no unit"]),
@@ -533,6 +595,15 @@ mod tests {
                 "[[alerts.rules]]\nwebhook = \"ftp://x\"",
                 &["alerts.rules.webhook"],
             ),
+            (
+                "[[alerts.rules]]\nwebhook = \"https://x\"",
+                &["alerts.rules.webhook", "https", "curl"],
+            ),
+            (
+                "[health]\ndisk_warning = \"10s\"",
+                &["health.disk_warning", "1m"],
+            ),
+            ("[health]\ndisk_warning = \"a day\"", &["disk_warning"]),
             ("[[alerts.rules]]\ncommand = []", &["alerts.rules.command"]),
             (
                 "[[alerts.rules]]\ncommand = [\"x\"]\nmin_severity = \"urgent\"",

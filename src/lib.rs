@@ -3,9 +3,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod deploy;
 pub mod docker;
+pub mod health;
 pub mod proxy;
+pub mod recovery;
 pub mod store;
 pub mod systemd;
 pub mod workers;

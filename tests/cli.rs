@@ -226,3 +226,106 @@ fn butler_run_fails_when_a_worker_cannot_initialise() {
         "{stderr}"
     );
 }
+
+/// What `butler health|status|incidents|fix-502` say to a mistake on the command line or in a
+/// filter: one line on stderr naming what was wrong (and the valid values), nothing on stdout, exit
+/// 2. None of these reaches Docker: the mistake is found first.
+#[test]
+fn health_commands_refuse_bad_flags_and_filters_with_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "state.toml",
+        &format!("[state]\ndir = \"{}\"\n", dir.path().display()),
+    );
+    let config = config.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["health", "--bogus"],
+            &["'--bogus'", "butler health --help"],
+        ),
+        (&["health", "extra"], &["'extra'"]),
+        (&["health", "--output", "yaml"], &["'yaml'", "text, json"]),
+        (&["status", "--all"], &["'--all'", "butler status --help"]),
+        (&["status", "now"], &["'now'"]),
+        (
+            &["fix-502", "--dry"],
+            &["'--dry'", "--dry-run", "butler fix-502 --help"],
+        ),
+        (&["fix-502", "--dry-run=maybe"], &["'maybe'", "--dry-run"]),
+        (
+            &["incidents", "--state", "urgent"],
+            &["'urgent'", "open, recovering, resolved, escalated"],
+        ),
+        (
+            &["incidents", "--state", "open,closed"],
+            &["'closed'", "escalated"],
+        ),
+        (
+            &["incidents", "--kind", "nope"],
+            &["'nope'", "port_mismatch", "unit_failed"],
+        ),
+        (
+            &["incidents", "--kind", "port-mismatch"],
+            &["port_mismatch"],
+        ),
+        (
+            &["incidents", "--min-severity", "urgent"],
+            &["'urgent'", "low, medium, high, critical"],
+        ),
+        (&["incidents", "--app", "Shop Front"], &["not an app name"]),
+        (
+            &["incidents", "--component", "nginx"],
+            &["not a component", "app:NAME, proxy, host or unit:UNIT"],
+        ),
+        (
+            &["incidents", "--component", "unit:sshd.service"],
+            &["not a component"],
+        ),
+        (
+            &["incidents", "--app", "shop", "--component", "proxy"],
+            &["--app", "--component", "cannot be used with"],
+        ),
+        (&["incidents", "-n", "0"], &["'0'", "1..=10000"]),
+        (&["incidents", "--limit", "many"], &["'many'"]),
+        (&["incidents", "--id", "abc"], &["not an incident id"]),
+        (&["incidents", "--id", "0"], &["not an incident id"]),
+        (&["incidents", "--id", "-3"], &["not an incident id"]),
+        (
+            &["incidents", "--id"],
+            &["--id <ID>", "a value is required"],
+        ),
+        (
+            &["incidents", "--id", "3", "--state", "open"],
+            &["--id", "--state", "cannot be used with"],
+        ),
+        // Well formed, but there is no such incident: the id is what to fix.
+        (
+            &["incidents", "--id", "424242"],
+            &["incident 424242 does not exist"],
+        ),
+    ];
+    for (args, wanted) in cases {
+        let mut argv = args.to_vec();
+        argv.extend(["--config", config]);
+        let out = run(&argv);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+        assert!(stderr.starts_with("butler: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        for want in *wanted {
+            assert!(stderr.contains(want), "{args:?}: {stderr:?} lacks {want:?}");
+        }
+    }
+
+    // A bad config is a usage error for each of them too, naming the line.
+    let bad = write_config(dir.path(), "bad.toml", "[health]\ninterval = \"often\"\n");
+    for command in ["health", "status", "incidents", "fix-502"] {
+        let out = run(&[command, "--config", bad.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("interval"), "{command}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{command}: {stderr}");
+    }
+}

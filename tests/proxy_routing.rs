@@ -263,6 +263,39 @@ fn two_instances_of_one_app_share_the_load() {
 }
 
 #[test]
+fn an_unhealthy_instance_leaves_the_upstream_while_another_serves() {
+    let butler = ButlerProcess::start(butler_bin());
+    let app = unique_name("health");
+    let _good = AppContainer::builder(&unique_name("health-good"))
+        .label("butler.name", &app)
+        .env("APP_NAME", "good")
+        .start();
+    // The test image has no shell, so a shell health command can never pass: Docker reports the
+    // container `starting`, then `unhealthy`, while it serves HTTP fine.
+    let _sick = AppContainer::builder(&unique_name("health-sick"))
+        .label("butler.name", &app)
+        .env("APP_NAME", "sick")
+        .docker_arg("--health-cmd=true")
+        .docker_arg("--health-interval=1s")
+        .docker_arg("--health-retries=1")
+        .start();
+    let host = format!("{app}.localhost");
+    butler.wait_for_app(&host);
+    wait_until(
+        "proxy routes lists only the healthy instance",
+        Duration::from_secs(30),
+        || {
+            route_of(&butler, &app)
+                .is_some_and(|r| r["servers"].as_array().map(Vec::len) == Some(1))
+        },
+    );
+    for _ in 0..20 {
+        let r = butler.get(&host, "/").unwrap();
+        assert!(r.body.starts_with("app=good "), "{}", r.body);
+    }
+}
+
+#[test]
 fn an_opted_out_app_is_not_routed() {
     let butler = ButlerProcess::start(butler_bin());
     let hidden = unique_name("hidden");

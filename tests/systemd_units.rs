@@ -175,7 +175,10 @@ fn target_starts_every_worker_and_services_list_shows_them() {
     tb.wait_until(
         "health-monitor to report the units",
         Duration::from_secs(15),
-        || property(&tb, &unit("health-monitor"), "StatusText") == "butler units: 4/4 active",
+        || {
+            property(&tb, &unit("health-monitor"), "StatusText")
+                .starts_with("butler units: 4/4 active;")
+        },
     );
 
     // Structured journal lines, found by unit and by the worker field.
@@ -462,9 +465,8 @@ fn units_verify_clean_and_stay_within_the_exposure_budget() {
             .unwrap()
             .parse()
             .unwrap();
-        let budget = if worker == "dashboard" { 2.0 } else { 4.0 };
         eprintln!("{}: exposure {score}", unit(worker));
-        assert!(score <= budget, "{worker}: {last}");
+        assert!(score <= 2.0, "{worker}: {last}\n{}", out.stdout);
     }
 }
 
@@ -497,4 +499,180 @@ fn the_dynamic_proxy_under_systemd_routes_a_container_of_the_host() {
     assert!(tb.nginx.starts_with("butler-nginx"));
     let status = property(&tb, &unit("dynamic-proxy"), "StatusText");
     assert!(status.contains("apps routed"), "{status}");
+}
+
+/// The process behind a unit: its uid, gid, supplementary groups and capability sets, as
+/// /proc/PID/status says.
+fn credentials(tb: &Testbed, worker: &str) -> String {
+    let pid = main_pid(tb, worker);
+    tb.exec(&[
+        "grep",
+        "-E",
+        "^(Uid|Gid|Groups|CapEff|CapPrm|CapBnd):",
+        &format!("/proc/{pid}/status"),
+    ])
+    .expect_success("reading /proc/PID/status")
+    .stdout
+}
+
+/// `butler incidents ARGS --output json` inside the test bed, as root: what an operator sees.
+fn incidents(tb: &Testbed, args: &[&str]) -> Value {
+    let mut argv = vec!["incidents"];
+    argv.extend_from_slice(args);
+    argv.extend(["--output", "json"]);
+    let out = butler(tb, &argv).expect_success("butler incidents");
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+/// The last fault: a butler unit driven into the failed state (killed past its start
+/// limit) is found by the health-monitor and reset and started by the recovery worker running as
+/// its real unit, which needs uid 0 for systemd's privileged D-Bus methods and has no capability.
+#[test]
+fn a_unit_killed_past_its_start_limit_is_reset_and_started_by_the_recovery_unit() {
+    let tb = testbed();
+    start_all(&tb);
+
+    // Root with no capabilities, in group butler (the state) and docker (the socket).
+    let creds = credentials(&tb, "recovery");
+    let groups = tb.sh("getent group butler docker | cut -d: -f3").stdout;
+    let gids: Vec<&str> = groups.split_whitespace().collect();
+    assert!(creds.contains("Uid:\t0\t0\t0\t0"), "{creds}");
+    assert!(creds.contains(&format!("Gid:\t{}\t", gids[0])), "{creds}");
+    for gid in &gids {
+        assert!(
+            creds
+                .lines()
+                .any(|l| l.starts_with("Groups:") && l.split_whitespace().any(|g| g == *gid)),
+            "group {gid}: {creds}"
+        );
+    }
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert!(
+            creds.contains(&format!("{set}:\t0000000000000000")),
+            "{set}: {creds}"
+        );
+    }
+    // The other workers stay the butler user.
+    assert!(!credentials(&tb, "health-monitor").contains("Uid:\t0\t"));
+
+    // Kill the dashboard whenever it runs, until systemd gives up on it (StartLimitBurst=5 in
+    // 60 s). The recovery may bring it back at once, so the journal says when the limit was hit.
+    let limit_hit = || {
+        tb.journal(&unit("dashboard"), 30)
+            .contains("Start request repeated too quickly")
+    };
+    let mut kills = 0;
+    tb.wait_until(
+        "the dashboard to hit its start limit",
+        Duration::from_secs(90),
+        || {
+            if limit_hit() {
+                return true;
+            }
+            if is_active(&tb, "dashboard") {
+                tb.exec(&["systemctl", "kill", "--signal=SIGKILL", &unit("dashboard")])
+                    .expect_success("systemctl kill");
+                kills += 1;
+            }
+            false
+        },
+    );
+    assert!(kills >= 5, "the limit after {kills} kills");
+
+    // The health-monitor opens the incident, the recovery resets and starts the unit.
+    let component = format!("unit:{}", unit("dashboard"));
+    let found = std::cell::RefCell::new(Value::Null);
+    tb.wait_until(
+        "a resolved unit_failed incident on the dashboard",
+        Duration::from_secs(60),
+        || {
+            let list = incidents(&tb, &["--kind", "unit_failed", "--component", &component]);
+            *found.borrow_mut() = list["incidents"]
+                .as_array()
+                .and_then(|l| l.iter().find(|i| i["state"] == "resolved").cloned())
+                .unwrap_or(Value::Null);
+            !found.borrow().is_null()
+        },
+    );
+    let incident = found.into_inner();
+    assert_eq!(
+        incident["severity"], "medium",
+        "the dashboard is the minor unit: {incident}"
+    );
+    assert!(
+        incident["summary"]
+            .as_str()
+            .unwrap()
+            .contains("butler-dashboard.service failed"),
+        "{incident}"
+    );
+    let id = incident["id"].as_i64().unwrap().to_string();
+    // The health-monitor may see the unit back (and resolve) a moment before the recovery worker
+    // records its verified repair.
+    let detail = std::cell::RefCell::new(Value::Null);
+    tb.wait_until(
+        "the successful recovery in the store",
+        Duration::from_secs(30),
+        || {
+            *detail.borrow_mut() = incidents(&tb, &["--id", &id]);
+            detail.borrow()["recoveries"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["outcome"] == "success"))
+        },
+    );
+    let detail = detail.into_inner();
+    let success = detail["recoveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["outcome"] == "success")
+        .unwrap();
+    assert_eq!(
+        success["action"], "reset-failed and start the unit",
+        "{detail}"
+    );
+    assert!(
+        success["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reset butler-dashboard.service and started it"),
+        "{detail}"
+    );
+    assert!(is_active(&tb, "dashboard"));
+    assert!(
+        tb.journal(&unit("recovery"), 200)
+            .contains("repaired: reset butler-dashboard.service and started it"),
+        "{}",
+        tb.journal(&unit("recovery"), 200)
+    );
+
+    // Why the unit is root: the same calls as the butler user are denied, and say so.
+    let out = tb.exec(&[
+        "setpriv",
+        "--reuid=butler",
+        "--regid=butler",
+        "--init-groups",
+        "butler",
+        "services",
+        "start",
+        "dashboard",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("systemd denied") && out.stderr.contains("run this as root"),
+        "{}",
+        out.stderr
+    );
+
+    // Written by root and by butler alike, the database stays the group's.
+    let files = tb
+        .sh("stat -c '%n %a %G' /var/lib/butler /var/lib/butler/butler.db*")
+        .expect_success("stat")
+        .stdout;
+    let lines: Vec<&str> = files.lines().collect();
+    assert_eq!(lines[0], "/var/lib/butler 770 butler", "{files}");
+    assert!(lines.len() >= 2, "{files}");
+    for line in &lines[1..] {
+        assert!(line.ends_with(" 660 butler"), "{files}");
+    }
 }

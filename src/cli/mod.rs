@@ -3,6 +3,8 @@
 
 mod config;
 mod deploy;
+mod generate;
+mod health;
 mod output;
 mod proxy;
 mod run;
@@ -38,7 +40,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every worker in one foreground process (hosts without systemd, development).
-    Run,
+    Run {
+        /// Run only these workers (comma-separated), e.g. `health-monitor,recovery`.
+        #[arg(long, value_delimiter = ',', value_name = "WORKER")]
+        only: Vec<Worker>,
+    },
     /// Run one worker: the process behind its systemd unit.
     Worker {
         /// dynamic-proxy, health-monitor, recovery or dashboard.
@@ -58,6 +64,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ProxyCommand,
     },
+    /// Check every app, the network, the proxy, the host and the butler's units now (exit 0
+    /// healthy, 1 degraded, 2 critical).
+    Health,
+    /// Services, proxy, apps, open incidents, recovery success rates and what to do.
+    Status,
+    /// Incidents the health-monitor recorded, newest first, with filters.
+    Incidents(health::IncidentsArgs),
+    /// Probe every route through the proxy, name the cause of each 502/503/504, fix what can be
+    /// fixed, probe again (exit 1 while a route still fails).
+    #[command(name = "fix-502")]
+    Fix502 {
+        /// Only diagnose and say what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Deploy an app from an image, a Dockerfile directory or a git repository with zero downtime:
     /// new instances serve only once healthy (exit 0 deployed, 1 failed and the previous revision
     /// keeps serving, 2 bad usage).
@@ -73,6 +94,23 @@ pub enum Command {
         user: bool,
         #[command(subcommand)]
         command: ServicesCommand,
+    },
+    /// Write the man pages or shell completions (a packaging build step).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: GenerateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// butler.1 and one page per subcommand, into DIR.
+    Man { dir: PathBuf },
+    /// The completion script for SHELL, into DIR (butler.bash, _butler, butler.fish).
+    Completions {
+        shell: clap_complete::Shell,
+        dir: PathBuf,
     },
 }
 
@@ -140,30 +178,64 @@ pub enum ServicesCommand {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config_path = cli.config.clone();
     match cli.command {
-        Command::Run => run::all(config_path),
+        Command::Run { only } => run::all(config_path, only),
         Command::Worker { worker } => run::one(worker, config_path),
         Command::Config { command } => config::dispatch(command, config_path, cli.output),
         Command::ProxyUpdate => proxy::update(config_path, cli.output),
         Command::ProxyMonitor => proxy::monitor(config_path, cli.output),
         Command::Proxy { command } => proxy::dispatch(command, config_path, cli.output),
         Command::Services { user, command } => services::dispatch(command, user, cli.output),
+        Command::Health => health::health(config_path, cli.output),
+        Command::Status => health::status(config_path, cli.output),
+        Command::Incidents(args) => health::incidents(args, config_path, cli.output),
+        Command::Fix502 { dry_run } => health::fix502(dry_run, config_path, cli.output),
+        Command::Generate { command } => generate::dispatch(command),
         Command::Deploy(args) => deploy::deploy(args, config_path, cli.output),
         Command::Deployments(args) => deploy::deployments(args, config_path, cli.output),
         Command::Rollback(args) => deploy::rollback(args, config_path, cli.output),
     }
 }
 
-/// 2 for what the user must fix in what they typed or wrote (config, names), 1 for everything else.
+/// 2 for what the user must fix in what they typed or wrote (config, names, ids), 1 for
+/// everything else.
 pub fn exit_code(error: &anyhow::Error) -> ExitCode {
     let usage = error.chain().any(|cause| {
         cause.is::<crate::config::ConfigError>()
             || cause.is::<crate::systemd::units::UnknownService>()
+            || cause.is::<health::UnknownIncident>()
     });
     if usage {
         ExitCode::from(2)
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// A command-line mistake as one line, as every other error is printed: clap's message with its
+/// tip or valid values, and which `--help` to read (the subcommands named in `args`), without the
+/// blank lines and the usage block clap prints. `--help` and `--version` are not mistakes: print
+/// those with `clap::Error::exit`.
+pub fn usage_line(error: &clap::Error, args: &[String]) -> String {
+    use clap::CommandFactory as _;
+    let mut command = Cli::command();
+    let mut path = vec!["butler".to_owned()];
+    for arg in args.iter().skip(1).filter(|a| !a.starts_with('-')) {
+        let Some(sub) = command.find_subcommand(arg).cloned() else {
+            continue;
+        };
+        path.push(sub.get_name().to_owned());
+        command = sub;
+    }
+    let text = error.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    format!("{}; see `{} --help`", parts.join("; "), path.join(" "))
 }
 
 /// The multi-threaded runtime every command shares; two threads are plenty for an agent whose work
@@ -239,5 +311,50 @@ mod tests {
         );
         let error = Cli::try_parse_from(["butler", "worker", "proxy"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn usage_mistakes_are_one_line_that_names_the_help_to_read() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["butler", "incidents", "--state", "urgent"],
+                &[
+                    "invalid value 'urgent' for '--state <STATE>'",
+                    "unknown incident state \"urgent\"",
+                    "open, recovering, resolved, escalated",
+                    "see `butler incidents --help`",
+                ],
+            ),
+            (
+                &["butler", "--output", "yaml", "health"],
+                &[
+                    "'yaml'",
+                    "[possible values: text, json]",
+                    "see `butler health --help`",
+                ],
+            ),
+            (
+                &["butler", "fix-502", "--dry"],
+                &[
+                    "unexpected argument '--dry'",
+                    "tip: a similar argument exists: '--dry-run'",
+                    "see `butler fix-502 --help`",
+                ],
+            ),
+            (
+                &["butler", "proxy", "history", "-n", "x"],
+                &["'x'", "see `butler proxy history --help`"],
+            ),
+        ];
+        for (argv, wanted) in cases {
+            let error = Cli::try_parse_from(*argv).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{argv:?}");
+            let args: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            let line = usage_line(&error, &args);
+            assert!(!line.contains('\n') && !line.starts_with("error"), "{line}");
+            for want in *wanted {
+                assert!(line.contains(want), "{argv:?}: {line:?} lacks {want:?}");
+            }
+        }
     }
 }

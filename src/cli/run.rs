@@ -73,13 +73,18 @@ fn finish(worker: Worker, result: anyhow::Result<()>) -> anyhow::Result<ExitCode
     }
 }
 
-pub fn all(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// Runs every worker, or only those in `only`, in this process.
+pub fn all(config_path: Option<PathBuf>, only: Vec<Worker>) -> anyhow::Result<ExitCode> {
     logging::init("run");
     let config = Arc::new(load_config(config_path)?);
+    let workers: Vec<Worker> = Worker::ALL
+        .into_iter()
+        .filter(|w| only.is_empty() || only.contains(w))
+        .collect();
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        for worker in Worker::ALL {
+        for worker in workers {
             let ctx = WorkerContext {
                 config: config.clone(),
                 notifier: Arc::new(Notifier::disabled()),

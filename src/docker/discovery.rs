@@ -39,7 +39,23 @@ pub enum DiscoveryError {
 /// Snapshots of every running container. A container that disappears between list and inspect is
 /// skipped: the event that removed it will trigger the next reconcile anyway.
 pub async fn list_snapshots(docker: &Docker) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
-    let options = ListContainersOptionsBuilder::default().all(false).build();
+    list_snapshots_with(docker, None).await
+}
+
+/// [`list_snapshots`] of the containers with label `only_label` (`KEY=VALUE` or `KEY`), when given:
+/// the engine filters, so the others are not even inspected.
+pub async fn list_snapshots_with(
+    docker: &Docker,
+    only_label: Option<&str>,
+) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
+    let mut filters = std::collections::HashMap::new();
+    if let Some(label) = only_label {
+        filters.insert("label", vec![label]);
+    }
+    let options = ListContainersOptionsBuilder::default()
+        .all(false)
+        .filters(&filters)
+        .build();
     let summaries = docker
         .list_containers(Some(options))
         .await
@@ -228,7 +244,7 @@ fn port_is_evident(s: &ContainerSnapshot) -> bool {
         || s.listening_ports.as_ref().is_some_and(|p| p.len() == 1)
 }
 
-async fn listening_ports(
+pub(crate) async fn listening_ports(
     info: &ContainerInspectResponse,
     s: &ContainerSnapshot,
 ) -> Option<Vec<u16>> {

@@ -37,8 +37,10 @@ pub struct ProbeResult {
 /// Wall time of each step; zero for steps that did not run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StepTimings {
+    /// The archive upload, when the image cannot take the tree on an exec's stdin (no shell or tar).
     pub upload: Duration,
-    /// `nginx -t`; on the one-exec path also the swap and the SIGHUP (see [`Nginx::activate`]).
+    /// `nginx -t`; on the one-exec path also the upload, the swap and the SIGHUP (see
+    /// [`Nginx::stage_and_activate`]).
     pub validate: Duration,
     /// The step-by-step path only: the `live` link upload and the SIGHUP.
     pub swap: Duration,
@@ -174,23 +176,28 @@ impl Applier {
         out: &mut ApplyOutcome,
     ) -> Result<(), NginxError> {
         let nginx = &self.nginx;
-        out.previous = nginx.live_version().await?;
+        // The workers of the serving generation, read before anything can send the SIGHUP: the
+        // reload is done when none of them accepts any more.
+        let (live, before) = tokio::join!(nginx.live_version(), nginx.worker_pids());
+        out.previous = live?;
         out.live = out.previous.clone();
         if out.previous.as_deref() == Some(hash) {
             out.status = ApplyStatus::Unchanged;
             return Ok(());
         }
-
-        // The workers of the serving generation, read while the upload runs: the reload is done
-        // when none of them accepts any more.
-        let t = Instant::now();
-        let (staged, before) = tokio::join!(nginx.stage(files, hash), nginx.worker_pids());
-        staged?;
         let before = before?;
-        out.timings.upload = t.elapsed();
 
         let t = Instant::now();
-        match nginx.activate(hash).await? {
+        let activation = match nginx.stage_and_activate(files, hash).await? {
+            Some(activation) => activation,
+            None => {
+                nginx.stage(files, hash).await?;
+                out.timings.upload = t.elapsed();
+                nginx.activate(hash).await?
+            }
+        };
+        let t = t + out.timings.upload;
+        match activation {
             Activation::Activated => {
                 out.timings.validate = t.elapsed();
                 out.live = Some(hash.to_owned());
@@ -334,6 +341,15 @@ pub async fn http_status(addr: SocketAddr, host: &str) -> std::io::Result<u16> {
 /// One `GET path` with `Host: host`; the status code of the answer.
 pub async fn http_status_at(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    http_status_on(&mut stream, host, path).await
+}
+
+/// One `GET path` with `Host: host` on a connected stream; the status code of the answer.
+pub async fn http_status_on(
+    stream: &mut tokio::net::TcpStream,
+    host: &str,
+    path: &str,
+) -> std::io::Result<u16> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: devops-butler-verify\r\nConnection: close\r\n\r\n"
     );

@@ -29,6 +29,9 @@ pub struct PlanSettings {
     /// store; see `butler deploy`.
     #[serde(default)]
     pub held_deployments: BTreeSet<String>,
+    /// `KEY=VALUE` or `KEY` (`docker.only_label`): only containers with this label are apps.
+    #[serde(default)]
+    pub only_label: Option<String>,
 }
 
 impl Default for PlanSettings {
@@ -39,6 +42,7 @@ impl Default for PlanSettings {
             own_container_names: Vec::new(),
             own_container_ids: Vec::new(),
             held_deployments: BTreeSet::new(),
+            only_label: None,
         }
     }
 }
@@ -108,6 +112,9 @@ pub enum ProblemKind {
     NotOnNetwork,
     /// Another app won this host; this app is served without it.
     HostConflict,
+    /// Docker reports the container `starting` or `unhealthy` while another instance of its app
+    /// can serve: it is not a server until its health check passes.
+    Unhealthy,
     /// The container's app has no usable server (or no host), so it has no route at all.
     NotRouted,
 }

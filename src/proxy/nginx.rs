@@ -22,6 +22,7 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use futures_util::TryStreamExt;
+use tokio::io::AsyncWriteExt;
 
 use crate::config::ProxyConfig;
 use crate::docker::discovery::is_not_found;
@@ -188,6 +189,14 @@ mv -Tf "$1/live.next" "$1/live" || { rm -f "$1/live.next"; exit 12; }
 kill -HUP 1
 "#;
 
+/// [`ACTIVATE_SCRIPT`] after extracting the version's archive from stdin: the whole apply up to
+/// the reload in one Docker call. Exit code 13: no `tar` (nothing changed).
+const STAGE_AND_ACTIVATE_SCRIPT: &str = r#"
+read -r comm < /proc/1/comm && [ "$comm" = nginx ] || exit 12
+command -v tar >/dev/null 2>&1 || exit 13
+tar -x -f - -C /etc || exit 14
+"#;
+
 /// Whether the image can run [`ACTIVATE_SCRIPT`]: 0 not known yet, 1 yes, 2 no.
 const SHELL_UNKNOWN: u8 = 0;
 const SHELL_YES: u8 = 1;
@@ -199,6 +208,8 @@ pub struct Nginx {
     docker: Docker,
     spec: NginxSpec,
     shell: Arc<AtomicU8>,
+    /// Whether the image has `tar` for [`STAGE_AND_ACTIVATE_SCRIPT`] (same values).
+    tar: Arc<AtomicU8>,
 }
 
 impl Nginx {
@@ -207,6 +218,58 @@ impl Nginx {
             docker,
             spec,
             shell: Arc::new(AtomicU8::new(SHELL_UNKNOWN)),
+            tar: Arc::new(AtomicU8::new(SHELL_UNKNOWN)),
+        }
+    }
+
+    /// Writes `tree` as version `hash`, validates it, points `live` at it and sends SIGHUP, all in
+    /// one exec. `None` when the image cannot (no shell or no `tar`): nothing was changed, and the
+    /// caller stages with [`Nginx::stage`] and goes on with [`Nginx::activate`].
+    pub async fn stage_and_activate(
+        &self,
+        tree: &ConfigTree,
+        hash: &str,
+    ) -> Result<Option<Activation>, NginxError> {
+        if self.shell.load(Ordering::Relaxed) == SHELL_NO
+            || self.tar.load(Ordering::Relaxed) == SHELL_NO
+        {
+            return Ok(None);
+        }
+        let archive = tree_archive(tree, hash, false)?;
+        let script = format!("{STAGE_AND_ACTIVATE_SCRIPT}{ACTIVATE_SCRIPT}");
+        let out = self
+            .exec_with_input(
+                &["sh", "-c", &script, "sh", CONFIG_ROOT, hash],
+                Some(archive),
+            )
+            .await?;
+        match out.exit_code {
+            0 => {
+                self.shell.store(SHELL_YES, Ordering::Relaxed);
+                self.tar.store(SHELL_YES, Ordering::Relaxed);
+                Ok(Some(Activation::Activated))
+            }
+            11 => {
+                self.tar.store(SHELL_YES, Ordering::Relaxed);
+                Ok(Some(Activation::Invalid(out.output.trim().to_owned())))
+            }
+            13 | 14 => {
+                // No tar, or it could not extract (a read-only /etc would fail the upload too,
+                // and then says why).
+                tracing::info!(
+                    container = %self.name(),
+                    output = %out.output.trim(),
+                    "nginx image cannot take config through tar on stdin; uploading it instead"
+                );
+                self.tar.store(SHELL_NO, Ordering::Relaxed);
+                Ok(None)
+            }
+            _ => {
+                // No shell, or the rest of the one-exec path is not possible: `activate` learns
+                // which and remembers it.
+                self.tar.store(SHELL_NO, Ordering::Relaxed);
+                Ok(None)
+            }
         }
     }
 
@@ -552,8 +615,53 @@ impl Nginx {
         }
     }
 
+    /// The files of `versions/<hash>` as they are now in the container (paths relative to the
+    /// version directory). What the health-monitor compares with the recorded version.
+    pub async fn read_version(&self, hash: &str) -> Result<ConfigTree, NginxError> {
+        check_hash(hash)?;
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(&format!("{VERSIONS_DIR}/{hash}"))
+            .build();
+        let bytes: Vec<u8> = self
+            .docker
+            .download_from_container(self.name(), Some(options))
+            .map_ok(|chunk| chunk.to_vec())
+            .try_concat()
+            .await
+            .map_err(self.docker_err("download config"))?;
+        let mut tree = ConfigTree::new();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let path = entry.path()?.to_string_lossy().into_owned();
+            // The archive's root is the version directory itself: `<hash>/nginx.conf`.
+            let Some((_, relative)) = path.split_once('/') else {
+                continue;
+            };
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content)?;
+            tree.insert(
+                relative.to_owned(),
+                String::from_utf8_lossy(&content).into_owned(),
+            );
+        }
+        Ok(tree)
+    }
+
     /// Runs `argv` in the container and collects its exit code and output.
     pub async fn exec(&self, argv: &[&str]) -> Result<ExecOutput, NginxError> {
+        self.exec_with_input(argv, None).await
+    }
+
+    /// Like [`Nginx::exec`], with `input` on the command's stdin (then end of file).
+    async fn exec_with_input(
+        &self,
+        argv: &[&str],
+        input: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, NginxError> {
         let run = async {
             let created = self
                 .docker
@@ -561,6 +669,7 @@ impl Nginx {
                     self.name(),
                     CreateExecOptions {
                         cmd: Some(argv.to_vec()),
+                        attach_stdin: Some(input.is_some()),
                         attach_stdout: Some(true),
                         attach_stderr: Some(true),
                         ..Default::default()
@@ -575,9 +684,22 @@ impl Nginx {
                 .map_err(self.docker_err("exec start"))?;
             let mut output = String::new();
             if let StartExecResults::Attached {
-                output: mut stream, ..
+                output: mut stream,
+                input: mut stdin,
             } = started
             {
+                if let Some(bytes) = &input {
+                    // Written before reading: the output of the commands run here is small, so
+                    // the engine's buffer cannot fill up and stall the writer.
+                    stdin
+                        .write_all(bytes)
+                        .await
+                        .map_err(|e| self.docker_err("exec stdin")(e.into()))?;
+                    stdin
+                        .shutdown()
+                        .await
+                        .map_err(|e| self.docker_err("exec stdin")(e.into()))?;
+                }
                 while let Some(chunk) = stream
                     .try_next()
                     .await

@@ -30,7 +30,7 @@ pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
     let mut apps: BTreeMap<String, Vec<Member<'_>>> = BTreeMap::new();
 
     for c in containers {
-        if !c.running || is_own(c, settings) || is_held(c, settings) {
+        if !c.running || is_own(c, settings) || is_held(c, settings) || !in_scope(c, settings) {
             continue;
         }
         if let Some(member) = evaluate(c, settings, &mut problems) {
@@ -42,8 +42,7 @@ pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
     // away from an app that can.
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     for (app, members) in apps {
-        let servers: Vec<UpstreamServer> =
-            members.iter().filter_map(|m| m.server.clone()).collect();
+        let servers = healthy_servers(&members, &mut problems);
         if servers.is_empty() {
             not_routed(
                 &app,
@@ -168,6 +167,32 @@ struct Candidate<'a> {
     servers: Vec<UpstreamServer>,
 }
 
+/// The app's upstream servers. An instance Docker reports `starting` or `unhealthy` (its image has
+/// a HEALTHCHECK) stays out while another instance can serve; when none can, all stay in, so the
+/// upstream is never empty and nginx's error page says what is wrong.
+fn healthy_servers(members: &[Member<'_>], problems: &mut Vec<Problem>) -> Vec<UpstreamServer> {
+    let not_ready =
+        |m: &Member<'_>| matches!(m.c.health.as_deref(), Some("starting" | "unhealthy"));
+    let with_server = || members.iter().filter(|m| m.server.is_some());
+    if with_server().all(not_ready) {
+        return with_server().filter_map(|m| m.server.clone()).collect();
+    }
+    for m in with_server().filter(|m| not_ready(m)) {
+        problems.push(m.problem(
+            ProblemKind::Unhealthy,
+            format!(
+                "Docker reports it {}: out of the upstream until its health check passes; the \
+                 app's other instances serve meanwhile",
+                m.c.health.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    with_server()
+        .filter(|m| !not_ready(m))
+        .filter_map(|m| m.server.clone())
+        .collect()
+}
+
 fn is_own(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
     c.labels.contains_key(LABEL_ROLE)
         || settings.own_container_names.contains(&c.name)
@@ -175,6 +200,30 @@ fn is_own(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
             .own_container_ids
             .iter()
             .any(|id| *id == c.id || (id.len() >= MIN_ID_PREFIX && c.id.starts_with(id.as_str())))
+}
+
+/// Whether the container carries the label `docker.only_label` asks for (always, without one).
+pub fn in_scope(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
+    match settings.only_label.as_deref() {
+        None => true,
+        Some(spec) => match spec.split_once('=') {
+            Some((key, value)) => c.labels.get(key).is_some_and(|v| v == value),
+            None => c.labels.contains_key(spec),
+        },
+    }
+}
+
+/// The app a container belongs to, named as `plan` names it; `None` for the butler's own
+/// containers, opted-out ones and names no app can be built from. The health-monitor uses it to
+/// find an app's stopped containers, which `plan` never sees.
+pub fn app_of(c: &ContainerSnapshot, settings: &PlanSettings) -> Option<String> {
+    if is_own(c, settings) || !in_scope(c, settings) {
+        return None;
+    }
+    match c.labels.get(LABEL_ENABLE).map(|v| parse_bool(v)) {
+        None | Some(Some(true)) => app_name(c).ok(),
+        _ => None,
+    }
 }
 
 /// A container of a deployment that is not (or no longer) allowed in the upstream: `butler deploy`
@@ -537,6 +586,35 @@ mod tests {
     }
 
     #[test]
+    fn only_label_limits_the_apps_to_the_labelled_containers() {
+        let web = with_label(app("id1", "web", "172.18.0.2"), "butler.group", "web");
+        let blog = with_label(app("id2", "blog", "172.18.0.3"), "butler.group", "blog");
+        let plain = app("id3", "plain", "172.18.0.4");
+        let all = [web.clone(), blog.clone(), plain.clone()];
+        let cases: &[(Option<&str>, &[&str])] = &[
+            (None, &["blog", "plain", "web"]),
+            (Some("butler.group=web"), &["web"]),
+            (Some("butler.group"), &["blog", "web"]),
+            (Some("butler.group=shop"), &[]),
+        ];
+        for (only_label, apps) in cases {
+            let s = PlanSettings {
+                only_label: only_label.map(str::to_owned),
+                ..settings()
+            };
+            let p = plan(&all, &s);
+            let routed: Vec<&str> = p.routes.iter().map(|r| r.app.as_str()).collect();
+            assert_eq!(routed, *apps, "{only_label:?}");
+            let found: Vec<String> = all.iter().filter_map(|c| app_of(c, &s)).collect();
+            assert_eq!(found, {
+                let mut a = apps.to_vec();
+                a.sort_by_key(|app| all.iter().position(|c| c.name == *app));
+                a
+            });
+        }
+    }
+
+    #[test]
     fn an_unreadable_enable_label_fails_closed() {
         let c = with_label(app("id1", "web", "172.18.0.2"), LABEL_ENABLE, "nope");
         let p = plan(&[c], &settings());
@@ -730,6 +808,64 @@ mod tests {
         assert_eq!(p.routes[0].servers.len(), 1);
         assert_eq!(p.routes[0].servers[0].container_name, "shop-manual");
         assert_eq!(p.routes[0].servers[0].deployment, None);
+    }
+
+    #[test]
+    fn unhealthy_instances_leave_the_upstream_while_another_can_serve() {
+        let health = |mut c: ContainerSnapshot, h: Option<&str>| {
+            c.health = h.map(str::to_owned);
+            c
+        };
+        let shop = |id: &str, name: &str, ip: &str, h: Option<&str>| {
+            health(with_label(app(id, name, ip), LABEL_NAME, "shop"), h)
+        };
+        let servers = |p: &Plan| -> Vec<String> {
+            p.routes[0]
+                .servers
+                .iter()
+                .map(|s| s.container_name.clone())
+                .collect()
+        };
+        // (each instance's Docker health, the servers routed, how many reported unhealthy)
+        type Case<'a> = (&'a [Option<&'a str>], &'a [&'a str], usize);
+        let cases: [Case<'_>; 5] = [
+            (&[Some("healthy"), Some("unhealthy")], &["shop-1"], 1),
+            (&[None, Some("starting")], &["shop-1"], 1),
+            (
+                &[Some("healthy"), Some("healthy")],
+                &["shop-1", "shop-2"],
+                0,
+            ),
+            // None can serve: all stay, never an empty upstream.
+            (
+                &[Some("unhealthy"), Some("starting")],
+                &["shop-1", "shop-2"],
+                0,
+            ),
+            (&[Some("unhealthy")], &["shop-1"], 0),
+        ];
+        for (states, expected, unhealthy) in cases {
+            let containers: Vec<_> = states
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    shop(
+                        &format!("id-{i}"),
+                        &format!("shop-{}", i + 1),
+                        &format!("10.0.0.{}", i + 2),
+                        *h,
+                    )
+                })
+                .collect();
+            let p = plan(&containers, &settings());
+            assert_eq!(servers(&p), expected, "{states:?}");
+            let reported = p
+                .problems
+                .iter()
+                .filter(|pr| pr.kind == ProblemKind::Unhealthy)
+                .count();
+            assert_eq!(reported, unhealthy, "{states:?}: {:?}", p.problems);
+        }
     }
 
     #[test]

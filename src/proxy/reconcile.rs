@@ -11,7 +11,7 @@ use bollard::Docker;
 use serde::Serialize;
 
 use super::apply::{Applier, ApplyOutcome, ApplyStatus, RouteProbe};
-use super::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec};
+use super::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec, NginxState};
 use super::{Plan, PlanSettings, ProblemKind, RenderSettings, RenderedConfig, Route, Templates};
 use crate::config::Config;
 use crate::docker::{ContainerSnapshot, discovery, network};
@@ -147,6 +147,9 @@ pub struct Reconciler {
     refused: Option<ApplyOutcome>,
     /// Every running container as of the last full list, kept current by targeted re-inspects.
     known: Option<BTreeMap<String, ContainerSnapshot>>,
+    /// The running nginx container's id as of this round's check, and its address by id.
+    nginx_id: Option<String>,
+    nginx_addr: Option<(String, SocketAddr)>,
 }
 
 impl Reconciler {
@@ -160,6 +163,8 @@ impl Reconciler {
             applied_routes: None,
             refused: None,
             known: None,
+            nginx_id: None,
+            nginx_addr: None,
         }
     }
 
@@ -174,7 +179,9 @@ impl Reconciler {
     /// Lists and inspects every running container, and remembers them.
     async fn refresh_all(&mut self) -> Result<Vec<ContainerSnapshot>, ReconcileError> {
         self.known = None;
-        let snapshots = discovery::list_snapshots(&self.docker).await?;
+        let snapshots =
+            discovery::list_snapshots_with(&self.docker, self.config.docker.only_label.as_deref())
+                .await?;
         self.known = Some(
             snapshots
                 .iter()
@@ -208,7 +215,9 @@ impl Reconciler {
 
     /// Discovery and planning only: what the routes would be now. Connects nothing, applies nothing.
     pub async fn plan_now(&self) -> Result<Plan, ReconcileError> {
-        let snapshots = discovery::list_snapshots(&self.docker).await?;
+        let snapshots =
+            discovery::list_snapshots_with(&self.docker, self.config.docker.only_label.as_deref())
+                .await?;
         Ok(super::plan(&snapshots, &self.plan_settings().await?))
     }
 
@@ -261,6 +270,11 @@ impl Reconciler {
         let connected: Vec<String> = connected.into_iter().collect();
         timings.discover = started.elapsed();
 
+        // Held until the version is recorded: a rollback in another process waits, or we see its
+        // pin. Taken before nginx is ensured too, so the recovery worker and this process never
+        // both recreate a missing nginx container.
+        let _apply_lock = self.store.lock_apply().await?;
+
         // nginx first: a template override that fails to render must not keep a removed or
         // stopped nginx down (it comes back with the last good config either way).
         let started = Instant::now();
@@ -271,8 +285,6 @@ impl Reconciler {
         let mut rendered = self.render(&plan)?;
         timings.plan_render = started.elapsed();
 
-        // Held until the version is recorded: a rollback in another process waits, or we see its pin.
-        let _apply_lock = self.store.lock_apply().await?;
         // `butler deploy` moves deployments in and out of the upstreams, then reconciles: the held
         // set read under the lock is the one this round applies, so a round that planned before a
         // deploy's change can never apply after that deploy's own reconcile. Its containers are
@@ -371,6 +383,7 @@ impl Reconciler {
             own_container_names: vec![self.config.proxy.container_name.clone()],
             own_container_ids: Vec::new(),
             held_deployments: self.store.held_deployments().await?,
+            only_label: self.config.docker.only_label.clone(),
         })
     }
 
@@ -392,7 +405,13 @@ impl Reconciler {
 
     /// Keeps nginx running. A missing, stopped or crash-looping container is recreated with the last
     /// applied version from the store; with no history yet, with the shipped templates and no apps.
-    async fn ensure_nginx(&self) -> Result<Option<String>, ReconcileError> {
+    /// The common case, a running nginx, costs one inspect and no store read.
+    async fn ensure_nginx(&mut self) -> Result<Option<String>, ReconcileError> {
+        if let NginxState::Running { id, .. } = self.nginx.state().await? {
+            self.nginx_id = Some(id);
+            return Ok(None);
+        }
+        self.nginx_id = None;
         let tree = match self.store.last_good().await? {
             Some(version) => (version.files, version.info.hash),
             None => {
@@ -415,8 +434,14 @@ impl Reconciler {
     }
 
     /// nginx's own address on the proxy network: reachable from the host and from a butler inside a
-    /// container on that network alike (127.0.0.1 is only the host's).
-    async fn nginx_addr(&self) -> Result<SocketAddr, ReconcileError> {
+    /// container on that network alike (127.0.0.1 is only the host's). Kept while the same
+    /// container runs: its address only changes with a new container.
+    async fn nginx_addr(&mut self) -> Result<SocketAddr, ReconcileError> {
+        if let (Some(id), Some((cached_id, addr))) = (&self.nginx_id, &self.nginx_addr)
+            && id == cached_id
+        {
+            return Ok(*addr);
+        }
         let name = &self.config.proxy.container_name;
         let info = self
             .docker
@@ -427,6 +452,7 @@ impl Reconciler {
                 op: "inspect",
                 source,
             })?;
+        let id = info.id.clone().unwrap_or_default();
         let ip = info
             .network_settings
             .and_then(|n| n.networks)
@@ -434,7 +460,11 @@ impl Reconciler {
             .and_then(|endpoint| endpoint.ip_address)
             .and_then(|ip| ip.parse().ok());
         Ok(match ip {
-            Some(ip) => SocketAddr::new(ip, CONTAINER_HTTP_PORT),
+            Some(ip) => {
+                let addr = SocketAddr::new(ip, CONTAINER_HTTP_PORT);
+                self.nginx_addr = Some((id, addr));
+                addr
+            }
             None => SocketAddr::from(([127, 0, 0, 1], self.config.proxy.http_port)),
         })
     }

@@ -393,15 +393,73 @@ impl Store {
         .await
     }
 
-    /// Counts one recovery attempt and marks the incident recovering; returns the attempt count.
-    pub async fn start_recovery_attempt(&self, id: i64) -> Result<i64, StoreError> {
+    /// Moves an incident to `to` only while it is in one of `from`; returns whether it moved. The
+    /// health-monitor and the recovery worker both move incidents: a conditional move never
+    /// reopens what the other just resolved.
+    pub async fn transition_incident(
+        &self,
+        id: i64,
+        from: Vec<IncidentState>,
+        to: IncidentState,
+    ) -> Result<bool, StoreError> {
+        self.call(move |conn, path| {
+            let resolved_at = (to == IncidentState::Resolved).then(now_rfc3339);
+            let marks = vec!["?"; from.len().max(1)].join(", ");
+            let sql = format!(
+                "UPDATE incidents SET state = ?, resolved_at = ? WHERE id = ? AND state IN ({marks})"
+            );
+            let mut args: Vec<rusqlite::types::Value> = vec![
+                to.as_str().to_owned().into(),
+                resolved_at.map_or(rusqlite::types::Value::Null, Into::into),
+                id.into(),
+            ];
+            if from.is_empty() {
+                args.push(rusqlite::types::Value::Null);
+            }
+            args.extend(from.iter().map(|s| s.as_str().to_owned().into()));
+            let changed = conn
+                .execute(&sql, rusqlite::params_from_iter(args))
+                .map_err(query_err(path, "changing an incident's state"))?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// Whether an alert rule may fire for `key` now, given it fires at most once per
+    /// `min_interval_ms`; when it may, the time is recorded in the same transaction.
+    pub async fn claim_alert(
+        &self,
+        rule: String,
+        key: String,
+        now_ms: i64,
+        min_interval_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.call(move |conn, path| {
+            let changed = conn
+                .execute(
+                    "INSERT INTO alert_log (rule, key, sent_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (rule, key) DO UPDATE SET sent_at_ms = excluded.sent_at_ms
+                     WHERE alert_log.sent_at_ms <= ?3 - ?4",
+                    params![rule, key, now_ms, min_interval_ms],
+                )
+                .map_err(query_err(path, "rate-limiting an alert"))?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// Counts one recovery attempt and marks the incident recovering, only while it is open;
+    /// returns the attempt count, or `None` when it is no longer open (the health-monitor resolved
+    /// it meanwhile, or another repair took it): an attempt never reopens a resolved incident.
+    pub async fn start_recovery_attempt(&self, id: i64) -> Result<Option<i64>, StoreError> {
         self.call(move |conn, path| {
             conn.query_row(
                 "UPDATE incidents SET attempts = attempts + 1, state = 'recovering'
-                 WHERE id = ?1 RETURNING attempts",
+                 WHERE id = ?1 AND state = 'open' RETURNING attempts",
                 params![id],
                 |row| row.get(0),
             )
+            .optional()
             .map_err(query_err(path, "counting a recovery attempt"))
         })
         .await
@@ -696,8 +754,27 @@ mod tests {
             .unwrap();
         assert!(created && other.id != first.id);
 
-        assert_eq!(store.start_recovery_attempt(first.id).await.unwrap(), 1);
-        assert_eq!(store.start_recovery_attempt(first.id).await.unwrap(), 2);
+        assert_eq!(
+            store.start_recovery_attempt(first.id).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            store.start_recovery_attempt(first.id).await.unwrap(),
+            None,
+            "one attempt at a time"
+        );
+        store
+            .transition_incident(
+                first.id,
+                vec![IncidentState::Recovering],
+                IncidentState::Open,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.start_recovery_attempt(first.id).await.unwrap(),
+            Some(2)
+        );
         assert!(
             store
                 .set_incident_state(first.id, IncidentState::Resolved)
@@ -915,6 +992,64 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[tokio::test]
+    async fn conditional_transitions_never_reopen_a_resolved_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (incident, _) = store
+            .observe_incident(finding("port_mismatch", "app:shop", Severity::High))
+            .await
+            .unwrap();
+        store.start_recovery_attempt(incident.id).await.unwrap();
+        assert!(
+            store
+                .transition_incident(
+                    incident.id,
+                    vec![IncidentState::Open, IncidentState::Recovering],
+                    IncidentState::Resolved
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .transition_incident(
+                    incident.id,
+                    vec![IncidentState::Recovering],
+                    IncidentState::Open
+                )
+                .await
+                .unwrap(),
+            "a resolved incident stays resolved"
+        );
+        assert_eq!(
+            store.start_recovery_attempt(incident.id).await.unwrap(),
+            None,
+            "nor does a repair that started late"
+        );
+        let stored = store.incident(incident.id).await.unwrap().unwrap();
+        assert_eq!(stored.state, IncidentState::Resolved);
+        assert_eq!(stored.attempts, 1);
+        assert!(stored.resolved_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn alerts_are_claimed_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let claim = |now: i64| store.claim_alert("0:x".into(), "disk_low host".into(), now, 1_000);
+        assert!(claim(10_000).await.unwrap());
+        assert!(!claim(10_500).await.unwrap());
+        assert!(claim(11_000).await.unwrap());
+        assert!(
+            store
+                .claim_alert("1:y".into(), "disk_low host".into(), 11_000, 1_000)
+                .await
+                .unwrap(),
+            "rules are limited apart"
         );
     }
 

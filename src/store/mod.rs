@@ -29,7 +29,7 @@ macro_rules! text_enum {
                     $($text => Ok($name::$variant),)+
                     other => Err(format!(
                         "unknown {} {other:?} (expected one of: {})",
-                        stringify!($name).to_lowercase(),
+                        $crate::store::words(stringify!($name)),
                         [$($text),+].join(", ")
                     )),
                 }
@@ -46,9 +46,11 @@ macro_rules! text_enum {
 
 mod deployments;
 mod health;
+mod requests;
 mod routes;
 mod schema;
 mod settings;
+mod stats;
 mod versions;
 
 use std::path::{Path, PathBuf};
@@ -62,7 +64,9 @@ pub use health::{
     AppHealth, AppStatus, CheckResult, Finding, Incident, IncidentFilter, IncidentState,
     NewRecovery, Recovery, RecoveryOutcome, Sample, Severity, SuccessRate,
 };
+pub use requests::{ActionRequest, REQUEST_MAX_AGE, RequestState};
 pub use routes::RouteRow;
+pub use stats::{IncidentCount, RecoveryCount, VersionStats};
 pub use versions::{ConfigVersion, NewVersion, VersionInfo, VersionTimings};
 
 pub const DB_FILE: &str = "butler.db";
@@ -76,6 +80,13 @@ pub enum StoreError {
         "cannot create the state directory {path}: {source} (create it, or set [state] dir to a writable directory)"
     )]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot create the state database {path}: {source} (check the state directory's permissions, or set [state] dir)"
+    )]
+    Create {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -136,6 +147,10 @@ impl Store {
             source,
         })?;
         let path = state_dir.join(DB_FILE);
+        share_with_group(&path, state_dir).map_err(|source| StoreError::Create {
+            path: path.clone(),
+            source,
+        })?;
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
@@ -201,6 +216,33 @@ impl Store {
     }
 }
 
+/// Creates the database file before SQLite does, as 0660 less the umask: SQLite would create it
+/// 0644 whatever the umask, and gives its -wal and -shm files the database's mode. Under systemd
+/// (UMask=0007) every worker's group may then write it, whichever worker created it: the recovery
+/// worker runs as root in group butler, the others as butler. An existing database this process
+/// owns is opened up to the group when the state directory itself is group-writable (a database
+/// made before the directory was shared).
+fn share_with_group(path: &Path, state_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o660)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    let meta = std::fs::metadata(path)?;
+    let dir_shared = std::fs::metadata(state_dir)?.mode() & 0o020 != 0;
+    let mode = meta.mode() & 0o7777;
+    if dir_shared && mode & 0o060 != 0o060 && meta.uid() == nix::unistd::geteuid().as_raw() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o060))?;
+    }
+    Ok(())
+}
+
 /// A blocking task that did not return: cancelled at runtime shutdown, or panicked.
 fn joined_err(path: PathBuf) -> impl FnOnce(tokio::task::JoinError) -> StoreError {
     move |error| {
@@ -224,6 +266,18 @@ pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// `IncidentState` → "incident state", for messages.
+pub(crate) fn words(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
 /// Parses a stored TEXT value into its enum; a value no version wrote is a corrupt row.
 pub(crate) fn parse_text<T: std::str::FromStr<Err = String>>(
     path: &std::path::Path,
@@ -235,4 +289,49 @@ pub(crate) fn parse_text<T: std::str::FromStr<Err = String>>(
         what,
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The process umask, as the kernel reports it (setting it would race the other tests).
+    fn umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line.split_whitespace().nth(1).unwrap(), 8).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_files_are_made_for_the_group_the_umask_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.pin_version(None).await.unwrap();
+        let expected = 0o660 & !umask();
+        for file in ["butler.db", "butler.db-wal", "butler.db-shm"] {
+            assert_eq!(mode(&dir.path().join(file)), expected, "{file}");
+        }
+    }
+
+    #[test]
+    fn a_database_made_before_the_directory_was_shared_is_opened_up_to_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_FILE);
+        drop(Store::open(dir.path()).unwrap());
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // A private directory: the file's mode is left as it is.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        assert_eq!(mode(&db), 0o640);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        assert_eq!(mode(&db), 0o660);
+    }
 }

@@ -102,7 +102,29 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE config_versions ADD COLUMN render_ms REAL;
     ALTER TABLE config_versions ADD COLUMN validate_ms REAL;
     ALTER TABLE config_versions ADD COLUMN reload_ms REAL;",
-    // 5: deployments: which ones' containers may be in an upstream (the health gate the planner
+    // 5: when each alert rule last fired for each problem, so rate limits hold across the
+    //    health-monitor and recovery processes and across restarts.
+    "CREATE TABLE alert_log (
+        rule       TEXT NOT NULL,    -- the rule's index and target
+        key        TEXT NOT NULL,    -- '<kind> <component>'
+        sent_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (rule, key)
+    );",
+    // 6: actions asked for through the dashboard's API. The dashboard runs without the docker group
+    //    and without D-Bus privileges, so it only queues them; the worker that may act claims each
+    //    one, runs it and records the result (dashboard::actions).
+    "CREATE TABLE requests (
+        id           INTEGER PRIMARY KEY,
+        action       TEXT NOT NULL,  -- 'proxy_update', 'fix_502', 'service_restart'
+        target       TEXT,           -- the app or service it names, if any
+        requested_at TEXT NOT NULL,
+        claimed_at   TEXT,           -- set by the executor that took it
+        finished_at  TEXT,
+        ok           INTEGER,        -- NULL until finished
+        result_json  TEXT            -- what the executor reported (a JSON value)
+    );
+    CREATE INDEX requests_pending ON requests (action, id) WHERE claimed_at IS NULL AND finished_at IS NULL;",
+    // 7: deployments: which ones' containers may be in an upstream (the health gate the planner
     //    reads on every reconcile) and the settings a rollback to that revision reuses.
     "ALTER TABLE deployments ADD COLUMN gate TEXT;   -- pending | serving | retired | NULL: containers gone
     ALTER TABLE deployments ADD COLUMN spec TEXT NOT NULL DEFAULT '{}';  -- JSON: port, replicas, env, ...
@@ -111,7 +133,12 @@ const MIGRATIONS: &[&str] = &[
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
-    let found: i64 = conn
+    // IMMEDIATE takes the write lock before the version is read: two processes (or two workers of
+    // `butler run`) opening a new database at once must not both run migration 1.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(query_err(path, "starting a migration"))?;
+    let found: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(query_err(path, "reading the schema version"))?;
     if found > known {
@@ -121,16 +148,34 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             known,
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn
-            .transaction()
-            .map_err(query_err(path, "starting a migration"))?;
+    if found == known {
+        return Ok(());
+    }
+    for sql in MIGRATIONS.iter().skip(found as usize) {
         tx.execute_batch(sql)
             .map_err(query_err(path, "a schema migration"))?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)
-            .map_err(query_err(path, "recording the schema version"))?;
-        tx.commit()
-            .map_err(query_err(path, "committing a migration"))?;
     }
-    Ok(())
+    tx.pragma_update(None, "user_version", known)
+        .map_err(query_err(path, "recording the schema version"))?;
+    tx.commit()
+        .map_err(query_err(path, "committing a migration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+
+    #[test]
+    fn processes_opening_a_new_store_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = dir.path().to_owned();
+                std::thread::spawn(move || Store::open(&dir).map(drop))
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().unwrap();
+        }
+    }
 }

@@ -48,6 +48,11 @@ pub enum SupervisorError {
         unit: String,
         reason: String,
     },
+    #[error(
+        "systemd denied {doing} ({reason}): only root may start, stop or reset units unless a polkit \
+         rule allows it; run this as root (butler-recovery.service runs as root for this reason)"
+    )]
+    Denied { doing: String, reason: String },
     #[error("D-Bus call to systemd failed while {doing}: {source}")]
     Call {
         doing: String,
@@ -232,6 +237,9 @@ impl Supervisor {
             JobKind::Restart => self.manager.restart_unit(unit_name.clone(), mode).await,
         };
         let job = queued.map_err(|source| match &source {
+            _ if denial(&source).is_some() => {
+                self.call_error(format!("a {action} of {unit_name}"), source)
+            }
             zbus::Error::MethodError(_, message, _) => SupervisorError::Refused {
                 action,
                 unit: unit_name.clone(),
@@ -264,7 +272,33 @@ impl Supervisor {
     }
 
     fn call_error(&self, doing: String, source: zbus::Error) -> SupervisorError {
-        SupervisorError::Call { doing, source }
+        match denial(&source) {
+            Some(reason) => SupervisorError::Denied { doing, reason },
+            None => SupervisorError::Call { doing, source },
+        }
+    }
+}
+
+/// What systemd said when it does not trust the caller: without polkit, AccessDenied; with polkit
+/// but no agent to ask, InteractiveAuthorizationRequired. zbus turns the standard errors into
+/// `fdo::Error`s, others stay method errors.
+fn denial(error: &zbus::Error) -> Option<String> {
+    match error {
+        zbus::Error::FDO(fdo) => match &**fdo {
+            zbus::fdo::Error::AccessDenied(reason)
+            | zbus::fdo::Error::InteractiveAuthorizationRequired(reason) => Some(reason.clone()),
+            _ => None,
+        },
+        zbus::Error::MethodError(name, message, _)
+            if matches!(
+                name.as_str(),
+                "org.freedesktop.DBus.Error.AccessDenied"
+                    | "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+            ) =>
+        {
+            Some(message.clone().unwrap_or_else(|| name.to_string()))
+        }
+        _ => None,
     }
 }
 

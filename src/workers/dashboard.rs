@@ -1,20 +1,30 @@
-//! The dashboard worker: HTTP on `dashboard.listen`. It binds before READY, so a port already in use
-//! fails the start instead of leaving a unit that looks fine but serves nothing.
+//! The dashboard worker: HTTP on `dashboard.listen`, serving `crate::dashboard`. It opens the store
+//! and binds before READY, so a port already in use fails the start instead of leaving a unit that
+//! looks fine but serves nothing.
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
 
 use super::WorkerContext;
+use crate::dashboard::{self, Dashboard};
+use crate::store::Store;
 
 pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     let listen = ctx.config.dashboard.listen;
+    let store = Store::open(&ctx.config.state.dir).with_context(|| {
+        format!(
+            "cannot open the state store in {} (state.dir)",
+            ctx.config.state.dir.display()
+        )
+    })?;
+    let dashboard = Dashboard::new(&ctx.config, store).context("cannot set up the dashboard")?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
             format!("cannot listen on {listen} (dashboard.listen): is another process using it?")
         })?;
-    let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let app = dashboard::router(Arc::new(dashboard));
     let shutdown = ctx.shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

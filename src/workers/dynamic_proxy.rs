@@ -3,27 +3,14 @@
 //! events, and one every `health.interval` so a removed or crashed nginx comes back even when no
 //! event says so.
 
-use std::time::Duration;
-
-use anyhow::Context as _;
-
 use super::WorkerContext;
+use crate::dashboard::actions::{self, Action, Outcome};
 use crate::docker::events::{self, Coalescer};
 use crate::proxy::reconcile::{ReconcileReport, Reconciler};
-use crate::store::Store;
-
-/// How long start-up waits for the engine (dockerd may start after us at boot) before giving up
-/// without READY, inside the units' TimeoutStartSec=30s.
-const ENGINE_WAIT: Duration = Duration::from_secs(20);
 
 pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
-    let docker = connect(&ctx).await?;
-    let store = Store::open(&ctx.config.state.dir).with_context(|| {
-        format!(
-            "cannot open the state store in {} (state.dir)",
-            ctx.config.state.dir.display()
-        )
-    })?;
+    let docker = super::connect_docker(&ctx).await?;
+    let store = super::open_store(&ctx)?;
     let mut reconciler = Reconciler::new(docker.clone(), ctx.config.clone(), store);
     let mut problems = ProblemLog::default();
 
@@ -35,6 +22,9 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
 
     let mut coalescer = Coalescer::default();
     let mut ticker = ctx.ticker(ctx.config.health.interval.0);
+    // `POST /api/proxy/update` on the dashboard, which may not act itself, queues a request here.
+    let mut requests = tokio::time::interval(actions::POLL_INTERVAL);
+    requests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // `changed` names the containers to re-inspect; `None` re-lists everything (the periodic
         // round and a reconnect, which also correct anything the events missed).
@@ -54,6 +44,16 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                 Some(batch) => (format!("{} engine events", batch.events), Some(batch.containers)),
                 None => break,
             },
+            _ = requests.tick() => {
+                let answered = tokio::select! {
+                    status = answer_requests(&mut reconciler, &mut problems) => status,
+                    () = ctx.shutdown.cancelled() => break,
+                };
+                if let Some(status) = answered {
+                    ticker.done(status);
+                }
+                continue;
+            }
         };
         // SIGTERM must not wait for a long round: what a cut round leaves behind is a staged or
         // validated version, and the next start reconciles from the store's last good one.
@@ -64,24 +64,6 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
         ticker.done(status);
     }
     Ok(())
-}
-
-async fn connect(ctx: &WorkerContext) -> anyhow::Result<bollard::Docker> {
-    let host = ctx.config.docker.host.as_deref();
-    let deadline = tokio::time::Instant::now() + ENGINE_WAIT;
-    loop {
-        match crate::docker::client::connect(host).await {
-            Ok(docker) => return Ok(docker),
-            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error.into()),
-            Err(error) => {
-                tracing::warn!(%error, "Docker engine not reachable yet; retrying");
-                tokio::select! {
-                    () = ctx.shutdown.cancelled() => anyhow::bail!("stopped while waiting for the Docker engine"),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
 }
 
 /// One reconcile, logged; returns the STATUS= line. Failures are logged and retried next round:
@@ -101,6 +83,54 @@ async fn round(
         Err(error) => {
             tracing::error!(cause, "reconcile failed: {error}");
             format!("reconcile failed: {error}")
+        }
+    }
+}
+
+/// Runs the dashboard's pending `proxy_update` requests like `butler proxy-update`: lift a rollback
+/// pin, then reconcile. Returns the STATUS= line when one ran.
+async fn answer_requests(reconciler: &mut Reconciler, problems: &mut ProblemLog) -> Option<String> {
+    let store = reconciler.store().clone();
+    let mut status = None;
+    loop {
+        let request = match actions::next_pending(&store, &[Action::ProxyUpdate]).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return status,
+            Err(error) => {
+                tracing::warn!("cannot read dashboard requests: {error}");
+                return status;
+            }
+        };
+        let unpinned = match store.pinned_version().await {
+            Ok(Some(pinned)) => store.pin_version(None).await.ok().map(|()| pinned),
+            _ => None,
+        };
+        let cause = format!("dashboard request {}", request.id);
+        let outcome = match reconciler.reconcile(&cause).await {
+            Ok(report) => {
+                log_report(&report);
+                problems.log(&report.plan.problems);
+                status = Some(report.summary());
+                Outcome {
+                    ok: report.succeeded(),
+                    result: serde_json::json!({
+                        "summary": report.summary(),
+                        "changes": report.changes.iter().map(|c| c.line()).collect::<Vec<_>>(),
+                        "version": report.version,
+                        "unpinned": unpinned,
+                    }),
+                }
+            }
+            Err(error) => Outcome {
+                ok: false,
+                result: actions::error_json(&format!("reconcile failed: {error}")),
+            },
+        };
+        if let Err(error) = actions::finish(&store, &request, outcome).await {
+            tracing::warn!(
+                "cannot record the result of dashboard request {}: {error}",
+                request.id
+            );
         }
     }
 }

@@ -16,6 +16,40 @@ use crate::config::Config;
 use crate::systemd::notify::Notifier;
 use crate::systemd::units::Worker;
 
+/// How long start-up waits for the engine (dockerd may start after us at boot) before giving up
+/// without READY, inside the units' TimeoutStartSec=30s.
+const ENGINE_WAIT: Duration = Duration::from_secs(20);
+
+/// Connects to the Docker engine, retrying for a while: at boot the butler may start before it.
+pub(crate) async fn connect_docker(ctx: &WorkerContext) -> anyhow::Result<bollard::Docker> {
+    let host = ctx.config.docker.host.as_deref();
+    let deadline = Instant::now() + ENGINE_WAIT;
+    loop {
+        match crate::docker::client::connect(host).await {
+            Ok(docker) => return Ok(docker),
+            Err(error) if Instant::now() >= deadline => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "Docker engine not reachable yet; retrying");
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => anyhow::bail!("stopped while waiting for the Docker engine"),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Opens the state store named by `state.dir`.
+pub(crate) fn open_store(ctx: &WorkerContext) -> anyhow::Result<crate::store::Store> {
+    use anyhow::Context as _;
+    crate::store::Store::open(&ctx.config.state.dir).with_context(|| {
+        format!(
+            "cannot open the state store in {} (state.dir)",
+            ctx.config.state.dir.display()
+        )
+    })
+}
+
 /// What every worker gets: the validated config, its line to systemd, and the shutdown signal.
 #[derive(Clone)]
 pub struct WorkerContext {
@@ -79,6 +113,32 @@ impl Ticker<'_> {
             tokio::select! {
                 () = self.ctx.shutdown.cancelled() => return false,
                 () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Awaits one bounded piece of a round's work, pinging the watchdog meanwhile: a repair that
+    /// waits for a unit to start may take longer than WatchdogSec, but never longer than `bound`,
+    /// after which it is abandoned; so a stuck round still stops the pings. `None` when `work` did
+    /// not finish within `bound`, or shutdown was asked.
+    pub async fn during<F: std::future::Future>(
+        &mut self,
+        bound: Duration,
+        work: F,
+    ) -> Option<F::Output> {
+        let deadline = Instant::now() + bound;
+        let mut work = std::pin::pin!(work);
+        loop {
+            self.ctx.notifier.heartbeat(&self.status);
+            let wake = (Instant::now() + self.beat).min(deadline);
+            tokio::select! {
+                output = &mut work => return Some(output),
+                () = self.ctx.shutdown.cancelled() => return None,
+                () = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                }
             }
         }
     }

@@ -5,8 +5,11 @@
 //! labelled `devops-butler.test`, and removed on drop, also when a test panics.
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod dashboard;
 pub mod deploy;
 pub mod load;
+pub mod packages;
 pub mod private_engine;
 pub mod stats;
 pub mod ws_codec;
@@ -151,26 +154,11 @@ pub fn ensure_image(kind: &str) -> String {
     };
     // get_or_init blocks other threads asking for the same kind until the first build is done.
     cell.get_or_init(|| {
-        let script = repo_root().join("scripts/images/build.sh");
         let start = Instant::now();
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(kind)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} {kind} failed ({}); its progress is above",
-            script.display(),
-            out.status
-        );
-        let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let tag = run_build_script("scripts/images/build.sh", &[kind], &[]);
         assert!(
             !tag.is_empty(),
-            "{} {kind} printed no tag",
-            script.display()
+            "scripts/images/build.sh {kind} printed no tag"
         );
         eprintln!(
             "support: image {kind} = {tag} ({} ms)",
@@ -217,6 +205,27 @@ pub fn nginx_image_without_shell() -> String {
         tag
     })
     .clone()
+}
+
+/// `bash SCRIPT ARGS` (SCRIPT relative to the repository) with `env` added, its progress on the
+/// test's stderr; returns its stdout, trimmed. Panics naming the script when it fails.
+pub fn run_build_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let path = repo_root().join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{script} {} failed ({}); its progress is above",
+        args.join(" "),
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Removes the containers and networks registered with it when dropped, also while a test panics.
@@ -601,7 +610,9 @@ pub struct HttpResponse {
     pub status: u16,
     /// Header names lowercased, in order.
     pub headers: Vec<(String, String)>,
+    /// The body as text (lossy); `body_bytes` holds it as sent (e.g. gzip).
     pub body: String,
+    pub body_bytes: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -628,14 +639,66 @@ fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
 
 /// `GET path` on `addr` ("ip:port") with `Host: host`, one request per connection, 10 s timeout.
 pub fn http_get(addr: &str, host: &str, path: &str) -> std::io::Result<HttpResponse> {
-    let mut stream = connect(addr, Duration::from_secs(10))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: butler-tests\r\nConnection: close\r\n\r\n"
-    )?;
+    http_request(
+        addr,
+        "GET",
+        path,
+        &[("Host", host)],
+        Duration::from_secs(10),
+    )
+}
+
+/// `METHOD path` on `addr` with these headers (`Host` defaults to `addr`), an empty body, one
+/// request per connection; `timeout` bounds the connect and each read.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
+    let mut stream = connect(addr, timeout)?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (key, value) in headers {
+        head.push_str(&format!("{key}: {value}\r\n"));
+    }
+    head.push_str("User-Agent: butler-tests\r\nConnection: close\r\n");
+    if method != "GET" && method != "HEAD" {
+        head.push_str("Content-Length: 0\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    parse_response(&read_response(&mut stream)?)
+}
+
+/// Reads one response: up to the end of its body when it has a Content-Length (some servers keep
+/// the connection open despite `Connection: close`), else until the server closes.
+fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim() == "content-length")
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+            if let Some(length) = length
+                && raw.len() >= end + 4 + length
+            {
+                return Ok(raw);
+            }
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
 }
 
 fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
@@ -672,6 +735,7 @@ fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
         status,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        body_bytes: body,
     })
 }
 
@@ -700,7 +764,39 @@ pub fn websocket_echo(
     message: &str,
 ) -> std::io::Result<String> {
     let err = |m: String| std::io::Error::other(m);
-    let mut stream = connect(addr, Duration::from_secs(10))?;
+    let (mut stream, mut reader) =
+        websocket_connect(addr, host_header, path, Duration::from_secs(10))?;
+    stream.write_all(&client_frame(0x81, message.as_bytes()))?;
+    let header = ws_codec::read_frame_header(&mut reader)?;
+    if header.masked {
+        return Err(err(
+            "the server sent a masked frame (RFC 6455 §5.1 forbids it)".into(),
+        ));
+    }
+    let len = header.payload_len;
+    let mut payload = vec![0u8; len as usize];
+    reader.read_exact(&mut payload)?;
+    if header.opcode != 0x1 {
+        return Err(err(format!(
+            "expected a text frame, got opcode {:#x}",
+            header.opcode
+        )));
+    }
+    // Say goodbye properly; the answer does not matter.
+    let _ = stream.write_all(&client_frame(0x88, &1000u16.to_be_bytes()));
+    String::from_utf8(payload).map_err(|e| err(format!("echo is not UTF-8: {e}")))
+}
+
+/// The client side of a WebSocket handshake: the stream to write frames to and a reader positioned
+/// after the 101's head. Checks the status and `Sec-WebSocket-Accept`.
+pub fn websocket_connect(
+    addr: &str,
+    host_header: &str,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
+    let err = |m: String| std::io::Error::other(m);
+    let mut stream = connect(addr, timeout)?;
     let key = ws_codec::base64(&pseudo_random_bytes::<16>());
     write!(
         stream,
@@ -737,25 +833,7 @@ pub fn websocket_echo(
             "Sec-WebSocket-Accept is {accept:?}, expected {expected:?}"
         )));
     }
-    stream.write_all(&client_frame(0x81, message.as_bytes()))?;
-    let header = ws_codec::read_frame_header(&mut reader)?;
-    if header.masked {
-        return Err(err(
-            "the server sent a masked frame (RFC 6455 §5.1 forbids it)".into(),
-        ));
-    }
-    let len = header.payload_len;
-    let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload)?;
-    if header.opcode != 0x1 {
-        return Err(err(format!(
-            "expected a text frame, got opcode {:#x}",
-            header.opcode
-        )));
-    }
-    // Say goodbye properly; the answer does not matter.
-    let _ = stream.write_all(&client_frame(0x88, &1000u16.to_be_bytes()));
-    String::from_utf8(payload).map_err(|e| err(format!("echo is not UTF-8: {e}")))
+    Ok((stream, reader))
 }
 
 /// A client frame: always masked (RFC 6455 §5.3).
@@ -1114,19 +1192,65 @@ impl ButlerProcess {
 
     /// `proxy_extra` lines go into the [proxy] section; `extra_toml` is appended after it.
     pub fn start_with(binary: &Path, proxy_extra: &str, extra_toml: &str) -> ButlerProcess {
+        Self::start_full(binary, proxy_extra, "", extra_toml)
+    }
+
+    /// Like `start_with`, and `dashboard_extra` lines go into the [dashboard] section
+    /// (`token_file = ...`, `action_timeout = ...`).
+    pub fn start_full(
+        binary: &Path,
+        proxy_extra: &str,
+        dashboard_extra: &str,
+        extra_toml: &str,
+    ) -> ButlerProcess {
         ensure_butler_network();
-        Self::launch(binary, proxy_extra, extra_toml, None)
+        let butler = Self::launch(binary, &[], proxy_extra, dashboard_extra, extra_toml, None);
+        butler.wait_until_ready();
+        butler
+    }
+
+    /// `butler run --only WORKERS` (e.g. `&["health-monitor", "recovery"]`), without waiting for
+    /// the proxy: without the dynamic-proxy worker nothing routes until the test runs
+    /// `butler proxy-update` (see `proxy_update`). `extra_toml` is appended to the config.
+    /// `proxy_extra` lines go into the [proxy] section (e.g. `network = "..."`).
+    pub fn start_workers(
+        binary: &Path,
+        workers: &[&str],
+        proxy_extra: &str,
+        extra_toml: &str,
+    ) -> ButlerProcess {
+        let only = workers.join(",");
+        ensure_butler_network();
+        Self::launch(
+            binary,
+            &["--only", &only],
+            proxy_extra,
+            "",
+            extra_toml,
+            None,
+        )
+    }
+
+    /// `butler proxy-update` against this butler's config, which must succeed: routes every app
+    /// now and creates the nginx container when it is missing.
+    pub fn proxy_update(&self, binary: &Path) {
+        let out = self.cli(binary, &["proxy-update"]);
+        assert!(out.success(), "butler proxy-update failed: {out:?}");
     }
 
     /// Starts the butler inside network namespace `netns` (see `private_engine`); requests from
     /// this handle go through that namespace too.
     pub fn start_in_netns(binary: &Path, netns: &str, extra_toml: &str) -> ButlerProcess {
-        Self::launch(binary, "", extra_toml, Some(netns))
+        let butler = Self::launch(binary, &[], "", "", extra_toml, Some(netns));
+        butler.wait_until_ready();
+        butler
     }
 
     fn launch(
         binary: &Path,
+        run_args: &[&str],
         proxy_extra: &str,
+        dashboard_extra: &str,
         extra_toml: &str,
         netns: Option<&str>,
     ) -> ButlerProcess {
@@ -1138,7 +1262,7 @@ impl ButlerProcess {
         let config = format!(
             "[proxy]\nhttp_port = {http_port}\nimage = \"{image}\"\ncontainer_name = \"{nginx}\"\n\
              templates_dir = \"{templates}\"\n{proxy_extra}\n\
-             [dashboard]\nlisten = \"127.0.0.1:{dashboard_port}\"\n\
+             [dashboard]\nlisten = \"127.0.0.1:{dashboard_port}\"\n{dashboard_extra}\n\
              [state]\ndir = \"{state}\"\n\
              [health]\ninterval = \"2s\"\ntimeout = \"1s\"\n{extra_toml}\n",
             templates = dir.path().join("templates").display(),
@@ -1157,14 +1281,16 @@ impl ButlerProcess {
             None => Command::new(binary),
         };
         let child = command
-            .args(["run", "--config"])
+            .arg("run")
+            .args(run_args)
+            .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start butler run");
-        let butler = ButlerProcess {
+        ButlerProcess {
             child: Some(child),
             netns: netns.map(str::to_owned),
             nginx,
@@ -1173,9 +1299,7 @@ impl ButlerProcess {
             config_path,
             log_path,
             _dir: dir,
-        };
-        butler.wait_until_ready();
-        butler
+        }
     }
 
     fn wait_until_ready(&self) {
@@ -1187,6 +1311,16 @@ impl ButlerProcess {
                     .is_ok_and(|r| r.status == 404 || r.status == 200)
             },
         );
+    }
+
+    /// `127.0.0.1:<dashboard_port>`, the dashboard as a user on this host reaches it.
+    pub fn dashboard_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.dashboard_port)
+    }
+
+    /// The butler's state directory (its store), for tests that read or seed it.
+    pub fn state_dir(&self) -> PathBuf {
+        self._dir.path().join("state")
     }
 
     /// `127.0.0.1:<http_port>`, the proxy as a user on this host reaches it.
@@ -1281,18 +1415,21 @@ impl ButlerProcess {
     }
 }
 
+/// Stops a process this support code started (SIGTERM, then waits); while a test panics, prints
+/// `log` (what the process said) under `name`.
+fn stop_process(child: Option<std::process::Child>, name: &str, log: impl FnOnce() -> String) {
+    if let Some(mut child) = child {
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+    if std::thread::panicking() {
+        eprintln!("---- {name} ----\n{}---- end of {name} ----", log());
+    }
+}
+
 impl Drop for ButlerProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- butler log ----\n{}---- end of butler log ----",
-                self.log()
-            );
-        }
+        stop_process(self.child.take(), "butler log", || self.log());
         let _ = docker(&["rm", "-f", "-v", &self.nginx]);
     }
 }
@@ -1467,3 +1604,69 @@ impl ConfigHistory {
     }
 }
 // End of the proxy resilience helpers.
+
+// ---------------------------------------------------------------------------------------------------
+// Health and recovery helpers (tests/health_faults.rs): incidents and recoveries as the CLI shows them.
+
+impl ButlerProcess {
+    /// `butler incidents ARGS --output json`, which must succeed: the incidents, newest first.
+    pub fn incidents(&self, binary: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut argv = vec!["incidents"];
+        argv.extend_from_slice(args);
+        let (out, json) = self.cli_json(binary, &argv);
+        assert!(out.success(), "butler incidents failed: {out:?}");
+        json["incidents"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The recovery attempts of incident `id`, newest first (`butler incidents --id`).
+    pub fn recoveries(&self, binary: &Path, id: i64) -> Vec<serde_json::Value> {
+        let (out, json) = self.cli_json(binary, &["incidents", "--id", &id.to_string()]);
+        assert!(out.success(), "butler incidents --id {id} failed: {out:?}");
+        json["recoveries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The id of the newest incident so far (0 when there is none): pass it to
+    /// `wait_for_incident` to wait for one that a fault injected after this call opens.
+    pub fn last_incident_id(&self, binary: &Path) -> i64 {
+        self.incidents(binary, &["--limit", "10000"])
+            .iter()
+            .filter_map(|i| i["id"].as_i64())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until an incident of `kind` on `component`, newer than incident `since`, is in
+    /// `state`; returns it.
+    pub fn wait_for_incident(
+        &self,
+        binary: &Path,
+        since: i64,
+        kind: &str,
+        component: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let found = std::cell::RefCell::new(None);
+        wait_until_or(
+            &format!("a {state} {kind} incident on {component}"),
+            timeout,
+            || {
+                let list = self.incidents(binary, &["--kind", kind, "--component", component]);
+                *found.borrow_mut() = list
+                    .into_iter()
+                    .find(|i| i["state"] == state && i["id"].as_i64() > Some(since));
+                found.borrow().is_some()
+            },
+            || {
+                let all = self.incidents(binary, &[]);
+                format!(
+                    "incidents: {}\nbutler log:\n{}",
+                    serde_json::to_string_pretty(&all).unwrap_or_default(),
+                    self.log()
+                )
+            },
+        );
+        found.into_inner().expect("found")
+    }
+}
+// End of the health and recovery helpers.

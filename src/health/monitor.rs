@@ -1,0 +1,442 @@
+//! One health round, start to finish: observe every layer, classify, record the checks and app
+//! statuses, open or count incidents (one per problem), resolve the ones whose problem is gone,
+//! sample the host for the disk forecast, and alert on new incidents.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::alerts::{AlertEvent, Alerter};
+use super::classify::{self, Assessment, Rules};
+use super::model::{AppObs, Observations, ProbeResult};
+use super::observe::{Observer, disk_metric, now_ms};
+use super::{HOST_COMPONENT, Kind, Layer, PROXY_COMPONENT, app_component, unit_component};
+use crate::store::{AppStatus, CheckResult, IncidentFilter, IncidentState, StoreError};
+
+/// Host samples are stored at most this often, and kept this long.
+const SAMPLE_EVERY_MS: i64 = 60_000;
+const SAMPLES_KEPT_MS: i64 = 7 * 24 * 3_600_000;
+
+/// What a round did, for STATUS= and the logs.
+#[derive(Debug, Clone, Default)]
+pub struct RoundSummary {
+    /// The butler's units as this round saw them (`None` without systemd).
+    pub units: Option<Vec<super::model::UnitObs>>,
+    pub apps: usize,
+    pub healthy: usize,
+    pub findings: usize,
+    pub opened: usize,
+    pub resolved: usize,
+}
+
+impl RoundSummary {
+    pub fn line(&self) -> String {
+        format!(
+            "{}/{} apps healthy, {} problems ({} new, {} resolved)",
+            self.healthy, self.apps, self.findings, self.opened, self.resolved
+        )
+    }
+}
+
+pub struct Monitor {
+    observer: Arc<Observer>,
+    alerter: Alerter,
+    rules: Rules,
+    last_sample_ms: i64,
+    last_prune_ms: i64,
+}
+
+impl Monitor {
+    pub fn new(observer: Arc<Observer>, alerter: Alerter) -> Self {
+        let rules = rules_from(observer.config());
+        Self {
+            observer,
+            alerter,
+            rules,
+            last_sample_ms: 0,
+            last_prune_ms: 0,
+        }
+    }
+
+    pub async fn round(&mut self) -> Result<RoundSummary, StoreError> {
+        let store = self.observer.store().clone();
+        let known: BTreeSet<String> = store
+            .app_health()
+            .await?
+            .into_iter()
+            .map(|a| a.app)
+            .collect();
+        let obs = self.observer.observe(&known).await;
+        let assessment = classify::classify(&obs, &self.rules);
+
+        let checks = check_rows(&obs);
+        let subjects: BTreeSet<String> = checks.iter().map(|c| c.subject.clone()).collect();
+        let gone: Vec<String> = store
+            .checks()
+            .await?
+            .into_iter()
+            .map(|c| c.subject)
+            .filter(|s| !subjects.contains(s) && observed(&obs, s, ""))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        store.record_checks(checks).await?;
+        if !gone.is_empty() {
+            store.forget_check_subjects(gone).await?;
+        }
+        store.replace_app_health(assessment.apps.clone()).await?;
+
+        let mut summary = RoundSummary {
+            apps: assessment.apps.len(),
+            healthy: assessment
+                .apps
+                .iter()
+                .filter(|a| a.status == AppStatus::Healthy)
+                .count(),
+            findings: assessment.findings.len(),
+            units: obs.units.clone(),
+            ..RoundSummary::default()
+        };
+        self.record_incidents(&obs, &assessment, &mut summary)
+            .await?;
+        self.sample(&obs).await?;
+        Ok(summary)
+    }
+
+    async fn record_incidents(
+        &self,
+        obs: &Observations,
+        assessment: &Assessment,
+        summary: &mut RoundSummary,
+    ) -> Result<(), StoreError> {
+        let store = self.observer.store();
+        let mut present = BTreeSet::new();
+        for finding in &assessment.findings {
+            present.insert((finding.kind.clone(), finding.component.clone()));
+            let (incident, created) = store.observe_incident(finding.clone()).await?;
+            if created {
+                summary.opened += 1;
+                self.alerter.notify(AlertEvent::Opened, &incident).await;
+            }
+        }
+        // A problem no longer found is over, whoever fixed it; only layers this round really
+        // looked at can say so (no units without systemd, no apps when Docker did not answer).
+        for incident in store.incidents(IncidentFilter::unresolved()).await? {
+            let key = (incident.kind.clone(), incident.component.clone());
+            if present.contains(&key) || !observed(obs, &incident.component, &incident.kind) {
+                continue;
+            }
+            let moved = store
+                .transition_incident(
+                    incident.id,
+                    vec![
+                        IncidentState::Open,
+                        IncidentState::Recovering,
+                        IncidentState::Escalated,
+                    ],
+                    IncidentState::Resolved,
+                )
+                .await?;
+            if moved {
+                summary.resolved += 1;
+                let mut resolved = incident;
+                resolved.state = IncidentState::Resolved;
+                self.alerter.notify(AlertEvent::Resolved, &resolved).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Host samples for the disk forecast and the dashboard, at most once a minute.
+    async fn sample(&mut self, obs: &Observations) -> Result<(), StoreError> {
+        let now = now_ms();
+        if now - self.last_sample_ms < SAMPLE_EVERY_MS {
+            return Ok(());
+        }
+        self.last_sample_ms = now;
+        let mut samples: Vec<(String, i64, f64)> = obs
+            .host
+            .disks
+            .iter()
+            .map(|d| (disk_metric(&d.path), now, d.free_bytes as f64))
+            .collect();
+        if let Some(available) = obs.host.mem_available_bytes {
+            samples.push(("mem_available_bytes".into(), now, available as f64));
+        }
+        if let Some(load) = obs.host.load1 {
+            samples.push(("load1".into(), now, load));
+        }
+        let store = self.observer.store();
+        store.add_samples(samples).await?;
+        if now - self.last_prune_ms > 3_600_000 {
+            self.last_prune_ms = now;
+            store.prune_samples(now - SAMPLES_KEPT_MS).await?;
+        }
+        Ok(())
+    }
+}
+
+/// How long a round may take before the health-monitor abandons it. Every part of a round has its
+/// own bound: the proxy checks (inspect, probe and the config checks: about 5 × `health.timeout`),
+/// the app checks together ([`Observer::apps_budget`]), the name lookups (`health.timeout`); on top,
+/// a few engine calls that Docker itself bounds and the store's busy wait. A round that runs past
+/// all of that is stuck, not slow: only then is it dropped, and what it found lost. A tighter
+/// backstop dropped whole rounds on a busy engine, leaving the monitor blind while the engine
+/// was slow.
+pub fn round_bound(config: &crate::config::Config) -> std::time::Duration {
+    config.health.timeout.0 * 6
+        + super::observe::apps_budget(config)
+        + std::time::Duration::from_secs(10)
+}
+
+pub fn rules_from(config: &crate::config::Config) -> Rules {
+    Rules {
+        disk_warning_hours: config.health.disk_warning.0.as_secs_f64() / 3600.0,
+        ..Rules::default()
+    }
+}
+
+/// Whether this round really looked at `component` for problems of `kind` ("" for any): a check
+/// that timed out or could not run says nothing about whether a problem is over.
+fn observed(obs: &Observations, component: &str, kind: &str) -> bool {
+    if let Some(app) = super::component_app(component) {
+        return match obs.apps.iter().find(|a| a.app == app) {
+            Some(found) => found.incomplete.is_none(),
+            None => obs.apps_listed,
+        };
+    }
+    if component.starts_with("unit:") {
+        return obs.units.is_some();
+    }
+    if component == PROXY_COMPONENT {
+        let config_kind =
+            kind == Kind::ConfigDrift.as_str() || kind == Kind::ConfigInvalid.as_str();
+        return obs.proxy.state != "unknown" && (!config_kind || obs.proxy.config_checked());
+    }
+    true
+}
+
+/// The stored check rows of one round: one per subject and check name.
+pub fn check_rows(obs: &Observations) -> Vec<CheckResult> {
+    let mut rows = Vec::new();
+    let mut row = |subject: &str, name: &str, ok: bool, latency_ms: Option<f64>, detail: String| {
+        rows.push(CheckResult {
+            subject: subject.to_owned(),
+            name: name.to_owned(),
+            ok,
+            latency_ms,
+            detail,
+            checked_at: String::new(),
+        })
+    };
+    for app in &obs.apps {
+        let subject = app_component(&app.app);
+        for (name, ok, latency, detail) in app_checks(app) {
+            row(&subject, name, ok, latency, detail);
+        }
+    }
+    let proxy = &obs.proxy;
+    row(
+        PROXY_COMPONENT,
+        "container",
+        proxy.serving(),
+        None,
+        proxy.detail.clone(),
+    );
+    if let Some(answer) = &proxy.answers {
+        row(
+            PROXY_COMPONENT,
+            "http",
+            answer.ok,
+            answer.latency_ms,
+            probe_text(answer),
+        );
+    }
+    if let Some(verdict) = &proxy.config_error {
+        row(
+            PROXY_COMPONENT,
+            "config_valid",
+            verdict.is_none(),
+            None,
+            verdict.clone().unwrap_or_else(|| "nginx -t passes".into()),
+        );
+    }
+    if proxy.live_hash.is_some() {
+        let drift = proxy.drift.clone().unwrap_or_default();
+        let same = proxy.live_hash == proxy.applied_hash && drift.is_empty();
+        row(
+            PROXY_COMPONENT,
+            "config_drift",
+            same,
+            None,
+            if same {
+                "the live config is the applied version".into()
+            } else if drift.is_empty() {
+                format!(
+                    "live {} but applied {}",
+                    proxy.live_hash.as_deref().unwrap_or("?"),
+                    proxy.applied_hash.as_deref().unwrap_or("?")
+                )
+            } else {
+                format!("changed: {}", drift.join(", "))
+            },
+        );
+    }
+    let host = &obs.host;
+    for disk in &host.disks {
+        let fraction = disk.free_bytes as f64 / disk.total_bytes.max(1) as f64;
+        row(
+            HOST_COMPONENT,
+            &format!("disk:{}", disk.path),
+            fraction >= classify::DISK_LOW_FRACTION,
+            None,
+            format!(
+                "{} free of {} ({}){}",
+                classify::human_bytes(disk.free_bytes),
+                classify::human_bytes(disk.total_bytes),
+                disk.role,
+                disk.hours_left
+                    .map(|h| format!("; full in {}", classify::human_hours(h)))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    if let (Some(total), Some(available)) = (host.mem_total_bytes, host.mem_available_bytes) {
+        row(
+            HOST_COMPONENT,
+            "memory",
+            available as f64 / total.max(1) as f64 >= classify::MEMORY_LOW_FRACTION,
+            None,
+            format!(
+                "{} available of {}",
+                classify::human_bytes(available),
+                classify::human_bytes(total)
+            ),
+        );
+    }
+    if let Some(load) = host.load1 {
+        row(
+            HOST_COMPONENT,
+            "load",
+            load / host.cpus.max(1) as f64 <= classify::LOAD_HIGH_PER_CPU,
+            None,
+            format!("load {load:.2} on {} CPUs", host.cpus),
+        );
+    }
+    for unit in obs.units.iter().flatten() {
+        if unit.load_state == "not-found" {
+            continue;
+        }
+        row(
+            &unit_component(&unit.unit),
+            "state",
+            unit.active_state != "failed",
+            None,
+            format!(
+                "{} ({}), {} restarts",
+                unit.active_state,
+                unit.sub_state,
+                unit.restarts.unwrap_or(0)
+            ),
+        );
+    }
+    rows
+}
+
+fn probe_text(p: &ProbeResult) -> String {
+    let mut text = format!("{}: {}", p.target, p.short());
+    if let Some(error) = &p.error {
+        text.push_str(&format!(" ({error})"));
+    }
+    text
+}
+
+fn all_ok(probes: &[ProbeResult]) -> (bool, Option<f64>, String) {
+    let latency = probes
+        .iter()
+        .filter_map(|p| p.latency_ms)
+        .fold(None, |max: Option<f64>, l| {
+            Some(max.map_or(l, |m| m.max(l)))
+        });
+    (
+        probes.iter().all(|p| p.ok),
+        latency,
+        probes.iter().map(probe_text).collect::<Vec<_>>().join("; "),
+    )
+}
+
+/// (check name, ok, latency, detail) for one app.
+fn app_checks(app: &AppObs) -> Vec<(&'static str, bool, Option<f64>, String)> {
+    let mut out = Vec::new();
+    let running = app.containers.iter().filter(|c| c.running()).count();
+    out.push((
+        "container",
+        running > 0 && running == app.containers.len(),
+        None,
+        app.containers
+            .iter()
+            .map(|c| format!("{} {} ({} restarts)", c.name, c.state, c.restart_count))
+            .collect::<Vec<_>>()
+            .join("; "),
+    ));
+    let on_network = app
+        .containers
+        .iter()
+        .filter(|c| c.running())
+        .all(|c| c.ip.is_some());
+    out.push((
+        "network",
+        on_network && running > 0,
+        None,
+        app.containers
+            .iter()
+            .filter(|c| c.running())
+            .map(|c| {
+                format!(
+                    "{} at {}",
+                    c.name,
+                    c.ip.map_or("no address".to_owned(), |ip| ip.to_string())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    ));
+    if let Some(dns) = app.dns {
+        let detail = if dns {
+            "container names resolve on the proxy network"
+        } else {
+            "a container name does not resolve on the proxy network"
+        };
+        out.push(("dns", dns, None, detail.to_owned()));
+    }
+    if app.route.is_some() {
+        let (ok, latency, detail) = all_ok(&app.tcp);
+        out.push(("tcp", ok, latency, detail));
+        let (ok, latency, detail) = all_ok(&app.http_direct);
+        out.push((
+            "http_direct",
+            ok && !app.http_direct.is_empty(),
+            latency,
+            detail,
+        ));
+    }
+    if let Some(p) = &app.http_proxy {
+        out.push(("http_proxy", p.ok, p.latency_ms, probe_text(p)));
+    }
+    out
+}
+
+/// The worst status of each layer, for `butler health`: down when a finding of the layer is high
+/// or critical, degraded when any finding is, healthy otherwise.
+pub fn layer_status(assessment: &Assessment, layer: Layer) -> AppStatus {
+    let worst = assessment
+        .findings
+        .iter()
+        .filter(|f| f.kind.parse::<Kind>().is_ok_and(|k| k.layer() == layer))
+        .map(|f| f.severity)
+        .max();
+    match worst {
+        None => AppStatus::Healthy,
+        Some(s) if s >= crate::store::Severity::High => AppStatus::Down,
+        Some(_) => AppStatus::Degraded,
+    }
+}
