@@ -280,6 +280,13 @@ fn two_owners_of_a_shop_deploy_side_by_side_and_a_derived_name_never_takes_one_o
     );
     assert_eq!(app_containers(&alice_app).len(), 1, "nothing was changed");
     wait_for_answer(&butler, &alice_app, "alice");
+
+    // Asked for by name, it replaces alice's deployment; bob's app is untouched.
+    let report = deployed(&butler, &[&image, "--name", &alice_app]);
+    assert_eq!(report["source_id"], format!("image:alice/{repo_name}"));
+    wait_for_answer(&butler, &alice_app, "intruder");
+    assert_eq!(app_containers(&alice_app).len(), 1, "{report}");
+    wait_for_answer(&butler, &bob_app, "bob");
 }
 
 #[test]

@@ -287,10 +287,12 @@ impl Reconciler {
 
         // `butler deploy` moves deployments in and out of the upstreams, then reconciles: the held
         // set read under the lock is the one this round applies, so a round that planned before a
-        // deploy's change can never apply after that deploy's own reconcile.
+        // deploy's change can never apply after that deploy's own reconcile. Its containers are
+        // listed again too: a list older than the change may lack the instances it let in.
         let held = self.store.held_deployments().await?;
         if held != settings.held_deployments {
             settings.held_deployments = held;
+            snapshots = self.refresh_all().await?;
             plan = super::plan(&snapshots, &settings);
             rendered = self.render(&plan)?;
         }
