@@ -90,9 +90,12 @@ fn apt_install_routes_upgrade_keeps_the_config_remove_stops_purge_cleans() {
 
     // The admin's config is in place before the package arrives (as config management puts it);
     // dpkg keeps it (--force-confold) and the package's default lands next to it as .dpkg-dist.
+    // Its apps are only the containers labelled for it: the engine is shared with other tests.
+    let only = unique_name("pkg");
     let config = format!(
         "# local config of this host\n[proxy]\ncontainer_name = \"{nginx}\"\nhttp_port = {http_port}\n\
-         image = \"{}\"\n[health]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
+         image = \"{}\"\n[docker]\nonly_label = \"devops-butler.pkg={only}\"\n\
+         [health]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
         ensure_image("nginx")
     );
     tb.write_file("/etc/butler/butler.toml", config.as_bytes());
@@ -147,6 +150,7 @@ fn apt_install_routes_upgrade_keeps_the_config_remove_stops_purge_cleans() {
     // A container on the host's engine, routed through the butler's nginx on the host.
     let name = unique_name("pkg-app");
     let _app = AppContainer::builder(&name)
+        .label("devops-butler.pkg", &only)
         .env("APP_NAME", "pkg-app")
         .listen(3000)
         .expose(3000)
@@ -543,6 +547,7 @@ fn the_rpm_installs_the_same_files_as_the_deb_with_the_same_lifecycle() {
     let requires = run("rpm", &["-qp", "--requires", rpm]).expect_success("rpm -qp --requires");
     assert!(requires.stdout.contains("systemd"), "{}", requires.stdout);
     assert!(requires.stdout.contains("docker-ce"), "{}", requires.stdout);
+    assert_eq!(packages::deb_field(&pkgs.deb, "Recommends"), "git");
     let depends = packages::deb_field(&pkgs.deb, "Depends");
     assert!(
         depends.contains("systemd")
