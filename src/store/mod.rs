@@ -155,6 +155,16 @@ impl Store {
             path: path.clone(),
             source,
         };
+        // Workers open the store at the same moment (`butler run` starts them together, systemd
+        // starts the units together). Switching a new database to WAL needs an exclusive lock that
+        // SQLite's busy handler does not wait for, so opening is serialized on the state
+        // directory itself (flock; every worker can read the directory, no lock file to own).
+        let dir_lock = std::fs::File::open(state_dir)
+            .and_then(|dir| dir.lock().map(|()| dir))
+            .map_err(|source| StoreError::Lock {
+                path: state_dir.to_owned(),
+                source,
+            })?;
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // WAL lets the CLI and dashboard read while a worker writes; FULL keeps a committed row
@@ -164,6 +174,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         schema::migrate(&mut conn, &path)?;
+        drop(dir_lock);
         Ok(Self {
             path,
             conn: Arc::new(Mutex::new(conn)),
