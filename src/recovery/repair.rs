@@ -127,10 +127,7 @@ impl Repairer {
                 let containers = self.containers(app).await?;
                 let network = &self.observer.config().proxy.network;
                 let mut connected = Vec::new();
-                for c in containers
-                    .iter()
-                    .filter(|c| c.running() && c.ip.is_none())
-                {
+                for c in containers.iter().filter(|c| c.running() && c.ip.is_none()) {
                     crate::docker::network::connect(self.observer.docker(), &c.id, network).await?;
                     connected.push(c.name.clone());
                 }
