@@ -65,6 +65,7 @@ impl Monitor {
             .into_iter()
             .map(|a| a.app)
             .collect();
+        let observed_at = crate::store::now_rfc3339();
         let obs = self.observer.observe(&known).await;
         let assessment = classify::classify(&obs, &self.rules);
 
@@ -96,7 +97,7 @@ impl Monitor {
             units: obs.units.clone(),
             ..RoundSummary::default()
         };
-        self.record_incidents(&obs, &assessment, &mut summary)
+        self.record_incidents(&obs, &assessment, &observed_at, &mut summary)
             .await?;
         self.sample(&obs).await?;
         Ok(summary)
@@ -106,13 +107,18 @@ impl Monitor {
         &self,
         obs: &Observations,
         assessment: &Assessment,
+        observed_at: &str,
         summary: &mut RoundSummary,
     ) -> Result<(), StoreError> {
         let store = self.observer.store();
         let mut present = BTreeSet::new();
         for finding in &assessment.findings {
             present.insert((finding.kind.clone(), finding.component.clone()));
-            let (incident, created) = store.observe_incident(finding.clone()).await?;
+            // Repairs go on while a round runs: one that finished after this round looked has
+            // made its finding stale, and must not reopen the problem.
+            let (incident, created) = store
+                .observe_incident_at(finding.clone(), Some(observed_at.to_owned()))
+                .await?;
             if created {
                 summary.opened += 1;
                 self.alerter.notify(AlertEvent::Opened, &incident).await;

@@ -288,6 +288,15 @@ impl Observer {
         Some(apps)
     }
 
+    /// The containers of `app` as Docker reports them, without any probe: what a repair needs
+    /// to know about them (labels, state, address). `None` when the app has no containers.
+    pub async fn containers_of(&self, app: &str) -> Option<Vec<ContainerObs>> {
+        let only = BTreeSet::from([app.to_owned()]);
+        let members = self.app_members(&only, &BTreeMap::new()).await.ok()?;
+        let ids = members.get(app)?;
+        Some(self.observe_app(app, ids, None, None).await.containers)
+    }
+
     async fn observe_app(
         &self,
         app: &str,
@@ -320,10 +329,18 @@ impl Observer {
                 .first()
                 .map(String::as_str)
                 .unwrap_or("localhost");
-            let probes = route
-                .servers
-                .iter()
-                .map(|server| probe::probe(*server, Some((host, "/")), timeout));
+            // A server at an address no running container of the app has cannot answer: say so
+            // at once instead of waiting out a connect timeout to a vanished address, which held
+            // up every round (and every repair's check) by `timeout` while an app was down.
+            let addresses: BTreeSet<IpAddr> = containers.iter().filter_map(|c| c.ip).collect();
+            let addresses = &addresses;
+            let probes = route.servers.iter().map(|server| async move {
+                if addresses.contains(&server.ip()) {
+                    probe::probe(*server, Some((host, "/")), timeout).await
+                } else {
+                    (probe::vanished(*server), None)
+                }
+            });
             for (t, h) in futures_util::future::join_all(probes).await {
                 tcp.push(t);
                 http_direct.extend(h);

@@ -11,6 +11,15 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
+/// The TCP result for a server at an address that no running container of the app has: a failed
+/// connect, known without trying.
+pub fn vanished(addr: SocketAddr) -> ProbeResult {
+    failed(
+        &addr.to_string(),
+        "no running container of the app has this address".to_owned(),
+    )
+}
+
 /// Connects to `addr`, then (when `http` names a Host header) sends `GET path` on that connection.
 /// Returns the TCP result and, when a request was made, the HTTP result. An HTTP answer is ok
 /// unless it is a 5xx.

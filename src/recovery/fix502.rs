@@ -172,7 +172,7 @@ pub async fn fix_502(repairer: &Repairer, dry_run: bool) -> Result<Fix502Report,
     for (index, fix) in fixes.iter_mut().enumerate() {
         let Some(cause) = &fix.cause else { continue };
         let component = component_of(cause.kind, &fix.app);
-        let action = strategy(cause.kind, &repairer.facts(&component).await);
+        let action = strategy(cause.kind, &repairer.facts(cause.kind, &component).await);
         fix.action = Some(action.describe());
         let key = match &action {
             Action::Reconnect | Action::RestartApp => format!("{action:?} {component}"),

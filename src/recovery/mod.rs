@@ -189,7 +189,7 @@ impl Recoverer {
             }
             return Ok(());
         }
-        let facts = self.repairer.facts(&incident.component).await;
+        let facts = self.repairer.facts(kind, &incident.component).await;
         let action = strategy(kind, &facts);
         if let Action::None { why } = &action {
             store

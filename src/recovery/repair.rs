@@ -11,7 +11,7 @@ use bollard::query_parameters::RestartContainerOptionsBuilder;
 
 use super::strategy::{Action, Facts};
 use crate::health::classify::{self, Rules};
-use crate::health::model::AppObs;
+use crate::health::model::{AppObs, ContainerObs};
 use crate::health::observe::Observer;
 use crate::health::{Kind, component_app, component_unit};
 use crate::proxy::nginx::VERSIONS_DIR;
@@ -86,15 +86,21 @@ impl Repairer {
             .next()
     }
 
-    /// What the strategy for an incident on `component` depends on.
-    pub async fn facts(&self, component: &str) -> Facts {
+    /// What the strategy for an incident of `kind` on `component` depends on. Whether the app opted
+    /// in to restarts is read (labels only, no probes) just for the kinds a restart repairs.
+    pub async fn facts(&self, kind: Kind, component: &str) -> Facts {
         let config = self.observer.config();
+        let restartable = matches!(
+            kind,
+            Kind::ContainerDown | Kind::AppUnresponsive | Kind::AppError
+        );
         let opted_in = match component_app(component) {
-            Some(app) => self
-                .observe_app(app, false)
+            Some(app) if restartable => self
+                .observer
+                .containers_of(app)
                 .await
-                .is_some_and(|a| a.containers.iter().any(|c| c.autorestart)),
-            None => false,
+                .is_some_and(|containers| containers.iter().any(|c| c.autorestart)),
+            _ => false,
         };
         Facts {
             restart_apps: config.recovery.restart_apps,
@@ -118,17 +124,10 @@ impl Repairer {
             }
             Action::Reconnect => {
                 let app = app_of(component)?;
-                let obs = self
-                    .observe_app(app, false)
-                    .await
-                    .ok_or_else(|| RepairError::Failed(format!("app {app} has no containers")))?;
+                let containers = self.containers(app).await?;
                 let network = &self.observer.config().proxy.network;
                 let mut connected = Vec::new();
-                for c in obs
-                    .containers
-                    .iter()
-                    .filter(|c| c.running() && c.ip.is_none())
-                {
+                for c in containers.iter().filter(|c| c.running() && c.ip.is_none()) {
                     crate::docker::network::connect(self.observer.docker(), &c.id, network).await?;
                     connected.push(c.name.clone());
                 }
@@ -163,13 +162,10 @@ impl Repairer {
             }
             Action::RestartApp => {
                 let app = app_of(component)?;
-                let obs = self
-                    .observe_app(app, false)
-                    .await
-                    .ok_or_else(|| RepairError::Failed(format!("app {app} has no containers")))?;
+                let containers = self.containers(app).await?;
                 let docker = self.observer.docker();
                 let mut done = Vec::new();
-                for c in &obs.containers {
+                for c in &containers {
                     let err = |op| {
                         move |source| RepairError::Docker {
                             op,
@@ -198,6 +194,14 @@ impl Repairer {
             }
             Action::None { why } => Err(RepairError::Failed(why.clone())),
         }
+    }
+
+    /// The app's containers, as a repair needs them (no probes).
+    async fn containers(&self, app: &str) -> Result<Vec<ContainerObs>, RepairError> {
+        self.observer
+            .containers_of(app)
+            .await
+            .ok_or_else(|| RepairError::Failed(format!("app {app} has no containers")))
     }
 
     async fn reconcile(&self, cause: &str) -> Result<String, RepairError> {

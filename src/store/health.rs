@@ -320,6 +320,19 @@ impl Store {
     /// component is counted (last_seen, count, summary, and severity raised if higher) instead of
     /// opening a second one. Returns the incident and whether it is new.
     pub async fn observe_incident(&self, finding: Finding) -> Result<(Incident, bool), StoreError> {
+        self.observe_incident_at(finding, None).await
+    }
+
+    /// [`Store::observe_incident`] for a finding made from observations taken at `observed_at`
+    /// (RFC 3339, as the store writes times). When the incident of that kind and component was
+    /// resolved after that moment, the finding is stale (a repair finished while the round was
+    /// still running) and opens nothing: that resolved incident is returned, not created. A
+    /// problem that really came back is found again by the next round.
+    pub async fn observe_incident_at(
+        &self,
+        finding: Finding,
+        observed_at: Option<String>,
+    ) -> Result<(Incident, bool), StoreError> {
         self.call(move |conn, path| {
             let what = "recording an incident";
             let tx = conn.transaction().map_err(query_err(path, what))?;
@@ -333,6 +346,25 @@ impl Store {
                 )
                 .optional()
                 .map_err(query_err(path, what))?;
+            if existing.is_none()
+                && let Some(observed_at) = &observed_at
+            {
+                let resolved_since: Option<i64> = tx
+                    .query_row(
+                        "SELECT id FROM incidents WHERE kind = ?1 AND component = ?2
+                           AND state = 'resolved' AND resolved_at > ?3
+                         ORDER BY id DESC LIMIT 1",
+                        params![finding.kind, finding.component, observed_at],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(query_err(path, what))?;
+                if let Some(id) = resolved_since
+                    && let Some(incident) = select_incident(&tx, path, id)?
+                {
+                    return Ok((incident, false));
+                }
+            }
             let (id, created) = match existing {
                 Some((id, severity)) => {
                     let severity = parse_text::<Severity>(path, "incident severity", &severity)?
@@ -801,6 +833,32 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn a_finding_observed_before_its_incident_was_resolved_opens_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let f = || finding("container_down", "app:shop", Severity::High);
+        let before = now_rfc3339();
+        let (first, created) = store.observe_incident(f()).await.unwrap();
+        assert!(created);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store
+            .transition_incident(first.id, vec![IncidentState::Open], IncidentState::Resolved)
+            .await
+            .unwrap();
+        // A round that looked before the repair finished: stale, nothing opens.
+        let (stale, created) = store.observe_incident_at(f(), Some(before)).await.unwrap();
+        assert!(!created);
+        assert_eq!((stale.id, stale.state), (first.id, IncidentState::Resolved));
+        // A round that looked after: the problem is back, a new incident.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let (again, created) = store
+            .observe_incident_at(f(), Some(now_rfc3339()))
+            .await
+            .unwrap();
+        assert!(created && again.id != first.id, "{again:?}");
     }
 
     #[tokio::test]

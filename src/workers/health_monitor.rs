@@ -44,7 +44,7 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                 )
             }
         };
-        ticker.done(status);
+        ticker.done_keeping_rate(status);
     }
     Ok(())
 }

@@ -143,6 +143,17 @@ impl Ticker<'_> {
         }
     }
 
+    /// Ends a round and keeps the rate: the next round is due a period after this one began (as
+    /// `next_round` set it), so a problem waits at most one period for the round that finds it,
+    /// not a period plus the round's own length. A round that overran the period is followed
+    /// after a quarter period, not at once: a slow engine is not asked again back to back. For a
+    /// loop that waits on the ticker alone (the health-monitor).
+    pub fn done_keeping_rate(&mut self, status: String) {
+        self.next_round = self.next_round.max(Instant::now() + self.period / 4);
+        self.status = status;
+        self.ctx.notifier.heartbeat(&self.status);
+    }
+
     /// Ends a round: its one-line summary becomes systemd's STATUS=.
     /// The next round is due a full period from now: a round longer than the period must not leave
     /// the timer always due, starving whatever else the loop waits for (engine events).
