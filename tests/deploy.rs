@@ -546,6 +546,27 @@ fn three_replicas_are_three_upstream_servers() {
 }
 
 #[test]
+fn a_butler_scoped_to_a_label_puts_it_on_what_it_deploys() {
+    let mut cleanup = Cleanup::new();
+    let app = unique_name("deploy-scoped");
+    let image = revision_image(&mut cleanup, &app, "scoped", "");
+    clean_app(&mut cleanup, &app);
+    let scope = format!("butler.group={app}");
+    let butler =
+        ButlerProcess::start_with(bin(), "", &format!("[docker]\nonly_label = \"{scope}\"\n"));
+    let report = deployed(&butler, &[&image]);
+    wait_for_answer(&butler, &app, "scoped");
+    let container = report["containers"][0].as_str().unwrap();
+    let label = support::docker_ok(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"butler.group\"}}",
+        container,
+    ]);
+    assert_eq!(label, app);
+}
+
+#[test]
 fn bad_input_is_refused_with_exit_2_and_changes_nothing() {
     let Setup {
         butler,
