@@ -379,14 +379,37 @@ fn a_revision_that_never_becomes_healthy_leaves_the_old_one_serving() {
     assert_eq!(app_containers(app), serving, "no leftover containers");
     wait_for_answer(butler, app, "good");
 
+    // One deploy of an app at a time: a second one while the first waits for health is refused.
+    let mut first = std::process::Command::new(bin())
+        .args(["deploy", silent, "--timeout", "20s", "--config"])
+        .arg(&butler.config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until(
+        "the first deploy started its instance",
+        Duration::from_secs(30),
+        || app_containers(app).len() > serving.len(),
+    );
+    let out = butler.cli(bin(), &["deploy", good]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("another deploy or rollback of app"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(first.wait().unwrap().code(), Some(1));
+    assert_eq!(app_containers(app), serving, "no leftover containers");
+
     let history = deployments(butler, app);
     let outcomes: Vec<&str> = history
         .iter()
         .map(|d| d["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["failed", "failed", "deployed"]);
+    assert_eq!(outcomes, ["failed", "failed", "failed", "deployed"]);
     assert!(
-        history[1]["detail"]
+        history[2]["detail"]
             .as_str()
             .unwrap()
             .contains("was not healthy"),
@@ -471,6 +494,21 @@ fn rollback_restores_the_previous_revision_and_then_the_one_asked_for() {
         json["error"].as_str().unwrap().contains("too short"),
         "{json}"
     );
+
+    // A config an operator pinned would keep a deploy from switching: refused, nothing changed.
+    butler
+        .cli(bin(), &["proxy", "rollback"])
+        .expect_success("butler proxy rollback");
+    let before = app_containers(app);
+    let (out, json) = deploy(butler, &[v1]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let error = json["error"].as_str().unwrap();
+    assert!(
+        error.contains("pinned") && error.contains("butler proxy-update"),
+        "{error}"
+    );
+    assert_eq!(app_containers(app), before);
+    assert_eq!(deployments(butler, app).len(), 4, "nothing was recorded");
 }
 
 #[test]
@@ -505,6 +543,27 @@ fn three_replicas_are_three_upstream_servers() {
         }
     }
     assert_eq!(hosts.len(), 3, "{hosts:?}");
+}
+
+#[test]
+fn a_butler_scoped_to_a_label_puts_it_on_what_it_deploys() {
+    let mut cleanup = Cleanup::new();
+    let app = unique_name("deploy-scoped");
+    let image = revision_image(&mut cleanup, &app, "scoped", "");
+    clean_app(&mut cleanup, &app);
+    let scope = format!("butler.group={app}");
+    let butler =
+        ButlerProcess::start_with(bin(), "", &format!("[docker]\nonly_label = \"{scope}\"\n"));
+    let report = deployed(&butler, &[&image]);
+    wait_for_answer(&butler, &app, "scoped");
+    let container = report["containers"][0].as_str().unwrap();
+    let label = support::docker_ok(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"butler.group\"}}",
+        container,
+    ]);
+    assert_eq!(label, app);
 }
 
 #[test]

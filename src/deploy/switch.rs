@@ -876,6 +876,12 @@ impl Deployer {
         labels.extend(meta.to_labels());
         labels.insert(LABEL_NAME.to_owned(), meta.app.clone());
         labels.insert(LABEL_PORT.to_owned(), recipe.port.to_string());
+        // A butler scoped to `docker.only_label` sees only containers with that label: its own
+        // deploys must carry it.
+        if let Some(scope) = &self.config.docker.only_label {
+            let (key, value) = scope.split_once('=').unwrap_or((scope, ""));
+            labels.insert(key.to_owned(), value.to_owned());
+        }
         let body = ContainerCreateBody {
             image: Some(image.id.clone()),
             env: Some(recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
