@@ -194,10 +194,18 @@ impl Coalescer {
         Self {
             quiet,
             max_delay,
-            lone_quiet: Duration::from_millis(25),
+            // The lone-change fast path is off by default: at the start of a burst it costs one
+            // extra reload (measured: a burst of 50 then took 4), more than the 125 ms it saves.
+            lone_quiet: quiet,
             idle: Duration::from_millis(500),
             last_batch: None,
         }
+    }
+
+    /// A lone change after an idle spell fires after `lone_quiet` instead of `quiet`.
+    pub fn with_lone_quiet(mut self, lone_quiet: Duration) -> Self {
+        self.lone_quiet = lone_quiet;
+        self
     }
 
     /// Waits for the next event, then gathers the burst that follows it. `None` when the stream ended.
@@ -295,7 +303,7 @@ mod tests {
             }
         });
         let mut events = ReceiverStream(rx);
-        let mut coalescer = Coalescer::default();
+        let mut coalescer = Coalescer::default().with_lone_quiet(Duration::from_millis(25));
         let lone = coalescer.next_batch(&mut events).await.unwrap();
         assert_eq!(
             lone.events, 1,
@@ -320,7 +328,7 @@ mod tests {
         tx.send(EngineEvent::Resync).await.unwrap();
         let mut events = ReceiverStream(rx);
         let began = Instant::now();
-        let mut coalescer = Coalescer::default();
+        let mut coalescer = Coalescer::default().with_lone_quiet(Duration::from_millis(25));
         let batch = coalescer.next_batch(&mut events).await.unwrap();
         assert!(batch.resync);
         assert_eq!(batch.events, 1);
