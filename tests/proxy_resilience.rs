@@ -301,14 +301,25 @@ fn a_crash_looping_nginx_is_recreated_with_the_last_good_config() {
         policy == "no" || policy.is_empty(),
         "restart policy {policy:?}"
     );
-    let live = butler.live_hash();
-    assert!(
-        butler
-            .history(butler_bin())
-            .applied()
-            .iter()
-            .any(|v| v.hash == live),
-        "the recreated nginx serves {live}, which was never applied"
+    // A round may apply a newer version meanwhile: it is recorded a moment after it goes live.
+    support::wait_until_or(
+        "the live config to be an applied version",
+        Duration::from_secs(10),
+        || {
+            let live = butler.live_hash();
+            butler
+                .history(butler_bin())
+                .applied()
+                .iter()
+                .any(|v| v.hash == live)
+        },
+        || {
+            format!(
+                "live {}; history: {:#?}",
+                butler.live_hash(),
+                butler.history(butler_bin())
+            )
+        },
     );
     assert!(
         broken.elapsed() <= HEAL_LIMIT,
