@@ -24,10 +24,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    CHILDREN, EXTRA_CONTAINERS, EXTRA_NETWORKS, cleanup_everything, parse_utc, pct, print_tables,
-    run_many_labelled, sorted, status_field, table,
+    CHILDREN, EXTRA_CONTAINERS, EXTRA_NETWORKS, cleanup_everything, parse_utc, print_tables,
+    run_many_labelled, status_field, table,
 };
 use serde_json::Value;
+use support::stats::{pct, sorted};
 use support::{AppContainer, unique_name};
 
 const SCOPE_LABEL: &str = "devops-butler.scope";

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    CHILDREN, EXTRA_CONTAINERS, cleanup_everything, ms, parse_utc, pct, print_tables, remove_bulk,
-    row, run_many, sorted, status_field, table,
+    CHILDREN, EXTRA_CONTAINERS, cleanup_everything, parse_utc, print_tables, remove_bulk, run_many,
+    status_field, table,
 };
 use devops_butler::config::Config;
 use devops_butler::docker::ContainerSnapshot;
@@ -33,6 +33,7 @@ use devops_butler::proxy::{PlanSettings, RenderSettings, Templates, plan, render
 use devops_butler::store::Store;
 use futures_util::StreamExt;
 use support::load::{LoadOptions, LoadResult, run_load};
+use support::stats::{ms, pct, row, sorted};
 use support::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
 
 /// A real app takes a moment to listen; every timed app here does too.

@@ -77,12 +77,7 @@ pub fn remove_bulk(names: &[String]) {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Statistics
-
-// One copy for benches and tests: tests/support/stats.rs.
-#[allow(unused_imports)] // each bench uses its own subset
-pub use crate::support::stats::{ms, pct, row, sorted};
+// Statistics (pct, sorted, ms, row) are tests/support/stats.rs, shared with the other benches.
 
 /// An RFC 3339 UTC timestamp as tracing's stderr logs print it (`2025-06-01T12:00:00.123456Z`).
 pub fn parse_utc(ts: &str) -> Option<SystemTime> {

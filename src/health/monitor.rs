@@ -68,6 +68,17 @@ impl Monitor {
         let observed_at = crate::store::now_rfc3339();
         let obs = self.observer.observe(&known).await;
         let assessment = classify::classify(&obs, &self.rules);
+        let unfinished: Vec<&AppObs> = obs.apps.iter().filter(|a| a.incomplete.is_some()).collect();
+        if let Some(first) = unfinished.first() {
+            // Nothing is concluded about these apps this round: say so, or a problem that is
+            // never found looks like no problem at all.
+            tracing::warn!(
+                apps = %unfinished.iter().map(|a| a.app.as_str()).collect::<Vec<_>>().join(","),
+                "checks of {} apps did not finish this round: {}",
+                unfinished.len(),
+                first.incomplete.as_deref().unwrap_or_default()
+            );
+        }
 
         let checks = check_rows(&obs);
         let subjects: BTreeSet<String> = checks.iter().map(|c| c.subject.clone()).collect();
