@@ -145,11 +145,7 @@ impl Monitor {
             let moved = store
                 .transition_incident(
                     incident.id,
-                    vec![
-                        IncidentState::Open,
-                        IncidentState::Recovering,
-                        IncidentState::Escalated,
-                    ],
+                    IncidentState::UNRESOLVED.to_vec(),
                     IncidentState::Resolved,
                 )
                 .await?;

@@ -298,11 +298,7 @@ pub async fn fix_502(repairer: &Repairer, dry_run: bool) -> Result<Fix502Report,
             store
                 .transition_incident(
                     incident.id,
-                    vec![
-                        IncidentState::Open,
-                        IncidentState::Recovering,
-                        IncidentState::Escalated,
-                    ],
+                    IncidentState::UNRESOLVED.to_vec(),
                     IncidentState::Resolved,
                 )
                 .await?;

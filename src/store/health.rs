@@ -95,15 +95,20 @@ pub struct IncidentFilter {
     pub limit: usize,
 }
 
+impl IncidentState {
+    /// Open, recovering and escalated: everything not resolved.
+    pub const UNRESOLVED: [IncidentState; 3] = [
+        IncidentState::Open,
+        IncidentState::Recovering,
+        IncidentState::Escalated,
+    ];
+}
+
 impl IncidentFilter {
     /// Open, recovering and escalated: everything not resolved.
     pub fn unresolved() -> Self {
         Self {
-            states: vec![
-                IncidentState::Open,
-                IncidentState::Recovering,
-                IncidentState::Escalated,
-            ],
+            states: IncidentState::UNRESOLVED.to_vec(),
             ..Self::default()
         }
     }
