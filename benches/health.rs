@@ -24,8 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    CHILDREN, EXTRA_CONTAINERS, EXTRA_NETWORKS, cleanup_everything, parse_utc, print_tables,
-    run_many_labelled, status_field, table,
+    CHILDREN, EXTRA_CONTAINERS, EXTRA_NETWORKS, bench_items, cleanup_everything, cleanup_on_panic,
+    parse_utc, print_tables, run_many_labelled, status_field, table,
 };
 use serde_json::Value;
 use support::stats::{pct, sorted};
@@ -608,16 +608,8 @@ fn item2_monitor(window: Duration) {
 // ---------------------------------------------------------------------------------------------------
 
 fn main() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        print_tables();
-        cleanup_everything();
-    }));
-    let items: Vec<usize> = std::env::var("BENCH_ITEMS")
-        .ok()
-        .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2]);
+    cleanup_on_panic();
+    let items = bench_items(&[1, 2]);
     let reps: usize = env_or("BENCH_REPS", 5);
     let interval: String = env_or("BENCH_INTERVAL", "5s".to_owned());
     let window = Duration::from_secs(env_or("BENCH_WINDOW", 60));

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    CHILDREN, EXTRA_CONTAINERS, cleanup_everything, parse_utc, print_tables, remove_bulk, run_many,
-    status_field, table,
+    CHILDREN, EXTRA_CONTAINERS, bench_items, cleanup_everything, cleanup_on_panic, parse_utc,
+    print_tables, remove_bulk, run_many, status_field, table,
 };
 use devops_butler::config::Config;
 use devops_butler::docker::ContainerSnapshot;
@@ -724,17 +724,9 @@ fn item4_rss() {
 // ---------------------------------------------------------------------------------------------------
 
 fn main() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        print_tables();
-        cleanup_everything();
-    }));
+    cleanup_on_panic();
     // BENCH_ITEMS=3,4 runs only those items (default: all five).
-    let items: Vec<usize> = std::env::var("BENCH_ITEMS")
-        .ok()
-        .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2, 3, 4, 5]);
+    let items = bench_items(&[1, 2, 3, 4, 5]);
     let want = |i: usize| items.contains(&i);
     let started = Instant::now();
     support::ensure_image("app");

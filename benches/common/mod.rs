@@ -162,3 +162,22 @@ pub fn status_field(pid: u32, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN)
 }
+
+/// Prints what tables there are and removes the bench's containers when it panics (release builds
+/// abort, so no destructor would).
+pub fn cleanup_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        print_tables();
+        cleanup_everything();
+    }));
+}
+
+/// The items `BENCH_ITEMS=1,3` names, or `all`.
+pub fn bench_items(all: &[usize]) -> Vec<usize> {
+    std::env::var("BENCH_ITEMS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect())
+        .unwrap_or_else(|| all.to_vec())
+}
