@@ -178,6 +178,18 @@ pub struct Coalescer {
     /// How long the stream must have been without batches for the next one to count as lone.
     idle: Duration,
     last_batch: Option<Instant>,
+    /// The burst being gathered. It lives here, not in `next_batch`'s future, because callers
+    /// race that future in a `select!`: when another branch wins, a burst held by the dropped
+    /// future (a reconnect's `Resync` among it) would be lost until the next periodic round.
+    pending: Option<Pending>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    batch: Batch,
+    last_event: Instant,
+    cap: Instant,
+    after_idle: bool,
 }
 
 /// At most this many events still count as one lone change.
@@ -199,6 +211,7 @@ impl Coalescer {
             lone_quiet: quiet,
             idle: Duration::from_millis(500),
             last_batch: None,
+            pending: None,
         }
     }
 
@@ -209,31 +222,45 @@ impl Coalescer {
     }
 
     /// Waits for the next event, then gathers the burst that follows it. `None` when the stream ended.
+    ///
+    /// Cancel-safe: dropped mid-burst, the next call carries on with the same burst.
     pub async fn next_batch<S>(&mut self, events: &mut S) -> Option<Batch>
     where
         S: Stream<Item = EngineEvent> + Unpin,
     {
-        let mut batch = Batch::default();
-        batch.add(events.next().await?);
-        let first = Instant::now();
-        let after_idle = self
-            .last_batch
-            .is_none_or(|last| first.duration_since(last) >= self.idle);
-        let cap = first + self.max_delay;
+        if self.pending.is_none() {
+            let event = events.next().await?;
+            let first = Instant::now();
+            let mut batch = Batch::default();
+            batch.add(event);
+            self.pending = Some(Pending {
+                batch,
+                last_event: first,
+                cap: first + self.max_delay,
+                after_idle: self
+                    .last_batch
+                    .is_none_or(|last| first.duration_since(last) >= self.idle),
+            });
+        }
         loop {
-            let quiet = if after_idle && batch.events <= LONE_EVENTS {
+            let pending = self.pending.as_mut()?;
+            let quiet = if pending.after_idle && pending.batch.events <= LONE_EVENTS {
                 self.lone_quiet
             } else {
                 self.quiet
             };
-            let deadline = (Instant::now() + quiet).min(cap);
+            let deadline = (pending.last_event + quiet).min(pending.cap);
             match tokio::time::timeout_at(deadline, events.next()).await {
-                Ok(Some(event)) => batch.add(event),
+                Ok(Some(event)) => {
+                    let pending = self.pending.as_mut()?;
+                    pending.batch.add(event);
+                    pending.last_event = Instant::now();
+                }
                 Ok(None) | Err(_) => break,
             }
         }
         self.last_batch = Some(Instant::now());
-        Some(batch)
+        self.pending.take().map(|pending| pending.batch)
     }
 }
 
@@ -345,6 +372,28 @@ mod tests {
         assert_eq!(began.elapsed(), Duration::from_millis(150));
         drop(tx);
         assert_eq!(coalescer.next_batch(&mut events).await, None);
+    }
+
+    /// The workers race `next_batch` against their timers in a `select!`; a timer winning
+    /// mid-burst must not lose the burst (CI once lost a reconnect's `Resync` this way).
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_survives_the_gathering_future_being_dropped() {
+        let (tx, rx) = mpsc::channel(10);
+        let mut events = ReceiverStream(rx);
+        let mut coalescer = Coalescer::default();
+        tx.send(EngineEvent::Resync).await.unwrap();
+        tx.send(start("c1")).await.unwrap();
+        tokio::select! {
+            _ = coalescer.next_batch(&mut events) => panic!("the quiet period has not passed"),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        tx.send(start("c2")).await.unwrap();
+        let began = Instant::now();
+        let batch = coalescer.next_batch(&mut events).await.unwrap();
+        assert!(batch.resync, "the Resync gathered before the drop is kept");
+        assert_eq!(batch.events, 3);
+        assert_eq!(batch.containers.len(), 2);
+        assert_eq!(began.elapsed(), Duration::from_millis(150));
     }
 
     #[test]
