@@ -43,6 +43,9 @@ pub struct Monitor {
     rules: Rules,
     last_sample_ms: i64,
     last_prune_ms: i64,
+    /// The app containers the last round saw: an engine event about one of them (it died, was
+    /// disconnected, restarted) is worth a round now rather than at the next tick.
+    watched: BTreeSet<String>,
 }
 
 impl Monitor {
@@ -54,6 +57,7 @@ impl Monitor {
             rules,
             last_sample_ms: 0,
             last_prune_ms: 0,
+            watched: BTreeSet::new(),
         }
     }
 
@@ -68,6 +72,11 @@ impl Monitor {
         let observed_at = crate::store::now_rfc3339();
         let obs = self.observer.observe(&known).await;
         let assessment = classify::classify(&obs, &self.rules);
+        self.watched = obs
+            .apps
+            .iter()
+            .flat_map(|a| a.containers.iter().map(|c| c.id.clone()))
+            .collect();
         let unfinished: Vec<&AppObs> = obs.apps.iter().filter(|a| a.incomplete.is_some()).collect();
         if let Some(first) = unfinished.first() {
             // Nothing is concluded about these apps this round: say so, or a problem that is
@@ -112,6 +121,11 @@ impl Monitor {
             .await?;
         self.sample(&obs).await?;
         Ok(summary)
+    }
+
+    /// Whether engine events about these containers (ids) concern an app the monitor checks.
+    pub fn watches_any(&self, containers: &BTreeSet<String>) -> bool {
+        !self.watched.is_disjoint(containers)
     }
 
     async fn record_incidents(

@@ -1,10 +1,12 @@
-//! The health-monitor worker: every `health.interval`, one round of checks of apps, network,
-//! proxy, host and the butler's own units (`health::monitor`), recorded in the store. STATUS=
-//! names the units that are down and sums up the apps.
+//! The health-monitor worker: every `health.interval`, and soon after an engine event about a
+//! checked app, one round of checks of apps, network, proxy, host and the butler's own units
+//! (`health::monitor`), recorded in the store. STATUS= names the units that are down and sums up
+//! the apps.
 
 use std::sync::Arc;
 
 use super::WorkerContext;
+use crate::docker::events::{self, Coalescer};
 use crate::health::alerts::Alerter;
 use crate::health::model::UnitObs;
 use crate::health::monitor::Monitor;
@@ -17,6 +19,11 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     // Every part of a round is bounded (every probe by `timeout`, the apps together by their
     // budget); this is the backstop for a stuck one.
     let bound = crate::health::monitor::round_bound(&ctx.config);
+    // Engine events about a checked app (it died, was disconnected, restarted) bring the next
+    // round forward: a fault is found within a second or so instead of up to a period later.
+    let mut engine_events = Box::pin(events::watch(docker.clone()));
+    let mut coalescer = Coalescer::default();
+    let mut events_open = true;
     let observer = Arc::new(Observer::new(docker, ctx.config.clone(), store.clone()));
     let alerter = Alerter::new(ctx.config.alerts.rules.clone(), store, "health-monitor");
     let mut monitor = Monitor::new(observer, alerter);
@@ -24,7 +31,20 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     tracing::info!(period = %humantime::format_duration(period), "health-monitor worker ready");
     let mut ticker = ctx.ticker(period);
     let mut units_logged = Vec::new();
-    while ticker.next_round().await {
+    loop {
+        tokio::select! {
+            more = ticker.next_round() => if !more {
+                break;
+            },
+            batch = coalescer.next_batch(&mut engine_events), if events_open => {
+                match batch {
+                    Some(batch) if monitor.watches_any(&batch.containers) => ticker.hurry(),
+                    Some(_) => {}
+                    None => events_open = false,
+                }
+                continue;
+            }
+        }
         let status = match ticker.during(bound, monitor.round()).await {
             Some(Ok(summary)) => {
                 let units = summary.units.as_deref();

@@ -81,6 +81,7 @@ impl WorkerContext {
             period,
             beat,
             next_round: Instant::now(),
+            last_done: None,
             status: String::new(),
         }
     }
@@ -93,6 +94,7 @@ pub struct Ticker<'a> {
     period: Duration,
     beat: Duration,
     next_round: Instant,
+    last_done: Option<Instant>,
     status: String,
 }
 
@@ -143,13 +145,27 @@ impl Ticker<'_> {
         }
     }
 
+    /// Brings the next round forward: something happened that the round should look at now, not
+    /// up to a period later. Never sooner than a quarter period after the last round ended, so a
+    /// container that flaps cannot drive the rounds back to back.
+    pub fn hurry(&mut self) {
+        let now = Instant::now();
+        let earliest = self
+            .last_done
+            .map_or(now, |done| done + self.period / 4)
+            .max(now);
+        self.next_round = self.next_round.min(earliest);
+    }
+
     /// Ends a round and keeps the rate: the next round is due a period after this one began (as
     /// `next_round` set it), so a problem waits at most one period for the round that finds it,
     /// not a period plus the round's own length. A round that overran the period is followed
     /// after a quarter period, not at once: a slow engine is not asked again back to back. For a
     /// loop that waits on the ticker alone (the health-monitor).
     pub fn done_keeping_rate(&mut self, status: String) {
-        self.next_round = self.next_round.max(Instant::now() + self.period / 4);
+        let now = Instant::now();
+        self.last_done = Some(now);
+        self.next_round = self.next_round.max(now + self.period / 4);
         self.status = status;
         self.ctx.notifier.heartbeat(&self.status);
     }
@@ -158,8 +174,52 @@ impl Ticker<'_> {
     /// The next round is due a full period from now: a round longer than the period must not leave
     /// the timer always due, starving whatever else the loop waits for (engine events).
     pub fn done(&mut self, status: String) {
-        self.next_round = Instant::now() + self.period;
+        let now = Instant::now();
+        self.last_done = Some(now);
+        self.next_round = now + self.period;
         self.status = status;
         self.ctx.notifier.heartbeat(&self.status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> WorkerContext {
+        WorkerContext {
+            config: Arc::new(Config::default()),
+            notifier: Arc::new(Notifier::disabled()),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hurry_brings_the_round_forward_but_not_back_to_back() {
+        let ctx = context();
+        let period = Duration::from_secs(8);
+        let mut ticker = ctx.ticker(period);
+        assert!(ticker.next_round().await, "the first round is due at once");
+        ticker.done_keeping_rate(String::new());
+
+        // An event right after a round: the next one comes a quarter period after it, not a period.
+        let began = Instant::now();
+        ticker.hurry();
+        assert!(ticker.next_round().await);
+        assert_eq!(began.elapsed(), Duration::from_secs(2));
+        ticker.done_keeping_rate(String::new());
+
+        // Long after the last round: at once.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let began = Instant::now();
+        ticker.hurry();
+        assert!(ticker.next_round().await);
+        assert_eq!(began.elapsed(), Duration::ZERO);
+        ticker.done_keeping_rate(String::new());
+
+        // Without an event, the period holds.
+        let began = Instant::now();
+        assert!(ticker.next_round().await);
+        assert_eq!(began.elapsed(), period);
     }
 }
