@@ -9,11 +9,18 @@ use super::view::{AppView, Overview, Status};
 use crate::systemd::supervisor::{format_memory, format_uptime};
 
 pub const TEMPLATE: &str = include_str!("../../templates/dashboard/index.html");
+/// The app directory's rows, rendered apart from the page a slice at a time (see [`ROWS_PER_RENDER`]).
+const ROWS_TEMPLATE: &str = include_str!("../../templates/dashboard/app_rows.html");
 pub const STYLESHEET: &str = include_str!("../../templates/dashboard/dashboard.css");
 pub const SCRIPT: &str = include_str!("../../templates/dashboard/dashboard.js");
 /// The name ends in `.html`, so tera escapes every value: app names, reasons and summaries come
 /// from containers and checks, and none of them may become markup.
 const NAME: &str = "dashboard/index.html";
+const ROWS_NAME: &str = "dashboard/app_rows.html";
+/// tera renders from a value tree of its whole context: for 1,000 apps that tree, built and freed
+/// per page, left the worker's RSS at 22 MB (glibc keeps what was freed). Rendered 100 rows at a
+/// time, the tree stays a tenth of that size.
+const ROWS_PER_RENDER: usize = 100;
 /// How often the page's script fetches fresh data.
 pub const REFRESH_SECONDS: u32 = 30;
 
@@ -38,11 +45,18 @@ struct PageContext<'a> {
     config_figure: String,
     config_label: &'static str,
     recommendations: &'a [String],
-    apps: Vec<PageApp<'a>>,
+    app_count: usize,
+    /// The rows of the app table, already rendered (and escaped) from [`ROWS_TEMPLATE`].
+    app_rows: String,
     services: PageServices<'a>,
     incidents: &'a [crate::store::Incident],
     recoveries: &'a [crate::store::Recovery],
     actions_note: &'a str,
+}
+
+#[derive(Serialize)]
+struct RowsContext<'a> {
+    apps: Vec<PageApp<'a>>,
 }
 
 #[derive(Serialize)]
@@ -79,7 +93,7 @@ struct PageUnit<'a> {
 impl Page {
     pub fn new() -> Result<Self, PageError> {
         let mut tera = Tera::new();
-        tera.add_raw_template(NAME, TEMPLATE)
+        tera.add_raw_templates([(NAME, TEMPLATE), (ROWS_NAME, ROWS_TEMPLATE)])
             .map_err(|e| PageError(e.to_string()))?;
         Ok(Page { tera })
     }
@@ -118,7 +132,8 @@ impl Page {
             config_figure,
             config_label,
             recommendations: &overview.recommendations,
-            apps: overview.apps.iter().map(page_app).collect(),
+            app_count: overview.apps.len(),
+            app_rows: self.render_rows(&overview.apps)?,
             services: PageServices {
                 available: overview.services.available,
                 reason: overview.services.reason.as_deref(),
@@ -147,6 +162,23 @@ impl Page {
     }
 }
 
+impl Page {
+    fn render_rows(&self, apps: &[AppView]) -> Result<String, PageError> {
+        let mut rows = Vec::new();
+        for slice in apps.chunks(ROWS_PER_RENDER) {
+            let context = RowsContext {
+                apps: slice.iter().map(page_app).collect(),
+            };
+            let context =
+                Context::from_serialize(&context).map_err(|e| PageError(e.to_string()))?;
+            self.tera
+                .render_to(ROWS_NAME, &context, &mut rows)
+                .map_err(|e| PageError(e.to_string()))?;
+        }
+        String::from_utf8(rows).map_err(|e| PageError(e.to_string()))
+    }
+}
+
 fn page_app(app: &AppView) -> PageApp<'_> {
     PageApp {
         name: &app.name,
@@ -172,8 +204,48 @@ mod tests {
     use crate::dashboard::view::{ServicesView, Summary};
 
     #[test]
+    fn every_app_gets_a_row_across_render_slices() {
+        let mut overview = overview_with_one_app();
+        let app = overview.apps[0].clone();
+        overview.apps = (0..ROWS_PER_RENDER * 2 + 50)
+            .map(|i| AppView {
+                name: format!("app-{i:04}"),
+                ..app.clone()
+            })
+            .collect();
+        let html = Page::new()
+            .unwrap()
+            .render(&overview, "localhost", "actions are off")
+            .unwrap();
+        assert_eq!(html.matches("<tr class=\"app\"").count(), 250);
+        let first = html.find("data-app=\"app-0000\"").unwrap();
+        let last = html.find("data-app=\"app-0249\"").unwrap();
+        assert!(first < last, "rows keep the directory's order");
+    }
+
+    #[test]
     fn values_from_containers_are_escaped_not_markup() {
-        let overview = Overview {
+        let overview = overview_with_one_app();
+        let html = Page::new()
+            .unwrap()
+            .render(&overview, "localhost", "actions are off")
+            .unwrap();
+        assert!(!html.contains("<script>alert"), "unescaped reason");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;")
+                || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"http://shop.localhost/\"")
+                || html.contains("href=\"http:&#x2F;&#x2F;shop.localhost&#x2F;\"")
+        );
+        assert!(html.contains("2m05s"));
+        assert!(html.contains("no systemd here"));
+    }
+
+    fn overview_with_one_app() -> Overview {
+        Overview {
             summary: Summary {
                 status: "down",
                 apps: 1,
@@ -204,22 +276,6 @@ mod tests {
             recoveries: vec![],
             recommendations: vec!["do \"this\" & that".into()],
             checks: vec![],
-        };
-        let html = Page::new()
-            .unwrap()
-            .render(&overview, "localhost", "actions are off")
-            .unwrap();
-        assert!(!html.contains("<script>alert"), "unescaped reason");
-        assert!(
-            html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;")
-                || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
-            "{html}"
-        );
-        assert!(
-            html.contains("href=\"http://shop.localhost/\"")
-                || html.contains("href=\"http:&#x2F;&#x2F;shop.localhost&#x2F;\"")
-        );
-        assert!(html.contains("2m05s"));
-        assert!(html.contains("no systemd here"));
+        }
     }
 }
