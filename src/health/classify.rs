@@ -112,6 +112,9 @@ impl Assessment {
     }
 }
 
+/// How long a new container may run unrouted before that is a problem (`route_missing`).
+pub const ROUTE_GRACE_SECS: f64 = 10.0;
+
 pub fn classify(obs: &Observations, rules: &Rules) -> Assessment {
     let mut findings = classify_proxy(&obs.proxy);
     let serving = obs.proxy.serving() && obs.proxy.answers.as_ref().is_none_or(|a| a.ok);
@@ -249,6 +252,22 @@ pub fn classify_app(app: &AppObs, proxy_serving: bool, rules: &Rules) -> (AppHea
     }
 
     let Some(route) = &app.route else {
+        let just_started = on_network
+            .iter()
+            .all(|c| c.up_secs.is_some_and(|up| up < ROUTE_GRACE_SECS));
+        if !on_network.is_empty() && just_started {
+            // The dynamic proxy routes a new container within a second or two: an incident now
+            // would only send the recovery to reconcile alongside it (one more reload per start).
+            return (
+                health(
+                    app,
+                    AppStatus::Degraded,
+                    "just started: the proxy has not routed it yet".to_owned(),
+                    None,
+                ),
+                findings,
+            );
+        }
         if !on_network.is_empty() {
             add(
                 &mut findings,
@@ -817,6 +836,7 @@ mod tests {
             restart_count: 0,
             new_restarts: 0,
             started_at: Some("2025-01-01T00:00:00Z".into()),
+            up_secs: Some(3_600.0),
             ip,
             listening: None,
             autorestart: false,
@@ -1070,6 +1090,21 @@ mod tests {
             &[(Kind::RouteMissing, High)],
             Down,
             "no route for it",
+        ));
+
+        let mut a = healthy_app();
+        a.route = None;
+        a.tcp.clear();
+        a.http_direct.clear();
+        a.http_proxy = None;
+        a.containers[0].up_secs = Some(ROUTE_GRACE_SECS / 2.0);
+        cases.push((
+            "started moments ago, not routed yet",
+            a,
+            true,
+            &[],
+            Degraded,
+            "not routed it yet",
         ));
 
         let mut a = healthy_app();

@@ -48,6 +48,9 @@ pub struct ContainerObs {
     /// Restarts since the previous round (0 on the first).
     pub new_restarts: u64,
     pub started_at: Option<String>,
+    /// How long it had been running when observed (`None`: not running, or no start time).
+    #[serde(default)]
+    pub up_secs: Option<f64>,
     /// Its address on the proxy network.
     pub ip: Option<IpAddr>,
     /// Ports it listens on; read only when a probe failed (`None`: not read or not readable).

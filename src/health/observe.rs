@@ -704,6 +704,12 @@ fn container_obs(
             .get(&id)
             .map_or(0, |before| restart_count.saturating_sub(*before)),
         restart_count,
+        up_secs: running
+            .then_some(state.started_at.as_deref())
+            .flatten()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|started| std::time::SystemTime::now().duration_since(started).ok())
+            .map(|up| up.as_secs_f64()),
         started_at: state.started_at.filter(|t| !t.starts_with("0001-")),
         ip: if running {
             network_ip(info, network)
