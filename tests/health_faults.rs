@@ -86,6 +86,23 @@ fn butler_with_app(
     butler.proxy_update(bin());
     let host = format!("{name}.localhost");
     butler.wait_for_app(&host);
+    // A repair still running when the test injects its fault can heal the fault before any
+    // round sees it: the start-up repair of the missing nginx reconciles, and a reconcile
+    // reconnects a container the test just disconnected, or routes the successor the test just
+    // started on a new port (both seen). Start from a settled butler: nothing on the proxy or
+    // the app open or being repaired (host incidents, load or disk, are not repaired).
+    let app_component = format!("app:{name}");
+    support::wait_until_or(
+        "no repair pending on the proxy or the new app",
+        WAIT,
+        || {
+            butler.incidents(bin(), &[]).iter().all(|i| {
+                let ours = i["component"] == "proxy" || i["component"] == app_component.as_str();
+                !ours || i["state"] == "resolved" || i["state"] == "escalated"
+            })
+        },
+        || format!("{:#?}", butler.incidents(bin(), &[])),
+    );
     (butler, app, host, own)
 }
 

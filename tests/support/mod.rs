@@ -1659,9 +1659,20 @@ impl ButlerProcess {
             },
             || {
                 let all = self.incidents(binary, &[]);
+                // What the monitor concluded about each app and why, and the containers as
+                // Docker has them: a fault that opened nothing is explained by one or the other.
+                let (_, health) = self.cli_json(binary, &["health"]);
+                let containers = docker(&[
+                    "ps",
+                    "-a",
+                    "--format",
+                    "{{.Names}} {{.Status}} {{.Networks}}",
+                ]);
                 format!(
-                    "incidents: {}\nbutler log:\n{}",
+                    "incidents: {}\nhealth: {}\ncontainers:\n{}\nbutler log:\n{}",
                     serde_json::to_string_pretty(&all).unwrap_or_default(),
+                    serde_json::to_string_pretty(&health).unwrap_or_default(),
+                    String::from_utf8_lossy(&containers.stdout),
                     self.log()
                 )
             },
