@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod deploy;
 pub mod docker;
 pub mod health;
+pub mod memory;
 pub mod proxy;
 pub mod recovery;
 pub mod store;

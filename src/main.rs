@@ -4,6 +4,7 @@ use clap::Parser as _;
 use devops_butler::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    devops_butler::memory::tune_allocator();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
