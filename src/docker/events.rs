@@ -196,8 +196,13 @@ struct Pending {
 const LONE_EVENTS: usize = 3;
 
 impl Default for Coalescer {
+    /// 150 ms of quiet closes a burst, 1 s caps it, and a lone change after 500 ms without one
+    /// fires after 25 ms. That fast path costs a burst one extra reload (its first start looks
+    /// lone) and saves every lone `docker run` 125 ms, which put its route live before the app
+    /// answers (measured: p50 1.16× the app's own start with 150 ms; see the README).
     fn default() -> Self {
         Self::new(Duration::from_millis(150), Duration::from_secs(1))
+            .with_lone_quiet(Duration::from_millis(25))
     }
 }
 
@@ -206,8 +211,7 @@ impl Coalescer {
         Self {
             quiet,
             max_delay,
-            // The lone-change fast path is off by default: at the start of a burst it costs one
-            // extra reload (measured: a burst of 50 then took 4), more than the 125 ms it saves.
+            // No fast path unless asked for (`with_lone_quiet`).
             lone_quiet: quiet,
             idle: Duration::from_millis(500),
             last_batch: None,
@@ -380,7 +384,7 @@ mod tests {
     async fn a_burst_survives_the_gathering_future_being_dropped() {
         let (tx, rx) = mpsc::channel(10);
         let mut events = ReceiverStream(rx);
-        let mut coalescer = Coalescer::default();
+        let mut coalescer = Coalescer::new(Duration::from_millis(150), Duration::from_secs(1));
         tx.send(EngineEvent::Resync).await.unwrap();
         tx.send(start("c1")).await.unwrap();
         tokio::select! {
