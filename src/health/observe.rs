@@ -50,6 +50,11 @@ pub struct Observer {
     /// Apps whose checks did not finish in the previous round: checked first in the next one, so
     /// on a slow engine every app is reached in turn instead of the same ones always missing out.
     late: Mutex<BTreeSet<String>>,
+    /// Container names that did not resolve at the last lookup. Docker's DNS can lag a connect
+    /// by a moment, so a name counts as unresolvable only when it failed twice in a row: a
+    /// single miss right after a repair reconnected or replaced a container opened an incident
+    /// that the next round resolved again.
+    unresolved: Mutex<BTreeSet<String>>,
     docker_root: tokio::sync::OnceCell<Option<PathBuf>>,
 }
 
@@ -64,6 +69,7 @@ impl Observer {
             supervisor: tokio::sync::Mutex::new(None),
             restarts: Mutex::new(HashMap::new()),
             late: Mutex::new(BTreeSet::new()),
+            unresolved: Mutex::new(BTreeSet::new()),
             docker_root: tokio::sync::OnceCell::new(),
         }
     }
@@ -355,7 +361,12 @@ impl Observer {
                 }
             }
         }
+        // nginx sends to the same servers: when none of them accepted a connection, a request
+        // through it can only fail, and to a vanished address it fails by waiting out the whole
+        // timeout, which held up every round and every repair's check by `timeout`.
+        let no_server_answers = !tcp.is_empty() && tcp.iter().all(|t| !t.ok);
         let http_proxy = match (nginx_addr, &route) {
+            _ if no_server_answers => None,
             (Some(addr), Some(route)) => match route.hosts.first() {
                 Some(host) => Some(probe::through_proxy(addr, host, "/", timeout).await),
                 None => None,
@@ -397,6 +408,19 @@ impl Observer {
             .lines()
             .flat_map(|line| line.split_whitespace().skip(1))
             .collect();
+        let missed: BTreeSet<String> = names
+            .iter()
+            .filter(|n| !resolved.contains(n.as_str()))
+            .cloned()
+            .collect();
+        let missed_before = {
+            let mut unresolved = self.unresolved.lock().unwrap_or_else(|e| e.into_inner());
+            let before = unresolved.clone();
+            // A lookup of some apps (a repair's check) leaves the others' misses as they were.
+            unresolved.retain(|n| !names.contains(n));
+            unresolved.extend(missed.iter().cloned());
+            before
+        };
         for app in apps {
             let running: Vec<&ContainerObs> = app
                 .containers
@@ -404,7 +428,11 @@ impl Observer {
                 .filter(|c| c.running() && c.ip.is_some())
                 .collect();
             if !running.is_empty() {
-                app.dns = Some(running.iter().all(|c| resolved.contains(c.name.as_str())));
+                app.dns = Some(
+                    running
+                        .iter()
+                        .all(|c| !(missed.contains(&c.name) && missed_before.contains(&c.name))),
+                );
             }
         }
     }
