@@ -148,6 +148,8 @@ pub struct Batch {
     pub resync: bool,
     /// Containers named by the events (ids), for a targeted re-inspect.
     pub containers: BTreeSet<String>,
+    /// The names of those containers, where the engine reported them.
+    pub names: BTreeSet<String>,
     /// How many events were folded into this batch.
     pub events: usize,
 }
@@ -157,8 +159,9 @@ impl Batch {
         self.events += 1;
         match event {
             EngineEvent::Resync => self.resync = true,
-            EngineEvent::Container { id, .. } => {
+            EngineEvent::Container { id, name, .. } => {
                 self.containers.insert(id);
+                self.names.extend(name);
             }
             EngineEvent::Network { container, .. } => self.containers.extend(container),
         }
@@ -398,6 +401,19 @@ mod tests {
         assert_eq!(batch.events, 3);
         assert_eq!(batch.containers.len(), 2);
         assert_eq!(began.elapsed(), Duration::from_millis(150));
+    }
+
+    #[test]
+    fn a_batch_keeps_the_names_the_engine_reported() {
+        let mut batch = Batch::default();
+        batch.add(EngineEvent::Container {
+            action: "die".into(),
+            id: "abc".into(),
+            name: Some("butler-nginx".into()),
+        });
+        batch.add(start("def"));
+        assert_eq!(batch.containers.len(), 2);
+        assert_eq!(batch.names, BTreeSet::from(["butler-nginx".to_owned()]));
     }
 
     #[test]

@@ -19,8 +19,9 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     // Every part of a round is bounded (every probe by `timeout`, the apps together by their
     // budget); this is the backstop for a stuck one.
     let bound = crate::health::monitor::round_bound(&ctx.config);
-    // Engine events about a checked app (it died, was disconnected, restarted) bring the next
-    // round forward: a fault is found within a second or so instead of up to a period later.
+    // Engine events about a checked app or the nginx container (it died, was removed, was
+    // disconnected, restarted) bring the next round forward: a fault is found within a second or
+    // so instead of up to a period later.
     let mut engine_events = Box::pin(events::watch(docker.clone()));
     let mut coalescer = Coalescer::default();
     let mut events_open = true;
@@ -38,7 +39,12 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
             },
             batch = coalescer.next_batch(&mut engine_events), if events_open => {
                 match batch {
-                    Some(batch) if monitor.watches_any(&batch.containers) => ticker.hurry(),
+                    Some(batch)
+                        if monitor.watches_any(&batch.containers)
+                            || batch.names.contains(&ctx.config.proxy.container_name) =>
+                    {
+                        ticker.hurry()
+                    }
                     Some(_) => {}
                     None => events_open = false,
                 }
