@@ -121,26 +121,25 @@ impl Dashboard {
         let second = unix_second(SystemTime::now());
         // Held across the store query: concurrent requests wait for one answer, not ask again.
         let mut cache = self.apps.lock().await;
-        if let Some(snapshot) = cache.current.as_mut() {
-            let mut store_unchanged = snapshot.confirmed.elapsed() < CONFIRMED_FOR;
-            if !store_unchanged && self.store.data_version().await? == snapshot.key.0 {
-                snapshot.confirmed = Instant::now();
-                store_unchanged = true;
+        let store_unchanged = match cache.current.as_mut() {
+            Some(snapshot) if snapshot.confirmed.elapsed() < CONFIRMED_FOR => {
+                Some(snapshot.clone())
             }
-            if store_unchanged {
-                let snapshot = snapshot.clone();
-                let behind = second.saturating_sub(snapshot.key.1);
-                if behind == 0 {
-                    return Ok(snapshot);
+            Some(snapshot) if self.store.data_version().await? == snapshot.key.0 => {
+                snapshot.confirmed = Instant::now();
+                Some(snapshot.clone())
+            }
+            _ => None,
+        };
+        if let Some(snapshot) = store_unchanged {
+            let behind = second.saturating_sub(snapshot.key.1);
+            if behind <= STALE_SECONDS_SERVED {
+                if behind > 0 && !cache.refreshing {
+                    cache.refreshing = true;
+                    let dash = Arc::clone(self);
+                    tokio::spawn(async move { dash.refresh_apps().await });
                 }
-                if behind <= STALE_SECONDS_SERVED {
-                    if !cache.refreshing {
-                        cache.refreshing = true;
-                        let dash = Arc::clone(self);
-                        tokio::spawn(async move { dash.refresh_apps().await });
-                    }
-                    return Ok(snapshot);
-                }
+                return Ok(snapshot);
             }
         }
         let snapshot = self.build_apps(cache.current.as_ref()).await?;
@@ -247,17 +246,7 @@ impl Dashboard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::RouteRow;
-
-    fn route(app: &str) -> RouteRow {
-        RouteRow {
-            app: app.into(),
-            hosts: vec![format!("{app}.localhost")],
-            servers: vec!["172.30.0.5:3000".into()],
-            port: 3000,
-            reason: "only exposed port".into(),
-        }
-    }
+    use view::tests::route;
 
     async fn wait_for_next_second() {
         let second = unix_second(SystemTime::now());

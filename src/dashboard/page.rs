@@ -160,9 +160,7 @@ impl Page {
             .render(NAME, &context)
             .map_err(|e| PageError(e.to_string()))
     }
-}
 
-impl Page {
     fn render_rows(&self, apps: &[AppView]) -> Result<String, PageError> {
         let mut rows = Vec::new();
         for slice in apps.chunks(ROWS_PER_RENDER) {

@@ -344,12 +344,12 @@ pub fn recommendations(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn route(app: &str) -> RouteRow {
+    pub(crate) fn route(app: &str) -> RouteRow {
         RouteRow {
             app: app.into(),
             hosts: vec![format!("{app}.localhost")],

@@ -123,9 +123,13 @@ impl Monitor {
         Ok(summary)
     }
 
-    /// Whether engine events about these containers (ids) concern an app the monitor checks.
-    pub fn watches_any(&self, containers: &BTreeSet<String>) -> bool {
-        !self.watched.is_disjoint(containers)
+    /// Whether a batch of engine events concerns what the monitor checks: an app container it
+    /// saw last round, or the nginx container.
+    pub fn concerns(&self, batch: &crate::docker::events::Batch) -> bool {
+        !self.watched.is_disjoint(&batch.containers)
+            || batch
+                .names
+                .contains(&self.observer.config().proxy.container_name)
     }
 
     async fn record_incidents(

@@ -408,18 +408,18 @@ impl Observer {
             .lines()
             .flat_map(|line| line.split_whitespace().skip(1))
             .collect();
-        let missed: BTreeSet<String> = names
-            .iter()
-            .filter(|n| !resolved.contains(n.as_str()))
-            .cloned()
-            .collect();
-        let missed_before = {
+        let missed_twice: BTreeSet<String> = {
             let mut unresolved = self.unresolved.lock().unwrap_or_else(|e| e.into_inner());
-            let before = unresolved.clone();
+            let missed: BTreeSet<String> = names
+                .iter()
+                .filter(|n| !resolved.contains(n.as_str()))
+                .cloned()
+                .collect();
+            let twice = missed.intersection(&unresolved).cloned().collect();
             // A lookup of some apps (a repair's check) leaves the others' misses as they were.
             unresolved.retain(|n| !names.contains(n));
-            unresolved.extend(missed.iter().cloned());
-            before
+            unresolved.extend(missed);
+            twice
         };
         for app in apps {
             let running: Vec<&ContainerObs> = app
@@ -428,11 +428,7 @@ impl Observer {
                 .filter(|c| c.running() && c.ip.is_some())
                 .collect();
             if !running.is_empty() {
-                app.dns = Some(
-                    running
-                        .iter()
-                        .all(|c| !(missed.contains(&c.name) && missed_before.contains(&c.name))),
-                );
+                app.dns = Some(running.iter().all(|c| !missed_twice.contains(&c.name)));
             }
         }
     }

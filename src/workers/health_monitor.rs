@@ -39,12 +39,7 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
             },
             batch = coalescer.next_batch(&mut engine_events), if events_open => {
                 match batch {
-                    Some(batch)
-                        if monitor.watches_any(&batch.containers)
-                            || batch.names.contains(&ctx.config.proxy.container_name) =>
-                    {
-                        ticker.hurry()
-                    }
+                    Some(batch) if monitor.concerns(&batch) => ticker.hurry(),
                     Some(_) => {}
                     None => events_open = false,
                 }
