@@ -34,6 +34,7 @@ async fn seed(store: Store) {
             servers: vec![format!("172.20.{}.{}:3000", i / 250, i % 250 + 2)],
             port: 3000,
             reason: "only exposed port".into(),
+            down: None,
         })
         .collect();
     store.replace_routes(routes).await.unwrap();

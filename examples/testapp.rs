@@ -10,7 +10,9 @@
 //! with 2xx/3xx, by its exit code: a Docker HEALTHCHECK for an image with nothing else in it.
 //! Answers: any path → 200 `app=NAME host=HOSTNAME port=PORT path=PATH`; /healthz → 200 `ok`;
 //! /status/NNN → NNN; /sleep/MS → 200 after MS ms; /ws → WebSocket echo (RFC 6455).
-//! Prints `listening on :PORT` once per port; exits 0 on SIGTERM/SIGINT (it may be PID 1).
+//! Prints `listening on :PORT` once per port; exits 0 on SIGTERM/SIGINT (it may be PID 1), unless
+//! IGNORE_SIGTERM=1: then, as PID 1 without a handler, it ignores SIGTERM and `docker stop` ends
+//! it with SIGKILL after the timeout (exit code 137), as many real apps do.
 
 #[path = "../tests/support/ws_codec.rs"]
 mod ws_codec;
@@ -186,6 +188,9 @@ extern "C" fn on_terminate(_signum: i32) {
 fn install_signal_handlers() {
     const SIGINT: i32 = 2;
     const SIGTERM: i32 = 15;
+    if env::var("IGNORE_SIGTERM").is_ok_and(|v| v == "1") {
+        return;
+    }
     let handler = on_terminate as extern "C" fn(i32) as usize;
     unsafe {
         signal(SIGTERM, handler);

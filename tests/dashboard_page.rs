@@ -175,6 +175,7 @@ fn the_page_refreshes_its_data_without_reloading() {
             servers: vec!["172.30.0.10:9000".into()],
             port: 9000,
             reason: "label butler.port".into(),
+            down: None,
         });
         store.replace_routes(routes).await.unwrap();
         let mut health = store.app_health().await.unwrap();

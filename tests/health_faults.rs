@@ -270,8 +270,11 @@ fn a_killed_app_without_opt_in_is_reported_down_and_left_alone() {
     assert_eq!(reported["status"], "down", "{status}");
 }
 
+/// `butler.port` is the user's word: kept even though nothing listens there, and the incident
+/// names the port the app does listen on and the label to change. The repair (re-detect and
+/// re-render) can change nothing, so it is not retried in a loop but escalated at once.
 #[test]
-fn a_port_that_cannot_be_fixed_is_escalated_after_max_attempts() {
+fn a_forced_port_nothing_listens_on_is_kept_named_and_escalated_at_once() {
     let mut cleanup = Cleanup::new();
     let own = Own::new(&mut cleanup);
     let butler = own.butler(&["health-monitor", "recovery"], RECOVERY);
@@ -287,31 +290,34 @@ fn a_port_that_cannot_be_fixed_is_escalated_after_max_attempts() {
         "escalated",
         ESCALATION_WAIT,
     );
-    assert_eq!(incident["attempts"], 3, "{incident}");
+    assert_eq!(incident["attempts"], 1, "no loop of attempts: {incident}");
+    let summary = incident["summary"].as_str().unwrap();
     assert!(
-        incident["summary"].as_str().unwrap().contains("9999"),
-        "{incident}"
+        summary.contains("9999") && summary.contains("set butler.port=3000"),
+        "names the forced port, the listening one and the label: {incident}"
     );
     let id = incident["id"].as_i64().unwrap();
     let failed = butler.recoveries(bin(), id);
-    assert_eq!(failed.len(), 3, "{failed:#?}");
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["outcome"], "failed", "{failed:#?}");
+    let detail = failed[0]["detail"].as_str().unwrap();
     assert!(
-        failed.iter().all(|r| r["outcome"] == "failed"),
-        "{failed:#?}"
+        detail.contains("left the config as it was") && detail.contains(":9999"),
+        "says why the repair cannot help: {detail}"
     );
+    // The label is kept: the route still sends to 9999.
+    let (_, routes) = butler.cli_json(bin(), &["proxy", "routes"]);
+    let route = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["app"] == name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(route["servers"][0]["port"], 9999, "{routes}");
     // No flapping: no attempts after escalation.
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(butler.recoveries(bin(), id).len(), 3);
-    let (out, rates) = butler.cli_json(bin(), &["status"]);
-    assert!(out.success());
-    assert!(
-        rates["recovery_success_rates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["kind"] == "port_mismatch" && r["attempts"].as_i64() >= Some(3)),
-        "{rates}"
-    );
+    assert_eq!(butler.recoveries(bin(), id).len(), 1);
 }
 
 /// `butler fix-502` alone (no recovery worker) turns each fault's 502 back into 200.

@@ -455,7 +455,7 @@ fn proxy_routes_and_proxy_update_show_the_routes() {
         host.as_str(),
         &format!("{name}.example.test"),
         &address,
-        PortReason::Label.text(),
+        &PortReason::Label.text(),
     ] {
         assert!(line.contains(want), "{want:?} missing from {line:?}");
     }

@@ -103,8 +103,13 @@ fn short(id: &str) -> &str {
 #[derive(Serialize)]
 struct RouteLine {
     app: String,
+    /// `up`, or `down` / `stopped` when every container of the app has exited.
+    state: &'static str,
     hosts: Vec<String>,
     servers: Vec<ServerLine>,
+    /// How the app's last container ended, while it is down or stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    down: Option<crate::proxy::Down>,
 }
 
 #[derive(Serialize)]
@@ -123,6 +128,8 @@ fn route_lines(plan: &Plan) -> Vec<RouteLine> {
         .iter()
         .map(|route| RouteLine {
             app: route.app.clone(),
+            state: route.down.as_ref().map_or("up", |d| d.state()),
+            down: route.down.clone(),
             hosts: route.hosts.clone(),
             servers: route
                 .servers
@@ -131,7 +138,7 @@ fn route_lines(plan: &Plan) -> Vec<RouteLine> {
                     container: s.container_name.clone(),
                     address: std::net::SocketAddr::new(s.ip, s.port).to_string(),
                     port: s.port,
-                    port_reason: s.port_reason.text().to_owned(),
+                    port_reason: s.port_reason.text(),
                     deployment: s.deployment.clone(),
                 })
                 .collect(),
@@ -158,7 +165,17 @@ pub fn dispatch(
                     let rows: Vec<Vec<String>> = routes
                         .iter()
                         .flat_map(|route| {
-                            route.servers.iter().map(move |s| {
+                            let down = route.down.as_ref().map(|d| {
+                                vec![
+                                    route.app.clone(),
+                                    route.hosts.join(","),
+                                    d.container_name.clone(),
+                                    d.state().to_uppercase(),
+                                    d.describe(),
+                                    "-".to_owned(),
+                                ]
+                            });
+                            down.into_iter().chain(route.servers.iter().map(move |s| {
                                 vec![
                                     route.app.clone(),
                                     route.hosts.join(","),
@@ -170,7 +187,7 @@ pub fn dispatch(
                                         |d| format!("{} from {}", d.revision, d.source),
                                     ),
                                 ]
-                            })
+                            }))
                         })
                         .collect();
                     println!(

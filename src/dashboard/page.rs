@@ -264,6 +264,7 @@ mod tests {
                 started_at: None,
                 uptime_secs: Some(125),
                 checked_at: None,
+                down: None,
             }],
             services: ServicesView {
                 available: false,

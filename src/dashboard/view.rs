@@ -19,6 +19,8 @@ use crate::systemd::supervisor::UnitStatus;
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Healthy,
+    /// Every container was stopped on purpose (`docker stop`) or finished cleanly.
+    Stopped,
     Degraded,
     Down,
     Unknown,
@@ -28,14 +30,16 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Healthy => "healthy",
+            Status::Stopped => "stopped",
             Status::Degraded => "degraded",
             Status::Down => "down",
             Status::Unknown => "unknown",
         }
     }
 
-    pub const ALL: [Status; 4] = [
+    pub const ALL: [Status; 5] = [
         Status::Healthy,
+        Status::Stopped,
         Status::Degraded,
         Status::Down,
         Status::Unknown,
@@ -46,6 +50,7 @@ impl From<AppStatus> for Status {
     fn from(status: AppStatus) -> Self {
         match status {
             AppStatus::Healthy => Status::Healthy,
+            AppStatus::Stopped => Status::Stopped,
             AppStatus::Degraded => Status::Degraded,
             AppStatus::Down => Status::Down,
         }
@@ -74,6 +79,8 @@ pub struct AppView {
     pub started_at: Option<String>,
     pub uptime_secs: Option<u64>,
     pub checked_at: Option<String>,
+    /// Set when every container of the app has exited: how the last one ended, and since when.
+    pub down: Option<crate::proxy::Down>,
 }
 
 /// `/api/apps`: the directory and its size.
@@ -116,6 +123,7 @@ pub fn apps(
                 proxy_url: route.hosts.first().map(|h| links.proxy_url(h)),
                 direct_url: route.servers.first().map(|s| format!("http://{s}/")),
                 routed: true,
+                down: route.down,
                 port: Some(route.port),
                 port_reason: Some(route.reason),
                 hosts: route.hosts,
@@ -150,6 +158,7 @@ pub fn apps(
             started_at: None,
             uptime_secs: None,
             checked_at: None,
+            down: None,
         };
         apply_health(&mut view, h, now);
         apps.push(view);
@@ -182,6 +191,7 @@ pub struct Summary {
     pub healthy: usize,
     pub degraded: usize,
     pub down: usize,
+    pub stopped: usize,
     pub unknown: usize,
     pub open_incidents: usize,
     /// Recovery attempts (skipped ones not counted) and how many succeeded, over all time.
@@ -229,6 +239,7 @@ pub fn summary(
         healthy: count(Status::Healthy),
         degraded: count(Status::Degraded),
         down: count(Status::Down),
+        stopped: count(Status::Stopped),
         unknown: count(Status::Unknown),
         open_incidents: open_incidents.len(),
         recovery_attempts: rates.iter().map(|r| r.attempts).sum(),
@@ -356,6 +367,7 @@ pub(crate) mod tests {
             servers: vec!["172.18.0.5:3000".into()],
             port: 3000,
             reason: "only exposed port".into(),
+            down: None,
         }
     }
 

@@ -194,11 +194,13 @@ mod tests {
                         server("b", Some("git:github.com/bob/shop")),
                         server("manual", None),
                     ],
+                    down: None,
                 },
                 Route {
                     app: "blog".into(),
                     hosts: vec!["blog.localhost".into()],
                     servers: vec![server("c", Some("image:blog"))],
+                    down: None,
                 },
             ],
             problems: Vec::new(),

@@ -8,11 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use super::snapshot::ContainerSnapshot;
+use super::snapshot::{ContainerSnapshot, Exited};
 
 /// Ports probed when the butler cannot read the container's sockets, besides its exposed ones.
 pub const COMMON_WEB_PORTS: [u16; 5] = [80, 8080, 3000, 5000, 8000];
@@ -48,19 +48,41 @@ pub async fn list_snapshots_with(
     docker: &Docker,
     only_label: Option<&str>,
 ) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
+    list_snapshots_and_exited(docker, only_label, |_| false).await
+}
+
+/// [`list_snapshots_with`], plus the exited containers `keep_exited` asks for, judged by what the
+/// list tells of them (id, name, labels; `running` false): only those are inspected, so a host
+/// with hundreds of finished one-off containers costs one list, not hundreds of inspects.
+pub async fn list_snapshots_and_exited(
+    docker: &Docker,
+    only_label: Option<&str>,
+    keep_exited: impl Fn(&ContainerSnapshot) -> bool,
+) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
     let mut filters = std::collections::HashMap::new();
     if let Some(label) = only_label {
         filters.insert("label", vec![label]);
     }
     let options = ListContainersOptionsBuilder::default()
-        .all(false)
+        .all(true)
         .filters(&filters)
         .build();
     let summaries = docker
         .list_containers(Some(options))
         .await
         .map_err(DiscoveryError::List)?;
-    let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+    let ids: Vec<String> = summaries
+        .into_iter()
+        .filter(|summary| {
+            let state = summary.state.map(|s| s.to_string()).unwrap_or_default();
+            match state.as_str() {
+                "running" | "restarting" | "paused" => true,
+                "exited" | "dead" => keep_exited(&summary_snapshot(summary)),
+                _ => false,
+            }
+        })
+        .filter_map(|s| s.id)
+        .collect();
     let images = ImageCache::default();
     let mut snapshots: Vec<ContainerSnapshot> = stream::iter(ids)
         .map(|id| {
@@ -83,7 +105,30 @@ pub async fn list_snapshots_with(
     Ok(snapshots)
 }
 
-/// The snapshot of one container (by id or name); `None` when it does not exist or is not running.
+/// What a list entry tells of a container without inspecting it: id, name and labels.
+pub fn summary_snapshot(summary: &bollard::models::ContainerSummary) -> ContainerSnapshot {
+    let state = summary.state.map(|s| s.to_string()).unwrap_or_default();
+    ContainerSnapshot {
+        id: summary.id.clone().unwrap_or_default(),
+        name: summary
+            .names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default(),
+        labels: summary
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        running: state == "running" || state == "restarting",
+        ..ContainerSnapshot::default()
+    }
+}
+
+/// The snapshot of one container (by id or name); `None` when it does not exist or was created
+/// and never started. An exited one comes back with `running` false and `exited` set.
 pub async fn snapshot_one(
     docker: &Docker,
     id: &str,
@@ -138,16 +183,36 @@ async fn inspect(
             })?;
     let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
     if !running {
-        return Ok(None);
+        // How it ended is all a stopped container is asked: no image, sockets or logs.
+        let snapshot = snapshot_from_inspect(&info, &[]);
+        return Ok(snapshot.exited.is_some().then_some(snapshot));
     }
     let image_ports = match info.image.as_deref() {
         Some(image_id) => images.exposed_ports(docker, image_id).await,
         None => Vec::new(),
     };
     let mut snapshot = snapshot_from_inspect(&info, &image_ports);
-    snapshot.listening_ports = listening_ports(&info, &snapshot).await;
+    let listening = listening_ports(&info, &snapshot).await;
+    snapshot.listening_ports = listening.as_ref().map(|l| l.ports.clone());
     if !port_is_evident(&snapshot) {
         snapshot.log_tail = log_tail(docker, &snapshot.id).await;
+        // Probes only try likely ports; one the logs name is likely too.
+        if let (
+            Some(Listening {
+                probed_at: Some(ip),
+                ..
+            }),
+            Some(port),
+        ) = (
+            &listening,
+            crate::proxy::ports::port_from_logs(&snapshot.log_tail),
+        ) && let Some(ports) = snapshot.listening_ports.as_mut()
+            && !ports.contains(&port)
+            && !probe_ports(*ip, BTreeSet::from([port])).await.is_empty()
+        {
+            ports.push(port);
+            ports.sort_unstable();
+        }
     }
     Ok(Some(snapshot))
 }
@@ -221,6 +286,20 @@ pub(crate) fn snapshot_from_inspect(
         started_at: state
             .and_then(|s| s.started_at.clone())
             .filter(|t| !t.starts_with("0001-")),
+        exited: state
+            .filter(|s| {
+                !s.running.unwrap_or(false)
+                    && matches!(
+                        s.status,
+                        Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+                    )
+            })
+            .map(|s| Exited {
+                exit_code: s.exit_code.unwrap_or(0),
+                oom_killed: s.oom_killed.unwrap_or(false),
+                finished_at: s.finished_at.clone().filter(|t| !t.starts_with("0001-")),
+                stopped_by_user: false,
+            }),
     }
 }
 
@@ -236,28 +315,49 @@ fn tcp_ports<'a>(specs: impl IntoIterator<Item = &'a String>) -> Vec<u16> {
     ports.into_iter().collect()
 }
 
-/// True when the planner can choose a port without looking at the logs, so they are not fetched.
+/// True when the planner can choose a port without looking at the logs, so they are not fetched:
+/// the user set it, or what the container declares agrees with what it listens on (or there is
+/// no telling). An exposed port nothing listens on sends the planner to the logs as well.
 fn port_is_evident(s: &ContainerSnapshot) -> bool {
-    s.labels.contains_key("butler.port")
-        || s.env.contains_key("VIRTUAL_PORT")
-        || s.exposed_ports.len() == 1
-        || s.listening_ports.as_ref().is_some_and(|p| p.len() == 1)
+    if s.labels.contains_key("butler.port") || s.env.contains_key("VIRTUAL_PORT") {
+        return true;
+    }
+    match (s.exposed_ports.as_slice(), s.listening_ports.as_deref()) {
+        ([_], None) => true,
+        ([only], Some(listening)) => listening.is_empty() || listening.contains(only),
+        ([], Some([_])) => true,
+        _ => false,
+    }
+}
+
+/// The ports a container listens on, and how they were learnt.
+pub(crate) struct Listening {
+    pub ports: Vec<u16>,
+    /// The address the ports were probed on; `None` when the kernel's tables were read (then
+    /// `ports` is every listening port, not just the likely ones that were tried).
+    pub probed_at: Option<IpAddr>,
 }
 
 pub(crate) async fn listening_ports(
     info: &ContainerInspectResponse,
     s: &ContainerSnapshot,
-) -> Option<Vec<u16>> {
+) -> Option<Listening> {
     let pid = info.state.as_ref().and_then(|st| st.pid).filter(|p| *p > 0);
     if let Some(pid) = pid
         && let Some(ports) = read_proc_listening(pid, &s.id)
     {
-        return Some(ports);
+        return Some(Listening {
+            ports,
+            probed_at: None,
+        });
     }
     let ip = *s.networks.values().next()?;
     let mut candidates: BTreeSet<u16> = s.exposed_ports.iter().copied().collect();
     candidates.extend(COMMON_WEB_PORTS);
-    Some(probe_ports(ip, candidates).await)
+    Some(Listening {
+        ports: probe_ports(ip, candidates).await,
+        probed_at: Some(ip),
+    })
 }
 
 /// Listening TCP ports of the container whose init has host PID `pid`. `None` when that PID is not

@@ -2,7 +2,7 @@
 //! reconnects with exponential backoff and emits `Resync` after every (re)connect, because events
 //! may have been missed and the caller must re-list. `Coalescer` turns a burst into one trigger.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
@@ -152,6 +152,10 @@ pub struct Batch {
     pub names: BTreeSet<String>,
     /// How many events were folded into this batch.
     pub events: usize,
+    /// Container id → whether a user stopped it, from the batch's last `stop` (true) or `start`
+    /// / `destroy` (false) event about it. Only `docker stop` sends `stop`: a crash or a
+    /// `docker kill` ends with `die` alone.
+    pub user_stops: BTreeMap<String, bool>,
 }
 
 impl Batch {
@@ -159,7 +163,16 @@ impl Batch {
         self.events += 1;
         match event {
             EngineEvent::Resync => self.resync = true,
-            EngineEvent::Container { id, name, .. } => {
+            EngineEvent::Container { id, name, action } => {
+                match action.as_str() {
+                    "stop" => {
+                        self.user_stops.insert(id.clone(), true);
+                    }
+                    "start" | "destroy" => {
+                        self.user_stops.insert(id.clone(), false);
+                    }
+                    _ => {}
+                }
                 self.containers.insert(id);
                 self.names.extend(name);
             }
@@ -298,6 +311,31 @@ mod tests {
             id: id.into(),
             name: None,
         }
+    }
+
+    #[test]
+    fn a_batch_remembers_who_a_user_stopped() {
+        let event = |action: &str, id: &str| EngineEvent::Container {
+            action: action.into(),
+            id: id.into(),
+            name: None,
+        };
+        let mut batch = Batch::default();
+        // docker stop: kill, die, stop. docker restart: the same, then start. docker kill: die.
+        for (action, id) in [
+            ("die", "stopped"),
+            ("stop", "stopped"),
+            ("die", "restarted"),
+            ("stop", "restarted"),
+            ("start", "restarted"),
+            ("die", "killed"),
+        ] {
+            batch.add(event(action, id));
+        }
+        assert_eq!(
+            batch.user_stops,
+            BTreeMap::from([("restarted".into(), false), ("stopped".into(), true)])
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,4 +6,4 @@ pub mod events;
 pub mod network;
 pub mod snapshot;
 
-pub use snapshot::ContainerSnapshot;
+pub use snapshot::{ContainerSnapshot, Exited};

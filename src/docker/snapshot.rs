@@ -32,4 +32,29 @@ pub struct ContainerSnapshot {
     pub restart_count: u64,
     /// Container start time, RFC 3339, as the engine reports it.
     pub started_at: Option<String>,
+    /// Set when the container has exited (or is dead): how it ended.
+    #[serde(default)]
+    pub exited: Option<Exited>,
+}
+
+/// How a container that is no longer running ended, as the engine reports it, plus whether a
+/// user stopped it (only the engine's `stop` event says so: a `docker stop` of an app that
+/// ignores SIGTERM ends in a SIGKILL and exit code 137, exactly like a crash).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Exited {
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    /// RFC 3339, as the engine reports it; `None` when it gives none.
+    pub finished_at: Option<String>,
+    /// A `stop` event named the container after its last start.
+    #[serde(default)]
+    pub stopped_by_user: bool,
+}
+
+impl Exited {
+    /// Whether it ended on its own or was killed (what the health check calls `container_down`),
+    /// rather than stopped by someone or done with a clean exit.
+    pub fn crashed(&self) -> bool {
+        !self.stopped_by_user && (self.exit_code != 0 || self.oom_killed)
+    }
 }

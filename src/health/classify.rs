@@ -153,17 +153,38 @@ pub fn merge(findings: Vec<Finding>) -> Vec<Finding> {
     merged.into_values().collect()
 }
 
+/// How long after a container exited its exit is taken as final. `docker stop` sends its `stop`
+/// event some 50 ms after `die`: a round that looked in between would call a user's stop a
+/// crash (and alert on it).
+pub const EXIT_SETTLE_SECS: f64 = 2.0;
+
+/// The container exited a moment ago and nothing says yet whether a user stopped it.
+pub fn exit_settling(c: &ContainerObs) -> bool {
+    c.crashed() && c.down_secs.is_some_and(|ago| ago < EXIT_SETTLE_SECS)
+}
+
 fn describe_stopped(c: &ContainerObs) -> String {
-    let mut text = format!("container {} is {}", c.name, c.state);
+    let mut text = if c.stopped_by_user {
+        format!("container {} was stopped (docker stop)", c.name)
+    } else {
+        format!("container {} is {}", c.name, c.state)
+    };
     if let Some(code) = c.exit_code {
         text.push_str(&format!(" (exit code {code}"));
-        if code == 137 {
+        if code == 137 && !c.stopped_by_user {
             text.push_str(", killed");
         }
         if c.oom_killed {
             text.push_str(", out of memory");
         }
         text.push(')');
+    }
+    if let Some(since) = c
+        .finished_at
+        .as_deref()
+        .and_then(crate::proxy::plan::plain_utc_time)
+    {
+        text.push_str(&format!(" since {since}"));
     }
     text
 }
@@ -216,7 +237,8 @@ pub fn classify_app(app: &AppObs, proxy_serving: bool, rules: &Rules) -> (AppHea
         .iter()
         .filter(|c| !c.running() && c.state != "restarting")
         .collect();
-    for c in &stopped {
+    // A user's `docker stop` and a clean exit are shown, not treated as failures.
+    for c in stopped.iter().filter(|c| c.crashed() && !exit_settling(c)) {
         add(
             &mut findings,
             Kind::ContainerDown,
@@ -228,9 +250,23 @@ pub fn classify_app(app: &AppObs, proxy_serving: bool, rules: &Rules) -> (AppHea
         );
     }
     if running.is_empty() {
+        if !stopped.is_empty() && stopped.iter().all(|c| !c.crashed()) {
+            let why = stopped
+                .iter()
+                .map(|c| describe_stopped(c))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return (health(app, AppStatus::Stopped, why, None), findings);
+        }
         let why = findings
             .first()
             .map(|f| f.summary.clone())
+            .or_else(|| {
+                stopped
+                    .iter()
+                    .find(|c| exit_settling(c))
+                    .map(|c| format!("{} just now", describe_stopped(c)))
+            })
             .unwrap_or_else(|| "no container of the app is running".to_owned());
         return (health(app, AppStatus::Down, why, None), findings);
     }
@@ -304,10 +340,22 @@ pub fn classify_app(app: &AppObs, proxy_serving: bool, rules: &Rules) -> (AppHea
             ..Facts::default()
         };
         let forced = |c: &ContainerObs| {
-            c.forced_port
-                .as_ref()
-                .map(|p| format!("; the port is forced to {p} by a label or VIRTUAL_PORT: fix it"))
-                .unwrap_or_default()
+            let listening = c.listening.as_deref().unwrap_or_default();
+            let to = match listening {
+                [only] => format!("={only}"),
+                _ => " to one of them".to_owned(),
+            };
+            match &c.forced_port {
+                Some(p) => format!(
+                    "; the port is forced to {p} by the label butler.port or VIRTUAL_PORT: set \
+                     butler.port{to} (or remove both to let the butler choose)"
+                ),
+                None if listening.len() > 1 => format!(
+                    "; it listens on several ports and neither a common web port nor its logs \
+                     pick one: set the label butler.port{to}"
+                ),
+                None => String::new(),
+            }
         };
         match owner {
             Some(c)
@@ -841,6 +889,9 @@ mod tests {
             listening: None,
             autorestart: false,
             forced_port: None,
+            finished_at: None,
+            down_secs: None,
+            stopped_by_user: false,
         }
     }
 
@@ -937,6 +988,60 @@ mod tests {
             &[(Kind::ContainerDown, High)],
             Down,
             "exit code 137, killed",
+        ));
+
+        let mut a = stopped(healthy_app(), 0, 137);
+        a.containers[0].stopped_by_user = true;
+        a.containers[0].finished_at = Some("2026-12-02T11:40:20.1Z".into());
+        a.route = None;
+        a.tcp.clear();
+        a.http_direct.clear();
+        cases.push((
+            "a user stopped it (docker stop; it ignored SIGTERM and was killed)",
+            a,
+            true,
+            &[],
+            AppStatus::Stopped,
+            "was stopped (docker stop) (exit code 137) since 2026-12-02 11:40:20 UTC",
+        ));
+
+        let mut a = stopped(healthy_app(), 0, 0);
+        a.route = None;
+        a.tcp.clear();
+        a.http_direct.clear();
+        cases.push((
+            "it finished with exit code 0",
+            a,
+            true,
+            &[],
+            AppStatus::Stopped,
+            "exit code 0",
+        ));
+
+        let mut a = stopped(healthy_app(), 0, 137);
+        a.containers[0].oom_killed = true;
+        a.route = None;
+        a.tcp.clear();
+        a.http_direct.clear();
+        cases.push((
+            "killed for memory after its route went down",
+            a,
+            true,
+            &[(Kind::ContainerDown, High)],
+            Down,
+            "exit code 137, killed, out of memory",
+        ));
+
+        let mut a = stopped(healthy_app(), 0, 137);
+        a.containers[0].down_secs = Some(0.1);
+        a.http_direct.clear();
+        cases.push((
+            "exited a moment ago: no conclusion before a stop event could say it was a user",
+            a,
+            true,
+            &[],
+            Down,
+            "just now",
         ));
 
         let mut a = stopped(with_second_instance(healthy_app()), 0, 1);
@@ -1175,6 +1280,24 @@ mod tests {
         assert_eq!(findings[0].kind, "port_mismatch");
         assert!(
             findings[0].summary.contains("forced to 9999"),
+            "{}",
+            findings[0].summary
+        );
+        assert!(
+            findings[0].summary.contains("set butler.port=3000"),
+            "names the port it listens on and the label to change: {}",
+            findings[0].summary
+        );
+    }
+
+    #[test]
+    fn several_listening_ports_with_nothing_to_choose_by_are_named() {
+        let app = refusing(healthy_app(), Some(vec![9100, 9200]));
+        let (_, findings) = classify_app(&app, true, &Rules::default());
+        assert_eq!(findings[0].kind, "port_mismatch", "{findings:#?}");
+        assert!(
+            findings[0].summary.contains("listens on 9100, 9200")
+                && findings[0].summary.contains("butler.port to one of them"),
             "{}",
             findings[0].summary
         );

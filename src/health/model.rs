@@ -59,11 +59,29 @@ pub struct ContainerObs {
     pub autorestart: bool,
     /// The port a label or `VIRTUAL_PORT` forces, as written.
     pub forced_port: Option<String>,
+    /// When it stopped running, RFC 3339 (`None` while it runs).
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// How long ago it stopped running (`None` while it runs, or no valid time).
+    #[serde(default)]
+    pub down_secs: Option<f64>,
+    /// A user stopped it (the engine's `stop` event named it after its last start).
+    #[serde(default)]
+    pub stopped_by_user: bool,
 }
 
 impl ContainerObs {
     pub fn running(&self) -> bool {
         self.state == "running"
+    }
+
+    /// It stopped running on its own or was killed (non-zero exit, out of memory, SIGKILL),
+    /// rather than being stopped by a user or finishing with exit code 0.
+    pub fn crashed(&self) -> bool {
+        !self.running()
+            && self.state != "restarting"
+            && !self.stopped_by_user
+            && (self.exit_code.is_some_and(|c| c != 0) || self.oom_killed)
     }
 }
 

@@ -26,6 +26,9 @@ pub struct RoundSummary {
     pub findings: usize,
     pub opened: usize,
     pub resolved: usize,
+    /// A container exited a moment ago and it is not yet known whether a user stopped it: the
+    /// next round should come soon and conclude.
+    pub exits_settling: bool,
 }
 
 impl RoundSummary {
@@ -115,12 +118,26 @@ impl Monitor {
                 .count(),
             findings: assessment.findings.len(),
             units: obs.units.clone(),
+            exits_settling: obs
+                .apps
+                .iter()
+                .flat_map(|a| &a.containers)
+                .any(classify::exit_settling),
             ..RoundSummary::default()
         };
         self.record_incidents(&obs, &assessment, &observed_at, &mut summary)
             .await?;
         self.sample(&obs).await?;
         Ok(summary)
+    }
+
+    /// Remembers which containers a user stopped, as the engine's events tell it, so the next
+    /// round does not take a `docker stop` for a crash.
+    pub async fn note_user_stops(&self, batch: &crate::docker::events::Batch) {
+        let marks = batch.user_stops.clone().into_iter().collect();
+        if let Err(error) = self.observer.store().record_user_stops(marks).await {
+            tracing::warn!("cannot record which containers were stopped: {error}");
+        }
     }
 
     /// Whether a batch of engine events concerns what the monitor checks: an app container it

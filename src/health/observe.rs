@@ -18,7 +18,7 @@ use super::model::{
 };
 use super::{forecast, host, probe};
 use crate::config::Config;
-use crate::docker::{ContainerSnapshot, discovery};
+use crate::docker::discovery;
 use crate::proxy::nginx::{CONTAINER_HTTP_PORT, LIVE_CONF, Nginx, NginxSpec, NginxState};
 use crate::proxy::plan::app_of;
 use crate::proxy::{PlanSettings, ports};
@@ -143,6 +143,7 @@ impl Observer {
             // Checks see every instance, held or not: a deploy's gate judges the new ones itself.
             held_deployments: Default::default(),
             only_label: self.config.docker.only_label.clone(),
+            routed_apps: Default::default(),
         }
     }
 
@@ -164,26 +165,8 @@ impl Observer {
         let settings = self.plan_settings();
         let mut members: BTreeMap<String, Vec<(bool, String)>> = BTreeMap::new();
         for summary in summaries {
-            let running = summary
-                .state
-                .is_some_and(|s| s.to_string() == "running" || s.to_string() == "restarting");
-            let snapshot = ContainerSnapshot {
-                id: summary.id.clone().unwrap_or_default(),
-                name: summary
-                    .names
-                    .as_ref()
-                    .and_then(|n| n.first())
-                    .map(|n| n.trim_start_matches('/').to_owned())
-                    .unwrap_or_default(),
-                labels: summary
-                    .labels
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-                running,
-                ..ContainerSnapshot::default()
-            };
+            let snapshot = discovery::summary_snapshot(&summary);
+            let running = snapshot.running;
             if let Some(app) = app_of(&snapshot, &settings) {
                 members.entry(app).or_default().push((running, snapshot.id));
             }
@@ -317,11 +300,15 @@ impl Observer {
         .await;
         let infos: Vec<ContainerInspectResponse> =
             inspected.into_iter().filter_map(Result::ok).collect();
+        let user_stopped = self.store.user_stopped().await.unwrap_or_else(|error| {
+            tracing::warn!("cannot read which containers were stopped: {error}");
+            BTreeSet::new()
+        });
         let mut containers: Vec<ContainerObs> = {
             let previous = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
             infos
                 .iter()
-                .map(|info| container_obs(info, network, &previous))
+                .map(|info| container_obs(info, network, &previous, &user_stopped))
                 .collect()
         };
         containers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -356,7 +343,9 @@ impl Observer {
                 for (obs, info) in containers.iter_mut().zip(sorted(&infos)) {
                     if obs.running() {
                         let snapshot = discovery::snapshot_from_inspect(info, &[]);
-                        obs.listening = discovery::listening_ports(info, &snapshot).await;
+                        obs.listening = discovery::listening_ports(info, &snapshot)
+                            .await
+                            .map(|l| l.ports);
                     }
                 }
             }
@@ -687,6 +676,7 @@ fn container_obs(
     info: &ContainerInspectResponse,
     network: &str,
     previous: &HashMap<String, u64>,
+    user_stopped: &BTreeSet<String>,
 ) -> ContainerObs {
     let id = info.id.clone().unwrap_or_default();
     let state = info.state.clone().unwrap_or_default();
@@ -745,6 +735,17 @@ fn container_obs(
             .get(LABEL_AUTORESTART)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         forced_port: labels.get(ports::LABEL_PORT).cloned().or(env_port),
+        down_secs: (!running)
+            .then_some(state.finished_at.as_deref())
+            .flatten()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|ended| std::time::SystemTime::now().duration_since(ended).ok())
+            .map(|ago| ago.as_secs_f64()),
+        finished_at: (!running)
+            .then_some(state.finished_at)
+            .flatten()
+            .filter(|t| !t.starts_with("0001-")),
+        stopped_by_user: !running && user_stopped.contains(&id),
         id,
     }
 }

@@ -12,7 +12,7 @@ pub mod reconcile;
 pub mod render;
 pub mod sanitize;
 
-pub use model::{Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};
+pub use model::{Down, Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};
 pub use plan::plan;
 pub use ports::{PortChoice, PortError, PortReason, choose_port};
 pub use render::{RenderError, RenderSettings, RenderedConfig, Templates, render};

@@ -32,6 +32,11 @@ pub struct PlanSettings {
     /// `KEY=VALUE` or `KEY` (`docker.only_label`): only containers with this label are apps.
     #[serde(default)]
     pub only_label: Option<String>,
+    /// Apps the last applied config routed (up or down). An app of these whose containers have
+    /// all exited keeps a route that answers "down" instead of vanishing; exited containers of
+    /// apps never routed (finished one-off jobs) are not apps.
+    #[serde(default)]
+    pub routed_apps: BTreeSet<String>,
 }
 
 impl Default for PlanSettings {
@@ -43,6 +48,7 @@ impl Default for PlanSettings {
             own_container_ids: Vec::new(),
             held_deployments: BTreeSet::new(),
             only_label: None,
+            routed_apps: BTreeSet::new(),
         }
     }
 }
@@ -64,8 +70,63 @@ pub struct Route {
     /// Validated, lowercase host names. The first is `<app>.<domain>` when that is valid; the rest
     /// are sorted. Never empty.
     pub hosts: Vec<String>,
-    /// Sorted by container name, then id. Never empty: an app without a usable server has no route.
+    /// Sorted by container name, then id. Empty only when `down` is set: a running app without a
+    /// usable server has no route.
     pub servers: Vec<UpstreamServer>,
+    /// Set when every container of an app that was routed has exited: its hosts answer a 503
+    /// page that says so, until the containers are removed or start again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down: Option<Down>,
+}
+
+/// How an app's last container ended. Every field passed validation (`since` is a plain
+/// timestamp), so it may be rendered into the app's 503 page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Down {
+    /// The container that ended last.
+    pub container_name: String,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    /// A user stopped it (`docker stop`), or it exited cleanly: `stopped`, not a failure.
+    pub stopped: bool,
+    /// When it ended, `YYYY-MM-DD HH:MM:SS UTC`; `None` when the engine gave no valid time.
+    pub since: Option<String>,
+}
+
+impl Down {
+    /// `down` or `stopped`.
+    pub fn state(&self) -> &'static str {
+        if self.stopped { "stopped" } else { "down" }
+    }
+
+    /// One line for people: "container shop-1 exited with code 137 (killed, out of memory) at
+    /// 2026-12-02 11:40:20 UTC".
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "container {} {} with code {}",
+            self.container_name,
+            if self.stopped && self.exit_code != 0 {
+                "was stopped"
+            } else {
+                "exited"
+            },
+            self.exit_code
+        );
+        let mut notes = Vec::new();
+        if self.exit_code == 137 && !self.stopped {
+            notes.push("killed");
+        }
+        if self.oom_killed {
+            notes.push("out of memory");
+        }
+        if !notes.is_empty() {
+            text.push_str(&format!(" ({})", notes.join(", ")));
+        }
+        if let Some(since) = &self.since {
+            text.push_str(&format!(" at {since}"));
+        }
+        text
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::deploy::naming::DeployLabels;
 use crate::docker::ContainerSnapshot;
-use crate::proxy::model::{Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};
+use crate::proxy::model::{Down, Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};
 use crate::proxy::ports::{self, PortError};
 use crate::proxy::sanitize::{self, quote};
 
@@ -41,6 +41,12 @@ pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
     // Apps that cannot serve anything take no part in host claims, so they cannot take a host
     // away from an app that can.
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    // An app with any running container is not down, even when none of them can serve.
+    let running_apps: BTreeSet<String> = containers
+        .iter()
+        .filter(|c| c.running)
+        .filter_map(|c| app_of(c, settings))
+        .collect();
     for (app, members) in apps {
         let servers = healthy_servers(&members, &mut problems);
         if servers.is_empty() {
@@ -115,8 +121,12 @@ pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
             app: cand.app,
             hosts,
             servers,
+            down: None,
         });
     }
+    let mut taken: BTreeSet<String> = routes.iter().flat_map(|r| r.hosts.clone()).collect();
+    routes.extend(down_routes(containers, settings, &running_apps, &mut taken));
+    routes.sort_by(|a, b| a.app.cmp(&b.app));
 
     problems.sort_by(|a, b| {
         (
@@ -463,6 +473,100 @@ fn resolve_host_claims(candidates: &[Candidate<'_>]) -> BTreeMap<String, String>
         .collect()
 }
 
+/// Routes for apps that were routed and whose containers have all exited: the hosts they had
+/// (those no running app has taken since) answer a 503 page saying the app is down and since
+/// when. Their values are validated as for a running container; an invalid one is left out here
+/// without a problem, because the container is not running and nothing else depends on it.
+fn down_routes(
+    containers: &[ContainerSnapshot],
+    settings: &PlanSettings,
+    running_apps: &BTreeSet<String>,
+    taken: &mut BTreeSet<String>,
+) -> Vec<Route> {
+    let mut exited: BTreeMap<String, Vec<&ContainerSnapshot>> = BTreeMap::new();
+    for c in containers {
+        if c.running || c.exited.is_none() || is_held(c, settings) {
+            continue;
+        }
+        let Some(app) = app_of(c, settings) else {
+            continue;
+        };
+        if !running_apps.contains(&app) && settings.routed_apps.contains(&app) {
+            exited.entry(app).or_default().push(c);
+        }
+    }
+    let mut routes = Vec::new();
+    for (app, members) in exited {
+        let ended = |c: &&ContainerSnapshot| {
+            let exit = c.exited.as_ref().expect("only exited containers");
+            (exit.finished_at.clone(), c.name.clone(), c.id.clone())
+        };
+        let Some(last) = members.iter().copied().max_by_key(ended) else {
+            continue;
+        };
+        let exit = last.exited.as_ref().expect("only exited containers");
+        let mut hosts = Vec::new();
+        if let Ok(own) = sanitize::validate_host(&format!("{app}.{}", settings.domain))
+            && !taken.contains(&own)
+        {
+            hosts.push(own);
+        }
+        let extras: BTreeSet<String> = members
+            .iter()
+            .flat_map(|c| [c.labels.get(LABEL_HOST), c.env.get(ENV_VIRTUAL_HOST)])
+            .flatten()
+            .filter_map(|value| sanitize::parse_host_list(value).ok())
+            .flatten()
+            .filter(|h| !taken.contains(h) && !hosts.contains(h))
+            .collect();
+        hosts.extend(extras);
+        if hosts.is_empty() {
+            continue;
+        }
+        taken.extend(hosts.iter().cloned());
+        routes.push(Route {
+            hosts,
+            servers: Vec::new(),
+            down: Some(Down {
+                container_name: sanitize::sanitize_app_name(&last.name).unwrap_or_default(),
+                exit_code: exit.exit_code,
+                oom_killed: exit.oom_killed,
+                stopped: !exit.crashed(),
+                since: exit.finished_at.as_deref().and_then(plain_utc_time),
+            }),
+            app,
+        });
+    }
+    routes
+}
+
+/// `2026-12-02T11:40:20.123456789Z` → `2026-12-02 11:40:20 UTC`; anything else (another zone, a
+/// malformed value) → `None`. The engine's text goes into a page only in this checked form.
+pub fn plain_utc_time(rfc3339: &str) -> Option<String> {
+    let b = rfc3339.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let shape = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b.ends_with(b"Z")
+        && b[19..b.len() - 1]
+            .iter()
+            .all(|c| *c == b'.' || c.is_ascii_digit());
+    shape.then(|| format!("{} {} UTC", &rfc3339[..10], &rfc3339[11..19]))
+}
+
 fn not_routed(app: &str, members: &[Member<'_>], why: &str, problems: &mut Vec<Problem>) {
     for m in members {
         problems.push(m.problem(
@@ -528,6 +632,144 @@ mod tests {
         assert_eq!(r.servers[0].ip.to_string(), "172.18.0.2");
         assert_eq!(r.servers[0].port, 80);
         assert_eq!(r.servers[0].port_reason, PortReason::OnlyExposed);
+    }
+
+    fn exited(c: ContainerSnapshot, code: i64, at: &str) -> ContainerSnapshot {
+        ContainerSnapshot {
+            running: false,
+            networks: BTreeMap::new(),
+            exited: Some(crate::docker::Exited {
+                exit_code: code,
+                oom_killed: false,
+                finished_at: Some(at.into()),
+                stopped_by_user: false,
+            }),
+            ..c
+        }
+    }
+
+    fn routed(apps: &[&str]) -> PlanSettings {
+        PlanSettings {
+            routed_apps: apps.iter().map(|a| a.to_string()).collect(),
+            ..settings()
+        }
+    }
+
+    #[test]
+    fn an_app_whose_containers_all_exited_keeps_a_down_route() {
+        let shop = with_label(
+            exited(
+                app("s1", "shop", "172.18.0.2"),
+                137,
+                "2026-12-02T11:40:20.5Z",
+            ),
+            LABEL_HOST,
+            "shop.example.com",
+        );
+        let p = plan(std::slice::from_ref(&shop), &routed(&["shop"]));
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let [route] = p.routes.as_slice() else {
+            panic!("one route: {:?}", p.routes)
+        };
+        assert_eq!(route.hosts, ["shop.localhost", "shop.example.com"]);
+        assert!(route.servers.is_empty());
+        let down = route.down.as_ref().expect("down");
+        assert_eq!(down.state(), "down");
+        assert_eq!(down.since.as_deref(), Some("2026-12-02 11:40:20 UTC"));
+        assert_eq!(
+            down.describe(),
+            "container shop exited with code 137 (killed) at 2026-12-02 11:40:20 UTC"
+        );
+
+        // Never routed (a finished one-off job): not an app at all.
+        assert!(
+            plan(std::slice::from_ref(&shop), &settings())
+                .routes
+                .is_empty()
+        );
+
+        // A user's `docker stop` or a clean exit: stopped, not down.
+        let mut stopped = shop.clone();
+        stopped.exited.as_mut().unwrap().stopped_by_user = true;
+        let p = plan(&[stopped], &routed(&["shop"]));
+        assert_eq!(p.routes[0].down.as_ref().unwrap().state(), "stopped");
+        let clean = exited(app("s2", "shop", "172.18.0.2"), 0, "2026-12-02T11:40:20Z");
+        let p = plan(&[clean], &routed(&["shop"]));
+        assert_eq!(p.routes[0].down.as_ref().unwrap().state(), "stopped");
+    }
+
+    #[test]
+    fn a_down_app_never_takes_a_host_from_a_running_one() {
+        let old = with_label(
+            exited(app("o1", "old", "172.18.0.2"), 1, "2026-12-02T10:00:00Z"),
+            LABEL_HOST,
+            "www.example.com",
+        );
+        let new = with_label(
+            app("n1", "new", "172.18.0.3"),
+            LABEL_HOST,
+            "www.example.com",
+        );
+        let p = plan(&[old, new], &routed(&["old", "new"]));
+        let hosts: Vec<(&str, Vec<String>)> = p
+            .routes
+            .iter()
+            .map(|r| (r.app.as_str(), r.hosts.clone()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                (
+                    "new",
+                    vec!["new.localhost".into(), "www.example.com".into()]
+                ),
+                ("old", vec!["old.localhost".into()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_app_with_a_running_instance_is_not_down() {
+        let dead = exited(app("d1", "web", "172.18.0.2"), 137, "2026-12-02T10:00:00Z");
+        let live = app("l1", "web", "172.18.0.3");
+        let p = plan(&[dead, live], &routed(&["web"]));
+        assert_eq!(p.routes.len(), 1);
+        assert!(p.routes[0].down.is_none());
+        assert_eq!(p.routes[0].servers.len(), 1);
+    }
+
+    #[test]
+    fn of_several_exited_instances_the_last_to_end_is_described() {
+        let a = exited(app("a1", "web", "172.18.0.2"), 1, "2026-12-02T10:00:00Z");
+        let b = exited(
+            with_label(app("b1", "web-2", "172.18.0.3"), LABEL_NAME, "web"),
+            137,
+            "2026-12-02T10:05:00Z",
+        );
+        let p = plan(&[a, b], &routed(&["web"]));
+        let down = p.routes[0].down.as_ref().unwrap();
+        assert_eq!(
+            (down.container_name.as_str(), down.exit_code),
+            ("web-2", 137)
+        );
+    }
+
+    #[test]
+    fn only_a_plain_utc_time_reaches_a_page() {
+        let cases = [
+            ("2026-12-02T11:40:20Z", Some("2026-12-02 11:40:20 UTC")),
+            (
+                "2026-12-02T11:40:20.123456789Z",
+                Some("2026-12-02 11:40:20 UTC"),
+            ),
+            ("2026-12-02T11:40:20+01:00", None),
+            ("2026-12-02T11:40:20.<b>Z", None),
+            ("0001-01-01", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(plain_utc_time(input).as_deref(), want, "{input:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub const COMMON_WEB_PORTS: [u16; 5] = [80, 8080, 3000, 5000, 8000];
 /// and people can read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PortReason {
+    /// The port the declaration gave (`declared`) accepts no connection, while the container
+    /// listens on `listening`: the socket is believed over the declaration (a 502 otherwise).
+    DeclaredNotListening {
+        declared: u16,
+        declared_by: Declared,
+        listening: u16,
+        picked_by: ListeningPick,
+    },
     /// Label `butler.port`.
     Label,
     /// Environment variable `VIRTUAL_PORT` (nginx-proxy's convention).
@@ -37,9 +45,30 @@ pub enum PortReason {
     LogMention,
 }
 
+/// Where a port that turned out not to be listening came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Declared {
+    /// The image's or container's EXPOSE (the only one, or a common web port among several).
+    Exposed,
+    /// The container's recent logs.
+    Logs,
+}
+
+/// Why one port among those the container listens on was taken instead of the declared one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ListeningPick {
+    /// It is the only port the container listens on.
+    Only,
+    /// The first common web port among several listening ones.
+    CommonWeb,
+    /// Its logs name it, and it is one of several listening ones.
+    Logs,
+}
+
 impl PortReason {
     pub fn kind(self) -> &'static str {
         match self {
+            Self::DeclaredNotListening { .. } => "declared_not_listening",
             Self::Label => "label",
             Self::VirtualPortEnv => "virtual_port_env",
             Self::OnlyExposed => "only_exposed",
@@ -51,9 +80,31 @@ impl PortReason {
         }
     }
 
-    /// One plain sentence, no untrusted data: safe to show anywhere, including a config comment.
-    pub fn text(self) -> &'static str {
-        match self {
+    /// One plain sentence, no untrusted data (words and port numbers only): safe to show
+    /// anywhere, including a config comment.
+    pub fn text(self) -> String {
+        let fixed = match self {
+            Self::DeclaredNotListening {
+                declared,
+                declared_by,
+                listening,
+                picked_by,
+            } => {
+                let what = match declared_by {
+                    Declared::Exposed => format!("exposed {declared}"),
+                    Declared::Logs => format!("{declared} (named in its logs)"),
+                };
+                let pick = match picked_by {
+                    ListeningPick::Only => format!("it listens on {listening}"),
+                    ListeningPick::CommonWeb => {
+                        format!("it listens on several ports and {listening} is a common web port")
+                    }
+                    ListeningPick::Logs => {
+                        format!("it listens on several ports and its logs name {listening}")
+                    }
+                };
+                return format!("{what} is not listening; {pick}");
+            }
             Self::Label => "set by the label butler.port",
             Self::VirtualPortEnv => "set by the environment variable VIRTUAL_PORT",
             Self::OnlyExposed => "the only port the container exposes",
@@ -64,13 +115,24 @@ impl PortReason {
                 "a common web port among the ports the container listens on (it exposes none)"
             }
             Self::LogMention => "the last port the container mentioned in its recent logs",
+        };
+        fixed.to_owned()
+    }
+
+    /// Whether the port came from the container's declaration (EXPOSE or its logs) rather than
+    /// from what it listens on or from the user's own setting.
+    fn declared(self) -> Option<Declared> {
+        match self {
+            Self::OnlyExposed | Self::ExposedCommonWeb => Some(Declared::Exposed),
+            Self::LogMention => Some(Declared::Logs),
+            _ => None,
         }
     }
 }
 
 impl fmt::Display for PortReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.text())
+        f.write_str(&self.text())
     }
 }
 
@@ -78,7 +140,7 @@ impl Serialize for PortReason {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut s = serializer.serialize_struct("PortReason", 2)?;
         s.serialize_field("kind", self.kind())?;
-        s.serialize_field("text", self.text())?;
+        s.serialize_field("text", &self.text())?;
         s.end()
     }
 }
@@ -144,18 +206,58 @@ pub fn choose_port(c: &ContainerSnapshot) -> Result<PortChoice, PortError> {
             }
         }
     };
-    if let Some((port, reason)) = chosen {
-        return Ok(PortChoice { port, reason });
-    }
-    if let Some(port) = port_from_logs(&c.log_tail) {
-        return Ok(PortChoice {
-            port,
-            reason: PortReason::LogMention,
-        });
+    let logged = || port_from_logs(&c.log_tail);
+    let declared = chosen.or_else(|| logged().map(|port| (port, PortReason::LogMention)));
+    if let Some((port, reason)) = declared {
+        return Ok(believe_the_socket(
+            PortChoice { port, reason },
+            listening,
+            logged(),
+        ));
     }
     Err(PortError::NotFound {
         detail: describe_no_port(c),
     })
+}
+
+/// A declared port nothing listens on gives a 502 for every request: when the container listens
+/// on exactly one other port, or several of which a common web port or its logs pick one, that
+/// one is taken. With nothing listening yet (the app is still starting) or no way to tell, the
+/// declaration stands; so does it among several listening ports with nothing to choose by, and
+/// the health check's `port_mismatch` then says which ones.
+fn believe_the_socket(
+    declared: PortChoice,
+    listening: Option<&[u16]>,
+    logged: Option<u16>,
+) -> PortChoice {
+    let (Some(declared_by), Some(listening)) = (declared.reason.declared(), listening) else {
+        return declared;
+    };
+    if listening.is_empty() || listening.contains(&declared.port) {
+        return declared;
+    }
+    let pick = match listening {
+        [only] => Some((*only, ListeningPick::Only)),
+        many => common_web_port(many)
+            .map(|p| (p, ListeningPick::CommonWeb))
+            .or_else(|| {
+                logged
+                    .filter(|p| many.contains(p))
+                    .map(|p| (p, ListeningPick::Logs))
+            }),
+    };
+    match pick {
+        Some((port, picked_by)) => PortChoice {
+            port,
+            reason: PortReason::DeclaredNotListening {
+                declared: declared.port,
+                declared_by,
+                listening: port,
+                picked_by,
+            },
+        },
+        None => declared,
+    }
 }
 
 /// The explicit port source in effect, if any. An empty value counts as unset: compose files
@@ -348,8 +450,23 @@ mod tests {
         }
     }
 
+    fn not_listening(
+        declared: u16,
+        declared_by: Declared,
+        listening: u16,
+        picked_by: ListeningPick,
+    ) -> PortReason {
+        PortReason::DeclaredNotListening {
+            declared,
+            declared_by,
+            listening,
+            picked_by,
+        }
+    }
+
     #[test]
     fn chooses_ports_in_the_documented_order() {
+        use ListeningPick::{CommonWeb, Only};
         use PortReason::*;
         let lbl = [("butler.port", "9000")];
         let env = [("VIRTUAL_PORT", "9100")];
@@ -381,9 +498,65 @@ mod tests {
                 Some((5432, OnlyExposed)),
             ),
             (
-                "only exposed even if another listens",
-                snap(&[], &[], &[81], Some(&[3000]), ""),
-                Some((81, OnlyExposed)),
+                "only exposed but another listens: the socket wins",
+                snap(&[], &[], &[8080], Some(&[9100]), ""),
+                Some((9100, not_listening(8080, Declared::Exposed, 9100, Only))),
+            ),
+            (
+                "only exposed, nothing listens yet: the declaration stands",
+                snap(&[], &[], &[8080], Some(&[]), ""),
+                Some((8080, OnlyExposed)),
+            ),
+            (
+                "only exposed, listening unknown: the declaration stands",
+                snap(&[], &[], &[8080], None, ""),
+                Some((8080, OnlyExposed)),
+            ),
+            (
+                "only exposed and listening among others",
+                snap(&[], &[], &[8080], Some(&[8080, 9100]), ""),
+                Some((8080, OnlyExposed)),
+            ),
+            (
+                "only exposed not listening, several listen, one a web port",
+                snap(&[], &[], &[8081], Some(&[3000, 9100]), ""),
+                Some((
+                    3000,
+                    not_listening(8081, Declared::Exposed, 3000, CommonWeb),
+                )),
+            ),
+            (
+                "only exposed not listening, several listen, logs pick one",
+                snap(&[], &[], &[8081], Some(&[9100, 9200]), "listening on :9200"),
+                Some((
+                    9200,
+                    not_listening(8081, Declared::Exposed, 9200, ListeningPick::Logs),
+                )),
+            ),
+            (
+                "only exposed not listening, several listen, nothing to choose by",
+                snap(&[], &[], &[8081], Some(&[9100, 9200]), "listening on :7000"),
+                Some((8081, OnlyExposed)),
+            ),
+            (
+                "several exposed, none listening, one other port listens",
+                snap(&[], &[], &[443, 8080], Some(&[9100]), ""),
+                Some((9100, not_listening(8080, Declared::Exposed, 9100, Only))),
+            ),
+            (
+                "a logged port that does not listen yields to the socket",
+                snap(&[], &[], &[9000, 9001], Some(&[9500]), "listening on :9001"),
+                Some((9500, not_listening(9001, Declared::Logs, 9500, Only))),
+            ),
+            (
+                "the label is the user's word even when nothing listens on it",
+                snap(&[("butler.port", "8080")], &[], &[8080], Some(&[9100]), ""),
+                Some((8080, Label)),
+            ),
+            (
+                "VIRTUAL_PORT is the user's word too",
+                snap(&[], &[("VIRTUAL_PORT", "8080")], &[], Some(&[9100]), ""),
+                Some((8080, VirtualPortEnv)),
             ),
             (
                 "exposed listening among several",
@@ -534,5 +707,21 @@ mod tests {
         let json = serde_json::to_value(PortReason::OnlyExposed).unwrap();
         assert_eq!(json["kind"], "only_exposed");
         assert_eq!(json["text"], "the only port the container exposes");
+    }
+
+    #[test]
+    fn a_port_taken_over_the_declaration_says_why() {
+        let reason = not_listening(8080, Declared::Exposed, 9100, ListeningPick::Only);
+        assert_eq!(
+            reason.text(),
+            "exposed 8080 is not listening; it listens on 9100"
+        );
+        assert_eq!(reason.kind(), "declared_not_listening");
+        let logged = not_listening(3000, Declared::Logs, 8080, ListeningPick::CommonWeb);
+        assert_eq!(
+            logged.text(),
+            "3000 (named in its logs) is not listening; it listens on several ports and 8080 is \
+             a common web port"
+        );
     }
 }

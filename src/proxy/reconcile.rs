@@ -150,7 +150,25 @@ pub struct Reconciler {
     /// The running nginx container's id as of this round's check, and its address by id.
     nginx_id: Option<String>,
     nginx_addr: Option<(String, SocketAddr)>,
+    /// Upstream servers whose port nothing listens on yet (the app binds late, or another port
+    /// than it declares), by container id: re-inspected soon, so the route follows the socket
+    /// once it is there instead of at the next timed round.
+    port_watch: BTreeMap<String, PortWatch>,
 }
+
+/// When to look again at a container whose routed port is not listening.
+#[derive(Debug, Clone, Copy)]
+struct PortWatch {
+    since: Instant,
+    next: Instant,
+    delay: Duration,
+}
+
+/// The first look again after a route went to a port nothing listens on; doubled each time up
+/// to `PORT_WATCH_MAX_DELAY`, for `PORT_WATCH_FOR` (the timed round covers what binds later).
+const PORT_WATCH_FIRST_DELAY: Duration = Duration::from_millis(200);
+const PORT_WATCH_MAX_DELAY: Duration = Duration::from_secs(2);
+const PORT_WATCH_FOR: Duration = Duration::from_secs(120);
 
 impl Reconciler {
     pub fn new(docker: Docker, config: std::sync::Arc<Config>, store: Store) -> Self {
@@ -165,6 +183,7 @@ impl Reconciler {
             known: None,
             nginx_id: None,
             nginx_addr: None,
+            port_watch: BTreeMap::new(),
         }
     }
 
@@ -176,12 +195,14 @@ impl Reconciler {
         &self.docker
     }
 
-    /// Lists and inspects every running container, and remembers them.
-    async fn refresh_all(&mut self) -> Result<Vec<ContainerSnapshot>, ReconcileError> {
+    /// Lists and inspects every running container, and the exited ones of apps that were
+    /// routed, and remembers them.
+    async fn refresh_all(
+        &mut self,
+        settings: &PlanSettings,
+    ) -> Result<Vec<ContainerSnapshot>, ReconcileError> {
         self.known = None;
-        let snapshots =
-            discovery::list_snapshots_with(&self.docker, self.config.docker.only_label.as_deref())
-                .await?;
+        let snapshots = list_with_routed_exited(&self.docker, &self.config, settings).await?;
         self.known = Some(
             snapshots
                 .iter()
@@ -213,12 +234,90 @@ impl Reconciler {
         Ok(snapshots)
     }
 
+    /// Keeps `port_watch` to the servers of `plan` whose port their container does not listen on.
+    fn watch_unlistened_ports(&mut self, plan: &Plan) {
+        let now = Instant::now();
+        let known = self.known.as_ref();
+        let unlistened: BTreeSet<&str> = plan
+            .routes
+            .iter()
+            .flat_map(|r| &r.servers)
+            .filter(|server| {
+                known
+                    .and_then(|k| k.get(&server.container_id))
+                    .and_then(|c| c.listening_ports.as_ref())
+                    .is_some_and(|listening| !listening.contains(&server.port))
+            })
+            .map(|server| server.container_id.as_str())
+            .collect();
+        self.port_watch
+            .retain(|id, _| unlistened.contains(id.as_str()));
+        for id in unlistened {
+            self.port_watch.entry(id.to_owned()).or_insert(PortWatch {
+                since: now,
+                next: now + PORT_WATCH_FIRST_DELAY,
+                delay: PORT_WATCH_FIRST_DELAY,
+            });
+        }
+    }
+
+    /// When the next look at a not-yet-listening port is due, if any is watched. A container
+    /// watched for `PORT_WATCH_FOR` is left to the timed rounds (it may never listen there).
+    pub fn next_port_check(&self) -> Option<tokio::time::Instant> {
+        self.port_watch
+            .values()
+            .filter(|w| w.since.elapsed() < PORT_WATCH_FOR)
+            .map(|w| tokio::time::Instant::from_std(w.next))
+            .min()
+    }
+
+    /// Re-inspects the watched containers that are due and returns those whose listening ports
+    /// changed (a reconcile of just them follows); the others are looked at again later.
+    pub async fn check_watched_ports(&mut self) -> BTreeSet<String> {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .port_watch
+            .iter()
+            .filter(|(_, w)| w.next <= now && now - w.since < PORT_WATCH_FOR)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut changed = BTreeSet::new();
+        for id in due {
+            let before = self
+                .known
+                .as_ref()
+                .and_then(|k| k.get(&id))
+                .map(|s| s.listening_ports.clone());
+            let after = match discovery::snapshot_one(&self.docker, &id).await {
+                Ok(Some(snapshot)) if snapshot.running => Some(snapshot.listening_ports),
+                Ok(_) => None,
+                // The engine did not answer: try again at the next step.
+                Err(_) => before.clone(),
+            };
+            if after != before {
+                changed.insert(id.clone());
+                self.port_watch.remove(&id);
+            } else if let Some(w) = self.port_watch.get_mut(&id) {
+                w.delay = (w.delay * 2).min(PORT_WATCH_MAX_DELAY);
+                w.next = now + w.delay;
+            }
+        }
+        changed
+    }
+
     /// Discovery and planning only: what the routes would be now. Connects nothing, applies nothing.
     pub async fn plan_now(&self) -> Result<Plan, ReconcileError> {
-        let snapshots =
-            discovery::list_snapshots_with(&self.docker, self.config.docker.only_label.as_deref())
-                .await?;
-        Ok(super::plan(&snapshots, &self.plan_settings().await?))
+        let mut settings = self.plan_settings().await?;
+        settings.routed_apps = self
+            .store
+            .routes()
+            .await?
+            .into_iter()
+            .map(|r| r.app)
+            .collect();
+        let mut snapshots = list_with_routed_exited(&self.docker, &self.config, &settings).await?;
+        mark_user_stops(&mut snapshots, &self.store.user_stopped().await?);
+        Ok(super::plan(&snapshots, &settings))
     }
 
     /// A full reconcile: every container on the engine is inspected.
@@ -239,11 +338,23 @@ impl Reconciler {
 
         let started = Instant::now();
         network::ensure_network(&self.docker, &proxy.network).await?;
+        if self.applied_routes.is_none() {
+            let stored = self.store.routes().await?;
+            self.applied_routes = Some(
+                stored
+                    .into_iter()
+                    .map(|r| (r.app, (r.hosts, r.servers)))
+                    .collect(),
+            );
+        }
         let mut settings = self.plan_settings().await?;
+        settings.routed_apps = self.routed_apps();
         let mut snapshots = match changed {
             Some(ids) if self.known.is_some() => self.refresh(ids).await?,
-            _ => self.refresh_all().await?,
+            _ => self.refresh_all(&settings).await?,
         };
+        let user_stopped = self.store.user_stopped().await?;
+        mark_user_stops(&mut snapshots, &user_stopped);
         let mut plan = super::plan(&snapshots, &settings);
         // Apps off the proxy network cannot be reached by IP: connect them, then look again.
         let off_network: BTreeSet<String> = plan
@@ -265,6 +376,7 @@ impl Reconciler {
         }
         if !connected.is_empty() {
             snapshots = self.refresh(&connected).await?;
+            mark_user_stops(&mut snapshots, &user_stopped);
             plan = super::plan(&snapshots, &settings);
         }
         let connected: Vec<String> = connected.into_iter().collect();
@@ -292,10 +404,12 @@ impl Reconciler {
         let held = self.store.held_deployments().await?;
         if held != settings.held_deployments {
             settings.held_deployments = held;
-            snapshots = self.refresh_all().await?;
+            snapshots = self.refresh_all(&settings).await?;
+            mark_user_stops(&mut snapshots, &user_stopped);
             plan = super::plan(&snapshots, &settings);
             rendered = self.render(&plan)?;
         }
+        self.watch_unlistened_ports(&plan);
         if let Some(pinned) = self.store.pinned_version().await? {
             // An operator rolled back to a version on purpose: keep it until `butler proxy-update`.
             return Ok(ReconcileReport {
@@ -309,15 +423,6 @@ impl Reconciler {
                 pinned: Some(pinned),
                 timings,
             });
-        }
-        if self.applied_routes.is_none() {
-            let stored = self.store.routes().await?;
-            self.applied_routes = Some(
-                stored
-                    .into_iter()
-                    .map(|r| (r.app, (r.hosts, r.servers)))
-                    .collect(),
-            );
         }
         let changes = self.changes(&plan);
         if let Some(refused) = self.refused.as_ref().filter(|r| r.hash == rendered.hash) {
@@ -384,7 +489,16 @@ impl Reconciler {
             own_container_ids: Vec::new(),
             held_deployments: self.store.held_deployments().await?,
             only_label: self.config.docker.only_label.clone(),
+            routed_apps: BTreeSet::new(),
         })
+    }
+
+    /// The apps of the last applied config, up or down.
+    fn routed_apps(&self) -> BTreeSet<String> {
+        self.applied_routes
+            .iter()
+            .flat_map(|routes| routes.keys().cloned())
+            .collect()
     }
 
     fn render_settings(&self) -> RenderSettings {
@@ -557,7 +671,8 @@ impl Reconciler {
                         hosts: route.hosts.clone(),
                         servers: route_key(route).1,
                         port: first.map_or(0, |s| s.port),
-                        reason: first.map_or_else(String::new, |s| s.port_reason.text().to_owned()),
+                        reason: first.map_or_else(String::new, |s| s.port_reason.text()),
+                        down: route.down.clone(),
                     }
                 })
                 .collect();
@@ -575,6 +690,30 @@ impl Reconciler {
                 .map(|r| (r.app.clone(), route_key(r)))
                 .collect(),
         );
+    }
+}
+
+/// Every running container, and the exited ones of the apps in `settings.routed_apps` (judged by
+/// name and labels from the list, so other exited containers are never inspected).
+async fn list_with_routed_exited(
+    docker: &Docker,
+    config: &Config,
+    settings: &PlanSettings,
+) -> Result<Vec<ContainerSnapshot>, ReconcileError> {
+    Ok(
+        discovery::list_snapshots_and_exited(docker, config.docker.only_label.as_deref(), |c| {
+            super::plan::app_of(c, settings).is_some_and(|app| settings.routed_apps.contains(&app))
+        })
+        .await?,
+    )
+}
+
+/// Marks the exited containers a user stopped (the engine said so in a `stop` event).
+fn mark_user_stops(snapshots: &mut [ContainerSnapshot], user_stopped: &BTreeSet<String>) {
+    for c in snapshots {
+        if let Some(exited) = c.exited.as_mut() {
+            exited.stopped_by_user = user_stopped.contains(&c.id);
+        }
     }
 }
 

@@ -288,8 +288,24 @@ pub fn render(
         ctx.insert("upstream", &format!("app_{}", route.app));
         ctx.insert("hosts", &route.hosts);
         ctx.insert("servers", &servers);
+        if let Some(down) = &route.down {
+            ctx.insert(
+                "down",
+                &serde_json::json!({ "state": down.state(), "since": down.since }),
+            );
+        }
         let text = templates.render(SITE, &path, &ctx)?;
         files.insert(path, text);
+        if let Some(down) = &route.down {
+            let path = format!("html/down-{}.html", route.app);
+            let mut ctx = Context::new();
+            ctx.insert("status", &503);
+            ctx.insert("title", &format!("{} is {}", route.app, down.state()));
+            ctx.insert("explanation", &down_explanation(down));
+            ctx.insert("reload_seconds", &ERROR_PAGE_RELOAD_SECONDS);
+            let text = templates.render(ERROR_PAGE, &path, &ctx)?;
+            files.insert(path, text);
+        }
 
         index_apps.push(IndexApp {
             name: &route.app,
@@ -299,6 +315,7 @@ pub fn render(
                 .map(|h| format!("http://{h}{port_suffix}/"))
                 .collect(),
             servers: route.servers.len(),
+            state: route.down.as_ref().map(|d| d.state()),
         });
     }
 
@@ -328,7 +345,7 @@ pub fn render(
 #[derive(Serialize)]
 struct SiteServer {
     address: String,
-    port_reason: &'static str,
+    port_reason: String,
 }
 
 #[derive(Serialize)]
@@ -336,6 +353,24 @@ struct IndexApp<'a> {
     name: &'a str,
     urls: Vec<String>,
     servers: usize,
+    /// `down` or `stopped` for an app whose containers have all exited.
+    state: Option<&'static str>,
+}
+
+/// What an app's 503 page says when its containers have all exited.
+fn down_explanation(down: &crate::proxy::Down) -> String {
+    let what = down.describe();
+    if down.stopped {
+        format!(
+            "Its {what}, and it has not been started again. The proxy serves it again as soon as \
+             a container of it runs."
+        )
+    } else {
+        format!(
+            "Its {what}, and nothing restarted it. `butler health` and the dashboard show it as \
+             down; the proxy serves it again as soon as a container of it runs."
+        )
+    }
 }
 
 /// At least the next power of two >= longest + 2 (nginx's rule for one name), and room for two
@@ -421,8 +456,26 @@ fn validate_route(r: &Route) -> Result<(), RenderError> {
             return Err(unvalidated(format!("host {}", quote(h))));
         }
     }
-    if r.servers.is_empty() {
-        return Err(unvalidated("its upstream has no server".into()));
+    match &r.down {
+        None if r.servers.is_empty() => {
+            return Err(unvalidated("its upstream has no server".into()));
+        }
+        Some(_) if !r.servers.is_empty() => {
+            return Err(unvalidated("it is down but has servers".into()));
+        }
+        Some(down) => {
+            let plain_time = |t: &String| {
+                t.len() == "2026-01-01 00:00:00 UTC".len()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_digit() || b" :-UTC".contains(&b))
+            };
+            if !(down.container_name.is_empty() || sanitize::is_app_name(&down.container_name))
+                || !down.since.as_ref().is_none_or(plain_time)
+            {
+                return Err(unvalidated("how it ended".into()));
+            }
+        }
+        None => {}
     }
     if r.servers.iter().any(|s| s.port == 0) {
         return Err(unvalidated("a server has port 0".into()));
@@ -452,6 +505,7 @@ mod tests {
                     deployment: None,
                 })
                 .collect(),
+            down: None,
         }
     }
 
@@ -463,6 +517,67 @@ mod tests {
         Plan {
             routes: vec![route("web", &["web.localhost", "www.example.com"], 2)],
             problems: vec![],
+        }
+    }
+
+    fn down_route(app: &str) -> Route {
+        Route {
+            down: Some(crate::proxy::Down {
+                container_name: app.into(),
+                exit_code: 137,
+                oom_killed: true,
+                stopped: false,
+                since: Some("2026-12-02 11:40:20 UTC".into()),
+            }),
+            ..route(app, &[&format!("{app}.localhost")], 0)
+        }
+    }
+
+    #[test]
+    fn a_down_app_answers_503_with_a_page_saying_since_when() {
+        let plan = Plan {
+            routes: vec![down_route("shop"), route("web", &["web.localhost"], 1)],
+            problems: vec![],
+        };
+        let out = render(&plan, &RenderSettings::default(), &shipped()).unwrap();
+        let site = &out.files["sites/shop.conf"];
+        assert!(!site.contains("upstream"), "{site}");
+        assert!(site.contains("return 503;"), "{site}");
+        assert!(
+            site.contains("error_page 503 /__butler/down-shop.html;"),
+            "{site}"
+        );
+        assert!(
+            site.contains("location = /.well-known/butler-route"),
+            "{site}"
+        );
+        let page = &out.files["html/down-shop.html"];
+        assert!(page.contains("shop is down"), "{page}");
+        assert!(
+            page.contains(
+                "exited with code 137 (killed, out of memory) at 2026-12-02 11:40:20 UTC"
+            ),
+            "{page}"
+        );
+        assert!(out.files["html/index.html"].contains("down: no container of it is running"));
+        assert!(out.files["sites/web.conf"].contains("upstream app_web"));
+    }
+
+    #[test]
+    fn a_down_route_is_only_rendered_as_validated() {
+        let mut with_servers = down_route("shop");
+        with_servers.servers = route("shop", &["shop.localhost"], 1).servers;
+        let mut odd_time = down_route("shop");
+        odd_time.down.as_mut().unwrap().since = Some("<script>".into());
+        for bad in [with_servers, odd_time] {
+            let plan = Plan {
+                routes: vec![bad],
+                problems: vec![],
+            };
+            assert!(matches!(
+                render(&plan, &RenderSettings::default(), &shipped()),
+                Err(RenderError::Unvalidated { .. })
+            ));
         }
     }
 

@@ -213,13 +213,17 @@ impl Recoverer {
         let started_at = now_rfc3339();
         let cause = format!("recovery: {} on {}", incident.kind, incident.component);
         tracing::info!(incident = incident.id, attempt, action = %action.describe(), "repairing {}", incident.summary);
+        let mut no_effect = false;
         let done = match tokio::time::timeout(
             ACTION_TIMEOUT,
             self.repairer.run(&action, &incident.component, &cause),
         )
         .await
         {
-            Ok(result) => result.map_err(|e| e.to_string()),
+            Ok(result) => result.map_err(|e| {
+                no_effect = matches!(e, RepairError::NoEffect(_));
+                e.to_string()
+            }),
             Err(_) => Err(format!("did not finish within {ACTION_TIMEOUT:?}")),
         };
         let verified = self
@@ -263,6 +267,14 @@ impl Recoverer {
                 )
                 .await?;
             tracing::info!(incident = incident.id, attempt, "repaired: {detail}");
+        } else if no_effect {
+            // The same repair would change nothing again: no loop of attempts, the reason now.
+            tracing::warn!(
+                incident = incident.id,
+                attempt,
+                "repair changed nothing; escalating: {detail}"
+            );
+            self.escalate(&incident, summary).await?;
         } else if attempt >= self.max_attempts {
             tracing::warn!(
                 incident = incident.id,

@@ -39,6 +39,10 @@ pub enum RepairError {
     },
     #[error("{0}")]
     Failed(String),
+    /// The repair ran and changed nothing (a re-render gave the config already serving): doing
+    /// it again can only give the same, so the incident is escalated at once with this reason.
+    #[error("{0}")]
+    NoEffect(String),
 }
 
 /// Carries out repairs and checks them. One per process; cheap to share behind an `Arc`.
@@ -117,7 +121,19 @@ impl Repairer {
         cause: &str,
     ) -> Result<String, RepairError> {
         match action {
-            Action::Reconcile => self.reconcile(cause).await,
+            Action::Reconcile => {
+                let report = self.reconcile_report(cause).await?;
+                let unchanged = report
+                    .apply
+                    .as_ref()
+                    .is_none_or(|a| a.status == crate::proxy::apply::ApplyStatus::Unchanged)
+                    && report.nginx_recreated.is_none()
+                    && report.connected.is_empty();
+                if unchanged {
+                    return Err(RepairError::NoEffect(unchanged_reason(&report, component)));
+                }
+                Ok(report.summary())
+            }
             Action::RecreateProxy => {
                 let done = self.reconcile(cause).await?;
                 Ok(format!("nginx ensured; {done}"))
@@ -205,6 +221,14 @@ impl Repairer {
     }
 
     async fn reconcile(&self, cause: &str) -> Result<String, RepairError> {
+        Ok(self.reconcile_report(cause).await?.summary())
+    }
+
+    /// A full reconcile; an error unless its config went live (or was already live).
+    async fn reconcile_report(
+        &self,
+        cause: &str,
+    ) -> Result<crate::proxy::reconcile::ReconcileReport, RepairError> {
         let report = self.reconciler.lock().await.reconcile(cause).await?;
         if let Some(pinned) = report.pinned {
             return Err(RepairError::Failed(format!(
@@ -212,7 +236,7 @@ impl Repairer {
             )));
         }
         if report.succeeded() {
-            Ok(report.summary())
+            Ok(report)
         } else {
             let why = match report.apply.as_ref().map(|a| &a.status) {
                 Some(crate::proxy::apply::ApplyStatus::Invalid { error }) => {
@@ -325,6 +349,38 @@ impl Repairer {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// Why a re-render that changed nothing is all the planner can do for `component`: what its
+/// route is now and what keeps its containers out of a better one.
+fn unchanged_reason(report: &crate::proxy::reconcile::ReconcileReport, component: &str) -> String {
+    let mut text = "re-detecting the ports and re-rendering left the config as it was".to_owned();
+    let Some(app) = component_app(component) else {
+        return text;
+    };
+    if let Some(route) = report.plan.routes.iter().find(|r| r.app == app) {
+        let servers: Vec<String> = route
+            .servers
+            .iter()
+            .map(|s| format!("{}:{} ({})", s.ip, s.port, s.port_reason))
+            .collect();
+        if !servers.is_empty() {
+            text.push_str(&format!(
+                "; the route still sends to {}",
+                servers.join(", ")
+            ));
+        }
+    }
+    for problem in report
+        .plan
+        .problems
+        .iter()
+        .filter(|p| p.app.as_deref() == Some(app))
+    {
+        text.push_str(&format!("; {}: {}", problem.container_name, problem.reason));
+    }
+    text.push_str("; doing it again cannot help: fix what the incident names");
+    text
 }
 
 fn app_of(component: &str) -> Result<&str, RepairError> {

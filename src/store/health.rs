@@ -24,7 +24,7 @@ text_enum! {
 
 text_enum! {
     /// Ordered from best to worst.
-    AppStatus { Healthy => "healthy", Degraded => "degraded", Down => "down" }
+    AppStatus { Healthy => "healthy", Stopped => "stopped", Degraded => "degraded", Down => "down" }
 }
 
 text_enum! {

@@ -15,6 +15,9 @@ pub struct RouteRow {
     pub port: u16,
     /// Why this port: "label butler.port", "only exposed port", "listening socket", ...
     pub reason: String,
+    /// Set when every container of the app has exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<crate::proxy::Down>,
 }
 
 impl Store {
@@ -30,8 +33,8 @@ impl Store {
             {
                 let mut insert = tx
                     .prepare_cached(
-                        "INSERT INTO routes (app, hosts, servers, port, reason, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO routes (app, hosts, servers, port, reason, updated_at, down)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )
                     .map_err(query_err(path, "replacing routes"))?;
                 for route in &routes {
@@ -42,7 +45,11 @@ impl Store {
                             serde_json::to_string(&route.servers).expect("strings serialize"),
                             route.port,
                             route.reason,
-                            now
+                            now,
+                            route
+                                .down
+                                .as_ref()
+                                .map(|d| serde_json::to_string(d).expect("plain data serializes")),
                         ])
                         .map_err(query_err(path, "replacing routes"))?;
                 }
@@ -56,7 +63,9 @@ impl Store {
     pub async fn routes(&self) -> Result<Vec<RouteRow>, StoreError> {
         self.call(|conn, path| {
             let mut statement = conn
-                .prepare_cached("SELECT app, hosts, servers, port, reason FROM routes ORDER BY app")
+                .prepare_cached(
+                    "SELECT app, hosts, servers, port, reason, down FROM routes ORDER BY app",
+                )
                 .map_err(query_err(path, "reading routes"))?;
             let rows = statement
                 .query_map([], |row| {
@@ -66,13 +75,14 @@ impl Store {
                         row.get::<_, String>(2)?,
                         row.get::<_, u16>(3)?,
                         row.get::<_, String>(4)?,
+                        row.get::<_, Option<String>>(5)?,
                     ))
                 })
                 .map_err(query_err(path, "reading routes"))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(query_err(path, "reading routes"))?;
             rows.into_iter()
-                .map(|(app, hosts, servers, port, reason)| {
+                .map(|(app, hosts, servers, port, reason, down)| {
                     let list = |text: &str| {
                         serde_json::from_str::<Vec<String>>(text).map_err(|e| StoreError::Corrupt {
                             path: path.to_owned(),
@@ -80,15 +90,76 @@ impl Store {
                             reason: format!("{app}: {e}"),
                         })
                     };
+                    let down =
+                        match down {
+                            Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                                StoreError::Corrupt {
+                                    path: path.to_owned(),
+                                    what: "route",
+                                    reason: format!("{app}: {e}"),
+                                }
+                            })?),
+                            None => None,
+                        };
                     Ok(RouteRow {
                         hosts: list(&hosts)?,
                         servers: list(&servers)?,
                         app,
                         port,
                         reason,
+                        down,
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// Records what the engine's events said of user stops: `true` for a container a `stop`
+    /// event named, `false` for one that started again or was removed (its mark is dropped).
+    pub async fn record_user_stops(&self, marks: Vec<(String, bool)>) -> Result<(), StoreError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.call(move |conn, path| {
+            let tx = conn
+                .transaction()
+                .map_err(query_err(path, "recording container stops"))?;
+            let now = now_rfc3339();
+            for (id, stopped) in &marks {
+                if *stopped {
+                    tx.execute(
+                        "INSERT INTO container_stops (container_id, stopped_at) VALUES (?1, ?2)
+                         ON CONFLICT (container_id) DO UPDATE SET stopped_at = excluded.stopped_at",
+                        params![id, now],
+                    )
+                } else {
+                    tx.execute(
+                        "DELETE FROM container_stops WHERE container_id = ?1",
+                        params![id],
+                    )
+                }
+                .map_err(query_err(path, "recording container stops"))?;
+            }
+            tx.commit()
+                .map_err(query_err(path, "recording container stops"))
+        })
+        .await
+    }
+
+    /// Ids of the containers a user stopped (and that have not started since).
+    pub async fn user_stopped(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        self.call(|conn, path| {
+            let mut statement = conn
+                .prepare_cached("SELECT container_id FROM container_stops")
+                .map_err(query_err(path, "reading container stops"))?;
+            statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(query_err(path, "reading container stops"))?
+                .collect::<Result<_, _>>()
+                .map_err(query_err(path, "reading container stops"))
         })
         .await
     }
@@ -105,6 +176,7 @@ mod tests {
             servers: vec![format!("172.18.0.2:{port}")],
             port,
             reason: "only exposed port".into(),
+            down: None,
         }
     }
 
@@ -123,5 +195,38 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.routes().await.unwrap(), vec![route("shop", 8080)]);
+    }
+
+    #[tokio::test]
+    async fn a_down_route_keeps_how_its_app_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut down = route("shop", 0);
+        down.servers.clear();
+        down.down = Some(crate::proxy::Down {
+            container_name: "shop".into(),
+            exit_code: 137,
+            oom_killed: true,
+            stopped: false,
+            since: Some("2026-12-02 11:40:20 UTC".into()),
+        });
+        store.replace_routes(vec![down.clone()]).await.unwrap();
+        assert_eq!(store.routes().await.unwrap(), vec![down]);
+    }
+
+    #[tokio::test]
+    async fn user_stops_are_marked_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .record_user_stops(vec![("a".into(), true), ("b".into(), true)])
+            .await
+            .unwrap();
+        store
+            .record_user_stops(vec![("a".into(), false), ("c".into(), false)])
+            .await
+            .unwrap();
+        let stopped: Vec<String> = store.user_stopped().await.unwrap().into_iter().collect();
+        assert_eq!(stopped, ["b"]);
     }
 }

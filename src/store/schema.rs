@@ -129,6 +129,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE deployments ADD COLUMN gate TEXT;   -- pending | serving | retired | NULL: containers gone
     ALTER TABLE deployments ADD COLUMN spec TEXT NOT NULL DEFAULT '{}';  -- JSON: port, replicas, env, ...
     CREATE INDEX deployments_gate ON deployments (gate) WHERE gate IS NOT NULL;",
+    // 8: apps whose containers all exited keep their route, marked down (how it ended, as JSON);
+    //    and the containers a user stopped (the engine's `stop` event; the dynamic proxy and the
+    //    health-monitor both record it as they see it), so a `docker stop` opens no incident.
+    "ALTER TABLE routes ADD COLUMN down TEXT;   -- JSON proxy::Down, NULL while the app runs
+    CREATE TABLE container_stops (
+        container_id TEXT PRIMARY KEY,
+        stopped_at   TEXT NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -41,9 +41,19 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                     tracing::info!("Docker event stream connected; re-listing every container");
                     ("engine reconnected".to_owned(), None)
                 }
-                Some(batch) => (format!("{} engine events", batch.events), Some(batch.containers)),
+                Some(batch) => {
+                    record_user_stops(&reconciler, &batch).await;
+                    (format!("{} engine events", batch.events), Some(batch.containers))
+                }
                 None => break,
             },
+            () = sleep_until_some(reconciler.next_port_check()) => {
+                let changed = reconciler.check_watched_ports().await;
+                if changed.is_empty() {
+                    continue;
+                }
+                ("a routed port started or stopped listening".to_owned(), Some(changed))
+            }
             _ = requests.tick() => {
                 let answered = tokio::select! {
                     status = answer_requests(&mut reconciler, &mut problems) => status,
@@ -64,6 +74,26 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
         ticker.done(status);
     }
     Ok(())
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Remembers which containers a user stopped, before the reconcile that plans their apps: the
+/// planner marks such an app `stopped` rather than `down`. A store error only costs that word.
+pub(crate) async fn record_user_stops(
+    reconciler: &Reconciler,
+    batch: &crate::docker::events::Batch,
+) {
+    let marks = batch.user_stops.clone().into_iter().collect();
+    if let Err(error) = reconciler.store().record_user_stops(marks).await {
+        tracing::warn!("cannot record which containers were stopped: {error}");
+    }
 }
 
 /// One reconcile, logged; returns the STATUS= line. Failures are logged and retried next round:

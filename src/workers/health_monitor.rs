@@ -39,8 +39,12 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
             },
             batch = coalescer.next_batch(&mut engine_events), if events_open => {
                 match batch {
-                    Some(batch) if monitor.concerns(&batch) => ticker.hurry(),
-                    Some(_) => {}
+                    Some(batch) => {
+                        monitor.note_user_stops(&batch).await;
+                        if monitor.concerns(&batch) {
+                            ticker.hurry();
+                        }
+                    }
                     None => events_open = false,
                 }
                 continue;
@@ -48,6 +52,9 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
         }
         let status = match ticker.during(bound, monitor.round()).await {
             Some(Ok(summary)) => {
+                if summary.exits_settling {
+                    ticker.hurry();
+                }
                 let units = summary.units.as_deref();
                 log_unit_changes(&mut units_logged, units);
                 format!("{}; {}", summarize(units), summary.line())

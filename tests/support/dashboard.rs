@@ -181,6 +181,7 @@ pub async fn seed_demo(store: Store) {
         servers: vec![format!("{ip}:{port}")],
         port,
         reason: reason.into(),
+        down: None,
     };
     let mut shop = route("shop", "172.30.0.5", 3000, "only exposed port");
     shop.servers.push("172.30.0.6:3000".into());
