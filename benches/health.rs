@@ -4,6 +4,7 @@
 //!
 //!     cargo bench --bench health
 //!     BENCH_ITEMS=2 cargo bench --bench health          # only some items
+//!     BENCH_ITEMS=3 cargo bench --bench health          # the port-mismatch and vanished-server rows
 //!     BENCH_REPS=5 BENCH_INTERVAL=5s cargo bench --bench health
 //!
 //! Needs the Docker engine and builds the test images like the integration tests (tests/support).
@@ -605,11 +606,136 @@ fn item2_monitor(window: Duration) {
     table(2, out);
 }
 
+/// One GET through the proxy on a new connection: its status and how long it took (`None`: no
+/// answer within 5 s).
+fn timed_get(port: u16, host: &str) -> (Option<u16>, Duration) {
+    let t = Instant::now();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let status = (|| {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    })();
+    (status, t.elapsed())
+}
+
+/// Issue 11's two figures, with `butler run` (every worker, the product's defaults):
+/// a container that EXPOSEs 8080 but listens on 9100, from `docker run` returning to its first
+/// 200 through the proxy; and the first request after an app's only instance (and one of two)
+/// was killed.
+fn item3_promises(reps: usize) {
+    let bench = Bench::new("bench-pr", "");
+    let (butler, log) = bench.spawn(&["run"], "promises.log");
+    support::wait_until("the butler's proxy", Duration::from_secs(90), || {
+        timed_get(bench.http_port, "bench-readiness.invalid").0.is_some()
+    });
+    let _ = log;
+    let mut to_first_200 = Vec::new();
+    let mut not_served = 0;
+    for i in 0..reps {
+        let name = unique_name(&format!("bench-pr-mm{i}"));
+        let host = format!("{name}.localhost");
+        let t = Instant::now();
+        let app = AppContainer::builder(&name)
+            .network(&bench.net)
+            .label(SCOPE_LABEL, &bench.scope)
+            .expose(8080)
+            .listen(9100)
+            .spawn();
+        let deadline = t + Duration::from_secs(30);
+        loop {
+            if timed_get(bench.http_port, &host).0 == Some(200) && bench.app_answers(&host) {
+                to_first_200.push(t.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            if Instant::now() > deadline {
+                not_served += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(app);
+    }
+
+    let mut only = Vec::new();
+    let mut one_of_two = Vec::new();
+    let mut failed_of_two = 0;
+    for i in 0..reps {
+        let name = unique_name(&format!("bench-pr-gone{i}"));
+        let host = format!("{name}.localhost");
+        let instance = |n: usize| {
+            AppContainer::builder(&format!("{name}-{n}"))
+                .network(&bench.net)
+                .label(SCOPE_LABEL, &bench.scope)
+                .label("butler.name", &name)
+                .start()
+        };
+        let solo = instance(1);
+        support::wait_until("the app", Duration::from_secs(30), || {
+            bench.app_answers(&host)
+        });
+        support::docker_ok(&["kill", solo.name()]);
+        only.push(timed_get(bench.http_port, &host).1.as_secs_f64() * 1000.0);
+        drop(solo);
+        let pair = [instance(2), instance(3)];
+        support::wait_until("both instances", Duration::from_secs(30), || {
+            bench.cli(&["proxy", "routes", "--output", "json"]).matches("\"container\"").count()
+                >= 2
+                && bench.app_answers(&host)
+        });
+        support::docker_ok(&["kill", pair[0].name()]);
+        let (status, took) = timed_get(bench.http_port, &host);
+        one_of_two.push(took.as_secs_f64() * 1000.0);
+        if status != Some(200) {
+            failed_of_two += 1;
+        }
+    }
+    stop(butler);
+
+    let row = |what: &str, v: Vec<f64>, extra: String| {
+        let v = sorted(v);
+        format!(
+            "| {what} | {} | {:.0} | {:.0} | {:.0} | {extra} |\n",
+            v.len(),
+            pct(&v, 50.0),
+            pct(&v, 95.0),
+            v.last().copied().unwrap_or(f64::NAN)
+        )
+    };
+    let mut out = String::from(
+        "### 3. No 502 from a port mismatch; a vanished server fails fast (`butler run`, defaults) — goals: first 200 < 2 s; first request after a vanished instance < 1 s\n\n\
+         | what | n | p50 (ms) | p95 (ms) | max (ms) | notes |\n|---|---|---|---|---|---|\n",
+    );
+    out += &row(
+        "`docker run` (EXPOSE 8080, listens on 9100) → first 200 through the proxy",
+        to_first_200,
+        format!("{not_served} not served within 30 s"),
+    );
+    out += &row(
+        "only instance killed → first answer (the error or down page)",
+        only,
+        String::new(),
+    );
+    out += &row(
+        "one of two instances killed → first answer",
+        one_of_two,
+        format!("{failed_of_two} not 200"),
+    );
+    table(3, out);
+}
+
 // ---------------------------------------------------------------------------------------------------
 
 fn main() {
     cleanup_on_panic();
-    let items = bench_items(&[1, 2]);
+    let items = bench_items(&[1, 2, 3]);
     let reps: usize = env_or("BENCH_REPS", 5);
     let interval: String = env_or("BENCH_INTERVAL", "5s".to_owned());
     let window = Duration::from_secs(env_or("BENCH_WINDOW", 60));
@@ -624,6 +750,11 @@ fn main() {
     if items.contains(&2) {
         eprintln!("item 2: health-monitor CPU and memory with 0 and {APPS} apps");
         item2_monitor(window);
+    }
+    if items.contains(&3) {
+        let reps = env_or("BENCH_REPS", 10);
+        eprintln!("item 3: port mismatch to first 200, vanished server, {reps} repetitions");
+        item3_promises(reps);
     }
 
     cleanup_everything();
