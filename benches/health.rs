@@ -614,7 +614,11 @@ fn timed_get(port: u16, host: &str) -> (Option<u16>, Duration) {
     let status = (|| {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
         String::from_utf8_lossy(&raw)
@@ -634,7 +638,9 @@ fn item3_promises(reps: usize) {
     let bench = Bench::new("bench-pr", "");
     let (butler, log) = bench.spawn(&["run"], "promises.log");
     support::wait_until("the butler's proxy", Duration::from_secs(90), || {
-        timed_get(bench.http_port, "bench-readiness.invalid").0.is_some()
+        timed_get(bench.http_port, "bench-readiness.invalid")
+            .0
+            .is_some()
     });
     let _ = log;
     let mut to_first_200 = Vec::new();
@@ -686,7 +692,10 @@ fn item3_promises(reps: usize) {
         drop(solo);
         let pair = [instance(2), instance(3)];
         support::wait_until("both instances", Duration::from_secs(30), || {
-            bench.cli(&["proxy", "routes", "--output", "json"]).matches("\"container\"").count()
+            bench
+                .cli(&["proxy", "routes", "--output", "json"])
+                .matches("\"container\"")
+                .count()
                 >= 2
                 && bench.app_answers(&host)
         });
