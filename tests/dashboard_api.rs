@@ -656,7 +656,7 @@ fn metrics_are_prometheus_text_with_every_family() {
             child.stdin.take().unwrap().write_all(text.as_bytes())?;
             child.wait_with_output()
         })
-        .expect("python3 (with prometheus-client from PyPI; .ci/run installs it)");
+        .expect("python3 (with prometheus-client from PyPI; scripts/test installs it)");
     assert!(
         parsed.status.success(),
         "the Prometheus parser refused /metrics: {}",

@@ -28,7 +28,7 @@ fn schemathesis(dashboard: &DashboardProcess, report: &str, args: &[&str]) {
         .args(args)
         .env("NO_COLOR", "1")
         .output()
-        .expect("run schemathesis (pip install schemathesis; .ci/run installs it)");
+        .expect("run schemathesis (pip install schemathesis; scripts/test installs it)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}");
     assert!(

@@ -26,7 +26,7 @@ pub fn chromium_binary() -> PathBuf {
     }
     panic!(
         "chromium is not installed: the page tests need Debian's `chromium` package \
-         (`apt-get install chromium`; .ci/run installs it)"
+         (`apt-get install chromium`; scripts/test installs it)"
     );
 }
 
