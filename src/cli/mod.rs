@@ -65,7 +65,7 @@ pub enum Command {
         command: ProxyCommand,
     },
     /// Check every app, the network, the proxy, the host and the butler's units now (exit 0
-    /// healthy, 1 degraded, 2 critical).
+    /// healthy, 1 degraded or critical).
     Health,
     /// Services, proxy, apps, open incidents, recovery success rates and what to do.
     Status,
