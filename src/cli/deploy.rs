@@ -1,6 +1,6 @@
 //! `butler deploy`, `butler deployments` and `butler rollback`: a thin front over `deploy::Deployer`.
-//! Exit codes are for CI: 0 deployed, 1 failed (the previous revision keeps serving) or a check
-//! that is not the user's input failed, 2 bad usage (nothing was changed).
+//! Exit codes are for CI (the README's table): 0 deployed, 1 failed (the previous revision keeps
+//! serving) or a check that is not the user's input failed, 2 bad usage (nothing was changed).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::output::{self, OutputFormat};
-use super::{load_config, runtime};
+use super::{Exit, load_config, runtime};
 use crate::config::Config;
 use crate::deploy::{DeployError, DeployReport, DeployRequest, Deployer, ReportOutcome};
 use crate::store::{Deployment, Store};
@@ -190,7 +190,7 @@ fn refused_engine(error: anyhow::Error, format: OutputFormat) -> anyhow::Result<
         output::print_json(&Refusal {
             outcome: "refused",
             error: format!("{error:#}"),
-            usage: false,
+            usage: Exit::of(&error) == Exit::Usage,
         })?;
     }
     Err(error)
@@ -204,7 +204,8 @@ fn finish(
     let report = match outcome {
         Ok(report) => report,
         Err(error) => {
-            let usage = error.is_usage();
+            let exit = Exit::of_cause(&error);
+            let usage = exit == Exit::Usage;
             let refused = error.is_refusal();
             if format == OutputFormat::Json {
                 output::print_json(&Refusal {
@@ -220,7 +221,7 @@ fn finish(
                     "butler: {verb} failed: {error}; see `butler deployments` and `butler proxy routes` for where it stopped"
                 );
             }
-            return Ok(ExitCode::from(if usage { 2 } else { 1 }));
+            return Ok(exit.into());
         }
     };
     match format {

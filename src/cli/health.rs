@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::output::{self, OutputFormat};
-use super::{load_config, runtime};
+use super::{Exit, load_config, runtime};
 use crate::config::Config;
 use crate::health::classify::{self, Assessment};
 use crate::health::model::Observations;
@@ -138,7 +138,7 @@ struct LayerLine {
 
 #[derive(Serialize)]
 struct HealthReport<'a> {
-    /// healthy, degraded or critical; the exit code says the same (0, 1, 2).
+    /// healthy, degraded or critical; the exit code is 0 only for healthy (1 otherwise).
     status: &'static str,
     apps: &'a [AppHealth],
     layers: Vec<LayerLine>,
@@ -147,19 +147,20 @@ struct HealthReport<'a> {
 }
 
 /// Overall verdict: critical when an app is down or a finding is high or worse, degraded when
-/// anything at all is wrong.
-fn verdict(assessment: &Assessment) -> (&'static str, u8) {
+/// anything at all is wrong. Both exit 1: the contract's 2 means "fix what you typed", and a
+/// script that checks `butler health` must not mistake a critical host for a typo.
+fn verdict(assessment: &Assessment) -> (&'static str, Exit) {
     let down = assessment.apps.iter().any(|a| a.status == AppStatus::Down);
     let degraded = assessment
         .apps
         .iter()
         .any(|a| a.status == AppStatus::Degraded);
     match assessment.worst() {
-        Some(s) if s >= Severity::High => ("critical", 2),
-        _ if down => ("critical", 2),
-        Some(_) => ("degraded", 1),
-        None if degraded => ("degraded", 1),
-        None => ("healthy", 0),
+        Some(s) if s >= Severity::High => ("critical", Exit::Failed),
+        _ if down => ("critical", Exit::Failed),
+        Some(_) => ("degraded", Exit::Failed),
+        None if degraded => ("degraded", Exit::Failed),
+        None => ("healthy", Exit::Ok),
     }
 }
 
@@ -241,7 +242,7 @@ pub fn health(config_path: Option<PathBuf>, format: OutputFormat) -> anyhow::Res
                 println!("\noverall: {status}");
             }
         }
-        Ok(ExitCode::from(code))
+        Ok(code.into())
     })
 }
 
@@ -652,6 +653,30 @@ fn print_fix(report: &Fix502Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_exits_1_for_any_finding_and_0_only_when_healthy() {
+        let finding = |severity| Finding {
+            kind: "proxy_down".into(),
+            severity,
+            component: "proxy".into(),
+            summary: "nginx container butler-nginx is exited".into(),
+        };
+        let cases = [
+            (None, "healthy", Exit::Ok),
+            (Some(Severity::Low), "degraded", Exit::Failed),
+            (Some(Severity::Medium), "degraded", Exit::Failed),
+            (Some(Severity::High), "critical", Exit::Failed),
+            (Some(Severity::Critical), "critical", Exit::Failed),
+        ];
+        for (severity, status, exit) in cases {
+            let assessment = Assessment {
+                findings: severity.into_iter().map(finding).collect(),
+                apps: Vec::new(),
+            };
+            assert_eq!(verdict(&assessment), (status, exit), "{severity:?}");
+        }
+    }
 
     #[test]
     fn filters_refuse_what_is_not_an_app_or_component() {

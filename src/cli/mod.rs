@@ -65,7 +65,7 @@ pub enum Command {
         command: ProxyCommand,
     },
     /// Check every app, the network, the proxy, the host and the butler's units now (exit 0
-    /// healthy, 1 degraded, 2 critical).
+    /// healthy, 1 degraded or critical).
     Health,
     /// Services, proxy, apps, open incidents, recovery success rates and what to do.
     Status,
@@ -196,19 +196,71 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// 2 for what the user must fix in what they typed or wrote (config, names, ids), 1 for
-/// everything else.
-pub fn exit_code(error: &anyhow::Error) -> ExitCode {
-    let usage = error.chain().any(|cause| {
-        cause.is::<crate::config::ConfigError>()
-            || cause.is::<crate::systemd::units::UnknownService>()
-            || cause.is::<health::UnknownIncident>()
-    });
-    if usage {
-        ExitCode::from(2)
-    } else {
-        ExitCode::FAILURE
+/// The exit-code contract, the one place every command's code comes from (README, "Exit codes").
+/// Commands return 0 or 1 for what they found (`ExitCode::SUCCESS`/`FAILURE`, `Exit::Ok`/`Failed`);
+/// a 2 only ever comes from `Exit::Usage`: clap's mistakes in `main`, and errors sorted by
+/// [`Exit::of`] (which `main` applies to every error a command returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: the command did what was asked, and what it judges (health, routes, a job) is fine.
+    Ok,
+    /// 1: the command ran, but something is degraded, failed or unreachable (engine, bus, store).
+    Failed,
+    /// 2: what the user typed or wrote is wrong: a flag, a name, an id, the config or DOCKER_HOST.
+    /// Running the same command again cannot help until that is changed.
+    Usage,
+}
+
+impl Exit {
+    /// `Usage` when any cause in the chain is something the user must fix in what they typed or
+    /// wrote, `Failed` for everything else (engine, bus, store, I/O).
+    pub fn of(error: &anyhow::Error) -> Exit {
+        if error.chain().any(is_usage) {
+            Exit::Usage
+        } else {
+            Exit::Failed
+        }
     }
+
+    /// The same sorting for one library error that a command reports itself (deploy's refusals).
+    pub fn of_cause(cause: &(dyn std::error::Error + 'static)) -> Exit {
+        if is_usage(cause) {
+            Exit::Usage
+        } else {
+            Exit::Failed
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(match exit {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+            Exit::Usage => 2,
+        })
+    }
+}
+
+/// The error kinds that are usage errors. One list, so that a new kind is classified here and
+/// not by a literal `2` in some command.
+fn is_usage(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause.is::<crate::config::ConfigError>()
+        || cause.is::<crate::systemd::units::UnknownService>()
+        || cause.is::<health::UnknownIncident>()
+        || cause.is::<proxy::UnknownVersion>()
+        || cause
+            .downcast_ref::<crate::deploy::DeployError>()
+            .is_some_and(crate::deploy::DeployError::is_usage)
+        // A bad DOCKER_HOST is configuration too; an unreachable engine is not.
+        || cause.downcast_ref::<crate::docker::client::ClientError>().is_some_and(|e| {
+            matches!(e, crate::docker::client::ClientError::UnsupportedHost { .. })
+        })
+}
+
+/// The code of an error that reached `main`: see [`Exit::of`].
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    Exit::of(error).into()
 }
 
 /// A command-line mistake as one line, as every other error is printed: clap's message with its
@@ -260,6 +312,44 @@ pub(crate) fn load_config(
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn usage_errors_are_told_from_failures_through_any_context() {
+        use anyhow::Context as _;
+        let config = crate::config::ConfigError::Invalid {
+            path: "/etc/butler/butler.toml".into(),
+            key: "proxy.http_port",
+            reason: "must be between 1 and 65535".into(),
+        };
+        let cases: Vec<(anyhow::Error, Exit)> = vec![
+            (anyhow::Error::new(config).context("starting"), Exit::Usage),
+            (
+                anyhow::Error::new(proxy::UnknownVersion::Missing(7)),
+                Exit::Usage,
+            ),
+            (health::UnknownIncident(3).into(), Exit::Usage),
+            (
+                crate::docker::client::ClientError::UnsupportedHost {
+                    host: "ssh://x".into(),
+                }
+                .into(),
+                Exit::Usage,
+            ),
+            (
+                Err::<(), _>(std::io::Error::other("disk full"))
+                    .context("cannot write")
+                    .unwrap_err(),
+                Exit::Failed,
+            ),
+            (
+                anyhow::anyhow!("systemd did not finish the job"),
+                Exit::Failed,
+            ),
+        ];
+        for (error, exit) in cases {
+            assert_eq!(Exit::of(&error), exit, "{error:#}");
+        }
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -20,6 +20,19 @@ use crate::proxy::reconcile::{ReconcileReport, Reconciler};
 use crate::proxy::{Plan, Problem};
 use crate::store::{NewVersion, Store};
 
+/// `butler proxy rollback` was asked for a version it cannot restore: one that does not exist, or
+/// (without VERSION) no earlier one. A usage error (exit 2): nothing is broken, the request is what
+/// cannot be met, and `butler proxy history` lists what can.
+#[derive(Debug, thiserror::Error)]
+pub enum UnknownVersion {
+    #[error("config version {0} does not exist; `butler proxy history` lists the versions")]
+    Missing(i64),
+    #[error(
+        "no earlier applied config version to roll back to; `butler proxy history` lists the versions"
+    )]
+    NoneEarlier,
+}
+
 async fn reconciler(config: Config) -> anyhow::Result<Reconciler> {
     let docker = crate::docker::client::connect(config.docker.host.as_deref()).await?;
     let store = open_store(&config)?;
@@ -273,13 +286,15 @@ async fn rollback(
     let target = match version {
         Some(id) => id,
         // The one before the newest applied version.
-        None => applied.get(1).map(|v| v.id).context(
-            "no earlier applied config version to roll back to; see `butler proxy history`",
-        )?,
+        None => applied
+            .get(1)
+            .map(|v| v.id)
+            .ok_or(UnknownVersion::NoneEarlier)?,
     };
-    let chosen = store.get_version(target).await?.with_context(|| {
-        format!("config version {target} does not exist; see `butler proxy history`")
-    })?;
+    let chosen = store
+        .get_version(target)
+        .await?
+        .ok_or(UnknownVersion::Missing(target))?;
     let docker = crate::docker::client::connect(config.docker.host.as_deref()).await?;
     let nginx = Nginx::new(docker, NginxSpec::from_config(&config.proxy));
     let outcome = Applier::new(nginx)

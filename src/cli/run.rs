@@ -30,7 +30,7 @@ pub fn one(worker: Worker, config_path: Option<PathBuf>) -> anyhow::Result<ExitC
             // Logged, not returned: under systemd stderr is the journal too, and one line is enough.
             tracing::error!("{error}; fix the file, then `butler services start {worker}`");
             notifier.stopping(&format!("failed: {error}"));
-            return Ok(ExitCode::from(2));
+            return Ok(super::exit_code(&error.into()));
         }
     };
     runtime()?.block_on(async move {
