@@ -676,6 +676,27 @@ mod tests {
             };
             assert_eq!(verdict(&assessment), (status, exit), "{severity:?}");
         }
+        let app = |status| AppHealth {
+            app: "shop".into(),
+            status,
+            reason: String::new(),
+            latency_ms: None,
+            started_at: None,
+            checked_at: String::new(),
+        };
+        // A user's `docker stop` is no failure; an app down or degraded is, without any finding.
+        for (status, verdict_is) in [
+            (AppStatus::Healthy, ("healthy", Exit::Ok)),
+            (AppStatus::Stopped, ("healthy", Exit::Ok)),
+            (AppStatus::Degraded, ("degraded", Exit::Failed)),
+            (AppStatus::Down, ("critical", Exit::Failed)),
+        ] {
+            let assessment = Assessment {
+                findings: Vec::new(),
+                apps: vec![app(status)],
+            };
+            assert_eq!(verdict(&assessment), verdict_is, "{status:?}");
+        }
     }
 
     #[test]
