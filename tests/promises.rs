@@ -302,3 +302,76 @@ fn a_docker_stopped_app_is_stopped_with_no_incident_even_when_it_ignores_sigterm
     docker_ok(&["start", polite_app.name()]);
     own.butler.wait_for_app(&format!("{polite}.localhost"));
 }
+
+// ---- 5. a vanished server fails fast ---------------------------------------------------------
+
+#[test]
+fn a_route_whose_only_server_vanished_answers_its_error_page_within_1_s() {
+    let mut cleanup = Cleanup::new();
+    let own = Scoped::start(&mut cleanup, None);
+    let name = unique_name("pr-vanished");
+    let host = format!("{name}.localhost");
+    let app = own.app(&name).start();
+    own.butler.wait_for_app(&host);
+    // Killed: its address is gone from the bridge, so a connect to it is neither answered nor
+    // refused. The request goes out before the butler can have re-rendered.
+    docker_ok(&["kill", app.name()]);
+    let t = Instant::now();
+    let response = own.butler.get(&host, "/").expect("the proxy answers");
+    let took = t.elapsed();
+    eprintln!(
+        "first answer after the kill: {} in {took:?}",
+        response.status
+    );
+    assert!(
+        matches!(response.status, 502..=504),
+        "an error page, not the app: {} {}",
+        response.status,
+        response.body
+    );
+    assert!(
+        response.body.contains("devops-butler"),
+        "the butler's page: {}",
+        response.body
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn with_two_instances_one_killed_costs_no_request() {
+    let mut cleanup = Cleanup::new();
+    let own = Scoped::start(&mut cleanup, None);
+    let name = unique_name("pr-failover");
+    let host = format!("{name}.localhost");
+    let first = own
+        .app(&format!("{name}-1"))
+        .label("butler.name", &name)
+        .start();
+    let _second = own
+        .app(&format!("{name}-2"))
+        .label("butler.name", &name)
+        .start();
+    support::wait_until("both instances in the upstream", WAIT, || {
+        own.route(&name)
+            .is_some_and(|r| r["servers"].as_array().is_some_and(|s| s.len() == 2))
+    });
+    own.butler.wait_for_app(&host);
+    docker_ok(&["kill", first.name()]);
+    let mut failed = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for i in 0..200 {
+        let t = Instant::now();
+        match own.butler.get(&host, "/") {
+            Ok(r) if r.status == 200 && r.body.starts_with("app=") => {}
+            Ok(r) => failed.push(format!(
+                "#{i}: {} {}",
+                r.status,
+                r.body.lines().next().unwrap_or("")
+            )),
+            Err(e) => failed.push(format!("#{i}: {e}")),
+        }
+        slowest = slowest.max(t.elapsed());
+    }
+    eprintln!("200 requests after the kill, slowest {slowest:?}");
+    assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());
+}
