@@ -219,6 +219,35 @@ fn a_100_character_container_name_is_routed_at_its_sanitized_name() {
     assert_eq!(route["servers"][0]["container"], name.as_str(), "{route:#}");
 }
 
+/// Longer than a DNS label: served under the name the user gave it as well as under the alias.
+#[test]
+fn an_80_character_container_name_answers_under_its_full_name_and_its_alias() {
+    let butler = ButlerProcess::start(butler_bin());
+    let mut name = unique_name("full-name");
+    while name.len() < 80 {
+        name.push('z');
+    }
+    let alias = sanitize_app_name(&name).expect("a valid app name");
+    assert_eq!(alias.len(), 63);
+    let full_host = format!("{name}.localhost");
+    let alias_host = format!("{alias}.localhost");
+    let _app = AppContainer::builder(&name).env("APP_NAME", "full").start();
+    for host in [&full_host, &alias_host] {
+        let response = butler.wait_for_app(host);
+        assert!(
+            response.body.starts_with("app=full "),
+            "{host}: {}",
+            response.body
+        );
+    }
+    let route = route_of(&butler, &alias).expect("the app is in proxy routes");
+    assert_eq!(
+        route["hosts"],
+        serde_json::json!([alias_host, full_host]),
+        "{route:#}"
+    );
+}
+
 #[test]
 fn two_instances_of_one_app_share_the_load() {
     let butler = ButlerProcess::start(butler_bin());

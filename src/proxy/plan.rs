@@ -58,10 +58,17 @@ pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
             );
             continue;
         }
-        let own_host = own_host(&app, settings, &members, &mut problems);
+        let own_hosts = own_host(&app, settings, &members, &mut problems)
+            .into_iter()
+            .chain(
+                members
+                    .first()
+                    .and_then(|m| full_name_host(m.c, &app, settings)),
+            )
+            .collect();
         candidates.push(Candidate {
             app,
-            own_host,
+            own_hosts,
             members,
             servers,
         });
@@ -70,15 +77,12 @@ pub fn plan(containers: &[ContainerSnapshot], settings: &PlanSettings) -> Plan {
     let winners = resolve_host_claims(&candidates);
     let mut routes = Vec::new();
     for cand in candidates {
-        let mut hosts: Vec<String> = Vec::new();
-        if let Some(own) = &cand.own_host {
-            hosts.push(own.clone());
-        }
+        let mut hosts: Vec<String> = cand.own_hosts.clone();
         let extras: BTreeSet<&String> = cand
             .members
             .iter()
             .flat_map(|m| &m.hosts)
-            .filter(|h| Some(*h) != cand.own_host.as_ref())
+            .filter(|h| !cand.own_hosts.contains(h))
             .collect();
         for host in extras {
             let winner = &winners[host.as_str()];
@@ -172,7 +176,8 @@ impl Member<'_> {
 
 struct Candidate<'a> {
     app: String,
-    own_host: Option<String>,
+    /// `<app>.<domain>` and, for a name cut to one DNS label, `<full name>.<domain>`.
+    own_hosts: Vec<String>,
     members: Vec<Member<'a>>,
     servers: Vec<UpstreamServer>,
 }
@@ -453,13 +458,28 @@ fn own_host(
     }
 }
 
+/// `<full name>.<domain>` for an app whose name (label `butler.name`, else the container name)
+/// was cut to one DNS label: the name the user typed answers too, beside the cut alias.
+fn full_name_host(c: &ContainerSnapshot, app: &str, settings: &PlanSettings) -> Option<String> {
+    let raw = c
+        .labels
+        .get(LABEL_NAME)
+        .filter(|v| !v.is_empty())
+        .unwrap_or(&c.name);
+    let full = sanitize::sanitize_full_name(raw)?;
+    if full.len() <= sanitize::MAX_APP_NAME_LEN {
+        return None;
+    }
+    sanitize::validate_full_name_host(&format!("{full}.{}", settings.domain), app).ok()
+}
+
 /// Host → the app that serves it. An app's own `<app>.<domain>` beats an extra host claimed by
 /// another app (nobody can take an app's own address away); otherwise the alphabetically first
 /// app wins, so the outcome never depends on the order Docker lists containers in.
 fn resolve_host_claims(candidates: &[Candidate<'_>]) -> BTreeMap<String, String> {
     let mut best: BTreeMap<&str, (u8, &str)> = BTreeMap::new();
     for cand in candidates {
-        let own = cand.own_host.iter().map(|h| (0u8, h));
+        let own = cand.own_hosts.iter().map(|h| (0u8, h));
         let extra = cand.members.iter().flat_map(|m| &m.hosts).map(|h| (1u8, h));
         for (rank, host) in own.chain(extra) {
             let claim = (rank, cand.app.as_str());
@@ -506,11 +526,9 @@ fn down_routes(
         };
         let exit = last.exited.as_ref().expect("only exited containers");
         let mut hosts = Vec::new();
-        if let Ok(own) = sanitize::validate_host(&format!("{app}.{}", settings.domain))
-            && !taken.contains(&own)
-        {
-            hosts.push(own);
-        }
+        let own = sanitize::validate_host(&format!("{app}.{}", settings.domain)).ok();
+        let full = own.as_ref().and(full_name_host(last, &app, settings));
+        hosts.extend(own.into_iter().chain(full).filter(|h| !taken.contains(h)));
         let extras: BTreeSet<String> = members
             .iter()
             .flat_map(|c| [c.labels.get(LABEL_HOST), c.env.get(ENV_VIRTUAL_HOST)])
@@ -752,6 +770,30 @@ mod tests {
             (down.container_name.as_str(), down.exit_code),
             ("web-2", 137)
         );
+    }
+
+    #[test]
+    fn a_name_longer_than_a_label_is_served_under_its_full_name_too() {
+        let name = format!("shop-{}", "x".repeat(75));
+        let long = app("l1", &name, "172.18.0.2");
+        // A label cannot name the full-name host: it is no valid host for anything but its app.
+        let thief = with_label(
+            app("t1", "thief", "172.18.0.3"),
+            LABEL_HOST,
+            &format!("{name}.localhost"),
+        );
+        let p = plan(&[long, thief], &settings());
+        let alias = sanitize::sanitize_app_name(&name).unwrap();
+        let route = p.routes.iter().find(|r| r.app == alias).expect("routed");
+        assert_eq!(
+            route.hosts,
+            [format!("{alias}.localhost"), format!("{name}.localhost")]
+        );
+        assert!(p.routes.iter().all(|r| r.app != "thief"));
+        assert_eq!(kinds(&p), [("thief".to_string(), ProblemKind::InvalidHost)]);
+        // A short name has one own host.
+        let p = plan(&[app("s1", "short", "172.18.0.4")], &settings());
+        assert_eq!(p.routes[0].hosts, ["short.localhost"]);
     }
 
     #[test]

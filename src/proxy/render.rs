@@ -452,7 +452,10 @@ fn validate_route(r: &Route) -> Result<(), RenderError> {
         return Err(unvalidated("it has no host".into()));
     }
     for h in &r.hosts {
-        if sanitize::validate_host(h).as_deref() != Ok(h.as_str()) {
+        let valid = |checked: Result<String, _>| checked.as_deref() == Ok(h.as_str());
+        if !valid(sanitize::validate_host(h))
+            && !valid(sanitize::validate_full_name_host(h, &r.app))
+        {
             return Err(unvalidated(format!("host {}", quote(h))));
         }
     }
@@ -599,14 +602,25 @@ mod tests {
         );
         let site = &out.files["sites/web.conf"];
         assert!(site.contains("upstream app_web {"), "{site}");
-        assert!(site.contains("server 10.0.0.2:8080;"), "{site}");
-        assert!(site.contains("server 10.0.0.3:8080;"), "{site}");
+        assert!(
+            site.contains("server 10.0.0.2:8080 max_fails=1 fail_timeout=3s;"),
+            "{site}"
+        );
+        assert!(
+            site.contains("server 10.0.0.3:8080 max_fails=1 fail_timeout=3s;"),
+            "{site}"
+        );
         assert!(site.contains("keepalive 16;"), "{site}");
         assert!(
             site.contains("server_name web.localhost www.example.com;"),
             "{site}"
         );
         assert!(site.contains("proxy_pass http://app_web;"), "{site}");
+        assert!(site.contains("proxy_connect_timeout 500ms;"), "{site}");
+        assert!(
+            site.contains("proxy_next_upstream error timeout;"),
+            "{site}"
+        );
         let main = &out.files["nginx.conf"];
         assert!(main.contains("include sites/*.conf;"), "{main}");
         assert!(!main.contains("daemon"), "{main}");
@@ -624,7 +638,7 @@ mod tests {
         let mut plan = one_app_plan();
         plan.routes[0].servers[0].ip = "fd00::2".parse().unwrap();
         let out = render(&plan, &RenderSettings::default(), &shipped()).unwrap();
-        assert!(out.files["sites/web.conf"].contains("server [fd00::2]:8080;"));
+        assert!(out.files["sites/web.conf"].contains("server [fd00::2]:8080 "));
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum InvalidValue {
     LabelTooLong { len: usize },
     #[error("has a label that starts or ends with '-'")]
     LabelHyphen,
+    #[error("is not the full name of its app followed by a valid domain")]
+    NotFullName,
     #[error("is not a port number: only the digits of an integer from 1 to 65535 are accepted")]
     NotAPort,
 }
@@ -46,6 +48,20 @@ pub enum InvalidValue {
 /// SHA-256 of the full sanitized name: two long names that differ anywhere stay apart, while two
 /// containers with the same long name still land in the same app (instances of one app).
 pub fn sanitize_app_name(raw: &str) -> Option<String> {
+    let name = sanitize_full_name(raw)?;
+    if name.len() <= MAX_APP_NAME_LEN {
+        return Some(name);
+    }
+    let digest = hex::encode(Sha256::digest(name.as_bytes()));
+    // Only ASCII is left, so byte indices are char boundaries.
+    let prefix = name[..TRUNCATED_PREFIX_LEN].trim_end_matches('-');
+    Some(format!("{prefix}-{}", &digest[..HASH_SUFFIX_HEX]))
+}
+
+/// The sanitized name before [`sanitize_app_name`] cuts it to one DNS label: the same characters
+/// (`[a-z0-9-]`, no '-' at either end, no "--"), any length. A name longer than 63 characters is
+/// served under `<full name>.<domain>` beside its cut alias, so that the name a user typed works.
+pub fn sanitize_full_name(raw: &str) -> Option<String> {
     let mut name = String::with_capacity(raw.len().min(256));
     for c in raw.chars() {
         let c = c.to_ascii_lowercase();
@@ -62,16 +78,33 @@ pub fn sanitize_app_name(raw: &str) -> Option<String> {
     while name.ends_with('-') {
         name.pop();
     }
-    if name.is_empty() {
-        return None;
+    (!name.is_empty()).then_some(name)
+}
+
+/// The host `<full name>.<domain>` of an app whose name was cut, validated: the one host whose
+/// first label may exceed 63 characters. That label must be exactly what [`sanitize_full_name`]
+/// makes of itself (so only `[a-z0-9-]`, nothing that means something to nginx) and must cut to
+/// `app`, so it cannot be any other app's name; the rest must be a valid host and the whole at
+/// most 253 characters. The renderer checks hosts with this again, so a hand-built route cannot
+/// use the relaxed rule for anything else.
+pub fn validate_full_name_host(host: &str, app: &str) -> Result<String, InvalidValue> {
+    if host.len() > MAX_HOST_LEN {
+        return Err(InvalidValue::HostTooLong { len: host.len() });
     }
-    if name.len() <= MAX_APP_NAME_LEN {
-        return Some(name);
+    let (label, domain) = host.split_once('.').unwrap_or((host, ""));
+    if label.len() <= MAX_APP_NAME_LEN
+        || sanitize_full_name(label).as_deref() != Some(label)
+        || sanitize_app_name(label).as_deref() != Some(app)
+    {
+        return Err(InvalidValue::NotFullName);
     }
-    let digest = hex::encode(Sha256::digest(name.as_bytes()));
-    // Only ASCII is left, so byte indices are char boundaries.
-    let prefix = name[..TRUNCATED_PREFIX_LEN].trim_end_matches('-');
-    Some(format!("{prefix}-{}", &digest[..HASH_SUFFIX_HEX]))
+    validate_host(domain)?;
+    // Lowercase already: `sanitize_full_name` left the label unchanged and `validate_host`
+    // accepted the rest only if it was lowercase too (checked below).
+    if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(InvalidValue::NotFullName);
+    }
+    Ok(host.to_string())
 }
 
 /// True when `name` is already a valid app name (what [`sanitize_app_name`] produces).
@@ -175,6 +208,31 @@ mod tests {
         ];
         for (raw, want) in cases {
             assert_eq!(sanitize_app_name(raw).as_deref(), *want, "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_full_name_host_is_only_the_long_name_of_its_own_app() {
+        let full = format!("shop-{}", "x".repeat(75));
+        let app = sanitize_app_name(&full).unwrap();
+        let host = format!("{full}.localhost");
+        assert_eq!(validate_full_name_host(&host, &app), Ok(host.clone()));
+        let other = sanitize_app_name(&format!("blog-{}", "x".repeat(75))).unwrap();
+        let refused = [
+            (host.clone(), other.as_str()),               // another app's
+            ("shop.localhost".to_string(), "shop"),       // short: the normal rule
+            (format!("{full}x.localhost"), app.as_str()), // cuts to another alias
+            (format!("{}.localhost", full.to_uppercase()), app.as_str()),
+            (format!("{full}-.localhost"), app.as_str()),
+            (format!("{full};.localhost"), app.as_str()),
+            (format!("{full}.local host"), app.as_str()),
+            (format!("{}.localhost", "a".repeat(250)), app.as_str()), // over 253
+        ];
+        for (host, app) in refused {
+            assert!(
+                validate_full_name_host(&host, app).is_err(),
+                "{host} for {app}"
+            );
         }
     }
 
