@@ -18,7 +18,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const REPLAY_SECS: u64 = 2;
 
 /// Container actions that change routes. `health_status` arrives as `health_status: healthy`.
-const CONTAINER_ACTIONS: [&str; 6] = ["start", "die", "stop", "destroy", "rename", "health_status"];
+/// `kill` changes no route, but a non-SIGKILL one says a stop may follow (see `StopMark`).
+const CONTAINER_ACTIONS: [&str; 7] = [
+    "start",
+    "die",
+    "stop",
+    "destroy",
+    "rename",
+    "health_status",
+    "kill",
+];
 const NETWORK_ACTIONS: [&str; 2] = ["connect", "disconnect"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +40,8 @@ pub enum EngineEvent {
         id: String,
         /// The container's name when the engine reports it (after a rename: the new one).
         name: Option<String>,
+        /// The signal of a `kill` event, as the engine reports it ("15").
+        signal: Option<String>,
     },
     Network {
         /// `connect` or `disconnect`.
@@ -129,6 +140,7 @@ pub fn relevant(message: &EventMessage) -> Option<EngineEvent> {
                 action: action.to_owned(),
                 id: actor.and_then(|a| a.id.clone())?,
                 name: attribute("name"),
+                signal: attribute("signal"),
             })
         }
         EventMessageTypeEnum::NETWORK if NETWORK_ACTIONS.contains(&action) => {
@@ -152,10 +164,34 @@ pub struct Batch {
     pub names: BTreeSet<String>,
     /// How many events were folded into this batch.
     pub events: usize,
-    /// Container id → whether a user stopped it, from the batch's last `stop` (true) or `start`
-    /// / `destroy` (false) event about it. Only `docker stop` sends `stop`: a crash or a
-    /// `docker kill` ends with `die` alone.
-    pub user_stops: BTreeMap<String, bool>,
+    /// Container id → what the batch's last event about it says of a user stopping it.
+    pub user_stops: BTreeMap<String, StopMark>,
+}
+
+/// What the engine's events tell of a container being stopped on purpose. `docker stop` sends
+/// `kill` (SIGTERM, or the image's stop signal), then `die`, then `stop`; `docker kill` sends
+/// `kill` with SIGKILL and `die`; a crash sends `die` alone. So a `stop` means a user stopped
+/// it, whatever the exit code (an app that ignores SIGTERM is SIGKILLed after the timeout, exit
+/// 137, like a crash), and a gentle `kill` means a `stop` may be on its way: only then is an
+/// exit's verdict worth a moment's wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMark {
+    /// A `kill` with another signal than SIGKILL: a `docker stop` may be under way.
+    Requested,
+    /// A `stop` event: a user stopped it.
+    Stopped,
+    /// It started again or was removed: whatever was marked is over.
+    Cleared,
+}
+
+impl StopMark {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopMark::Requested => "requested",
+            StopMark::Stopped => "stopped",
+            StopMark::Cleared => "cleared",
+        }
+    }
 }
 
 impl Batch {
@@ -163,15 +199,27 @@ impl Batch {
         self.events += 1;
         match event {
             EngineEvent::Resync => self.resync = true,
-            EngineEvent::Container { id, name, action } => {
-                match action.as_str() {
-                    "stop" => {
-                        self.user_stops.insert(id.clone(), true);
+            EngineEvent::Container {
+                id,
+                name,
+                action,
+                signal,
+            } => {
+                let mark = match action.as_str() {
+                    "kill" => {
+                        let sigkill = matches!(signal.as_deref(), Some("9" | "SIGKILL" | "KILL"));
+                        if !sigkill {
+                            self.user_stops.insert(id, StopMark::Requested);
+                        }
+                        // A kill changes no route: the `die` that follows does.
+                        return;
                     }
-                    "start" | "destroy" => {
-                        self.user_stops.insert(id.clone(), false);
-                    }
-                    _ => {}
+                    "stop" => Some(StopMark::Stopped),
+                    "start" | "destroy" => Some(StopMark::Cleared),
+                    _ => None,
+                };
+                if let Some(mark) = mark {
+                    self.user_stops.insert(id.clone(), mark);
                 }
                 self.containers.insert(id);
                 self.names.extend(name);
@@ -310,32 +358,47 @@ mod tests {
             action: "start".into(),
             id: id.into(),
             name: None,
+            signal: None,
         }
     }
 
     #[test]
     fn a_batch_remembers_who_a_user_stopped() {
-        let event = |action: &str, id: &str| EngineEvent::Container {
+        let event = |action: &str, id: &str, signal: Option<&str>| EngineEvent::Container {
             action: action.into(),
             id: id.into(),
             name: None,
+            signal: signal.map(str::to_owned),
         };
         let mut batch = Batch::default();
-        // docker stop: kill, die, stop. docker restart: the same, then start. docker kill: die.
-        for (action, id) in [
-            ("die", "stopped"),
-            ("stop", "stopped"),
-            ("die", "restarted"),
-            ("stop", "restarted"),
-            ("start", "restarted"),
-            ("die", "killed"),
+        // docker stop: kill 15, die, stop. docker restart: the same, then start. docker kill:
+        // kill 9, die. A stop under way: kill 15 only so far. A crash: die.
+        for (action, id, signal) in [
+            ("kill", "stopped", Some("15")),
+            ("die", "stopped", None),
+            ("stop", "stopped", None),
+            ("kill", "restarted", Some("15")),
+            ("die", "restarted", None),
+            ("stop", "restarted", None),
+            ("start", "restarted", None),
+            ("kill", "killed", Some("9")),
+            ("die", "killed", None),
+            ("kill", "stopping", Some("15")),
+            ("die", "crashed", None),
         ] {
-            batch.add(event(action, id));
+            batch.add(event(action, id, signal));
         }
         assert_eq!(
             batch.user_stops,
-            BTreeMap::from([("restarted".into(), false), ("stopped".into(), true)])
+            BTreeMap::from([
+                ("restarted".into(), StopMark::Cleared),
+                ("stopped".into(), StopMark::Stopped),
+                ("stopping".into(), StopMark::Requested),
+            ])
         );
+        // Kill events alone name no container to re-inspect: they change no route.
+        assert!(!batch.containers.contains("stopping"));
+        assert!(batch.containers.contains("killed"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -448,6 +511,7 @@ mod tests {
             action: "die".into(),
             id: "abc".into(),
             name: Some("butler-nginx".into()),
+            signal: None,
         });
         batch.add(start("def"));
         assert_eq!(batch.containers.len(), 2);

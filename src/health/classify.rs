@@ -153,14 +153,16 @@ pub fn merge(findings: Vec<Finding>) -> Vec<Finding> {
     merged.into_values().collect()
 }
 
-/// How long after a container exited its exit is taken as final. `docker stop` sends its `stop`
-/// event some 50 ms after `die`: a round that looked in between would call a user's stop a
-/// crash (and alert on it).
+/// How long after a container that was asked to stop exited its exit is taken as final.
+/// `docker stop` sends its `stop` event some 50 ms after `die`: a round that looked in between
+/// would call a user's stop a crash (and alert on it). Only an exit after a gentle `kill` waits:
+/// a crash or a SIGKILL is concluded at once.
 pub const EXIT_SETTLE_SECS: f64 = 2.0;
 
-/// The container exited a moment ago and nothing says yet whether a user stopped it.
+/// The container exited a moment ago after a gentle `kill`, and no `stop` event said yet
+/// whether a user stopped it.
 pub fn exit_settling(c: &ContainerObs) -> bool {
-    c.crashed() && c.down_secs.is_some_and(|ago| ago < EXIT_SETTLE_SECS)
+    c.crashed() && c.stop_requested && c.down_secs.is_some_and(|ago| ago < EXIT_SETTLE_SECS)
 }
 
 fn describe_stopped(c: &ContainerObs) -> String {
@@ -892,6 +894,7 @@ mod tests {
             finished_at: None,
             down_secs: None,
             stopped_by_user: false,
+            stop_requested: false,
         }
     }
 
@@ -1036,7 +1039,20 @@ mod tests {
         a.containers[0].down_secs = Some(0.1);
         a.http_direct.clear();
         cases.push((
-            "exited a moment ago: no conclusion before a stop event could say it was a user",
+            "killed a moment ago with no stop asked for: concluded at once",
+            a,
+            true,
+            &[(Kind::ContainerDown, High)],
+            Down,
+            "killed",
+        ));
+
+        let mut a = stopped(healthy_app(), 0, 137);
+        a.containers[0].down_secs = Some(0.1);
+        a.containers[0].stop_requested = true;
+        a.http_direct.clear();
+        cases.push((
+            "exited a moment after a gentle kill: no conclusion before a stop event could say it was a user",
             a,
             true,
             &[],

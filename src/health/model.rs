@@ -68,6 +68,9 @@ pub struct ContainerObs {
     /// A user stopped it (the engine's `stop` event named it after its last start).
     #[serde(default)]
     pub stopped_by_user: bool,
+    /// A gentle `kill` named it and no `stop` yet: a `docker stop` may be under way.
+    #[serde(default)]
+    pub stop_requested: bool,
 }
 
 impl ContainerObs {

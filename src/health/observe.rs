@@ -300,15 +300,15 @@ impl Observer {
         .await;
         let infos: Vec<ContainerInspectResponse> =
             inspected.into_iter().filter_map(Result::ok).collect();
-        let user_stopped = self.store.user_stopped().await.unwrap_or_else(|error| {
+        let stop_marks = self.store.stop_marks().await.unwrap_or_else(|error| {
             tracing::warn!("cannot read which containers were stopped: {error}");
-            BTreeSet::new()
+            Default::default()
         });
         let mut containers: Vec<ContainerObs> = {
             let previous = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
             infos
                 .iter()
-                .map(|info| container_obs(info, network, &previous, &user_stopped))
+                .map(|info| container_obs(info, network, &previous, &stop_marks))
                 .collect()
         };
         containers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -676,7 +676,7 @@ fn container_obs(
     info: &ContainerInspectResponse,
     network: &str,
     previous: &HashMap<String, u64>,
-    user_stopped: &BTreeSet<String>,
+    stop_marks: &crate::store::StopMarks,
 ) -> ContainerObs {
     let id = info.id.clone().unwrap_or_default();
     let state = info.state.clone().unwrap_or_default();
@@ -745,7 +745,8 @@ fn container_obs(
             .then_some(state.finished_at)
             .flatten()
             .filter(|t| !t.starts_with("0001-")),
-        stopped_by_user: !running && user_stopped.contains(&id),
+        stopped_by_user: !running && stop_marks.stopped.contains(&id),
+        stop_requested: stop_marks.requested.contains(&id),
         id,
     }
 }

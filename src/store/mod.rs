@@ -65,7 +65,7 @@ pub use health::{
     NewRecovery, Recovery, RecoveryOutcome, Sample, Severity, SuccessRate,
 };
 pub use requests::{ActionRequest, REQUEST_MAX_AGE, RequestState};
-pub use routes::RouteRow;
+pub use routes::{RouteRow, StopMarks};
 pub use stats::{IncidentCount, RecoveryCount, VersionStats};
 pub use versions::{ConfigVersion, NewVersion, VersionInfo, VersionTimings};
 

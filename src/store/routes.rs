@@ -4,7 +4,10 @@
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeSet;
+
 use super::{Store, StoreError, now_rfc3339, query_err};
+use crate::docker::events::StopMark;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteRow {
@@ -117,9 +120,12 @@ impl Store {
 }
 
 impl Store {
-    /// Records what the engine's events said of user stops: `true` for a container a `stop`
-    /// event named, `false` for one that started again or was removed (its mark is dropped).
-    pub async fn record_user_stops(&self, marks: Vec<(String, bool)>) -> Result<(), StoreError> {
+    /// Records what the engine's events said of containers being stopped by a user (see
+    /// `StopMark`); a cleared mark is dropped.
+    pub async fn record_user_stops(
+        &self,
+        marks: Vec<(String, StopMark)>,
+    ) -> Result<(), StoreError> {
         if marks.is_empty() {
             return Ok(());
         }
@@ -128,18 +134,17 @@ impl Store {
                 .transaction()
                 .map_err(query_err(path, "recording container stops"))?;
             let now = now_rfc3339();
-            for (id, stopped) in &marks {
-                if *stopped {
-                    tx.execute(
-                        "INSERT INTO container_stops (container_id, stopped_at) VALUES (?1, ?2)
-                         ON CONFLICT (container_id) DO UPDATE SET stopped_at = excluded.stopped_at",
-                        params![id, now],
-                    )
-                } else {
-                    tx.execute(
+            for (id, mark) in &marks {
+                match mark {
+                    StopMark::Cleared => tx.execute(
                         "DELETE FROM container_stops WHERE container_id = ?1",
                         params![id],
-                    )
+                    ),
+                    mark => tx.execute(
+                        "INSERT INTO container_stops (container_id, state, at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (container_id) DO UPDATE SET state = excluded.state, at = excluded.at",
+                        params![id, mark.as_str(), now],
+                    ),
                 }
                 .map_err(query_err(path, "recording container stops"))?;
             }
@@ -150,19 +155,44 @@ impl Store {
     }
 
     /// Ids of the containers a user stopped (and that have not started since).
-    pub async fn user_stopped(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    pub async fn user_stopped(&self) -> Result<BTreeSet<String>, StoreError> {
+        Ok(self.stop_marks().await?.stopped)
+    }
+
+    /// Every container's stop mark.
+    pub async fn stop_marks(&self) -> Result<StopMarks, StoreError> {
         self.call(|conn, path| {
             let mut statement = conn
-                .prepare_cached("SELECT container_id FROM container_stops")
+                .prepare_cached("SELECT container_id, state FROM container_stops")
                 .map_err(query_err(path, "reading container stops"))?;
-            statement
-                .query_map([], |row| row.get::<_, String>(0))
+            let rows = statement
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
                 .map_err(query_err(path, "reading container stops"))?
-                .collect::<Result<_, _>>()
-                .map_err(query_err(path, "reading container stops"))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(query_err(path, "reading container stops"))?;
+            let mut marks = StopMarks::default();
+            for (id, state) in rows {
+                if state == StopMark::Stopped.as_str() {
+                    marks.stopped.insert(id);
+                } else {
+                    marks.requested.insert(id);
+                }
+            }
+            Ok(marks)
         })
         .await
     }
+}
+
+/// Containers by what the engine's events said of a user stopping them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopMarks {
+    /// A `stop` event named them.
+    pub stopped: BTreeSet<String>,
+    /// A gentle `kill` named them and no `stop` yet: a `docker stop` may be under way.
+    pub requested: BTreeSet<String>,
 }
 
 #[cfg(test)]
@@ -219,14 +249,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store
-            .record_user_stops(vec![("a".into(), true), ("b".into(), true)])
+            .record_user_stops(vec![
+                ("a".into(), StopMark::Stopped),
+                ("b".into(), StopMark::Requested),
+                ("c".into(), StopMark::Requested),
+            ])
             .await
             .unwrap();
         store
-            .record_user_stops(vec![("a".into(), false), ("c".into(), false)])
+            .record_user_stops(vec![
+                ("a".into(), StopMark::Cleared),
+                ("b".into(), StopMark::Stopped),
+                ("d".into(), StopMark::Cleared),
+            ])
             .await
             .unwrap();
-        let stopped: Vec<String> = store.user_stopped().await.unwrap().into_iter().collect();
-        assert_eq!(stopped, ["b"]);
+        let marks = store.stop_marks().await.unwrap();
+        assert_eq!(marks.stopped, BTreeSet::from(["b".to_string()]));
+        assert_eq!(marks.requested, BTreeSet::from(["c".to_string()]));
     }
 }

@@ -135,7 +135,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE routes ADD COLUMN down TEXT;   -- JSON proxy::Down, NULL while the app runs
     CREATE TABLE container_stops (
         container_id TEXT PRIMARY KEY,
-        stopped_at   TEXT NOT NULL
+        state        TEXT NOT NULL,  -- requested (a gentle kill: a stop may follow) | stopped
+        at           TEXT NOT NULL
     );",
 ];
 

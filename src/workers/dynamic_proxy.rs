@@ -43,6 +43,10 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                 }
                 Some(batch) => {
                     record_user_stops(&reconciler, &batch).await;
+                    if batch.containers.is_empty() {
+                        // Only `kill` events: no route changes until the `die` that follows.
+                        continue;
+                    }
                     (format!("{} engine events", batch.events), Some(batch.containers))
                 }
                 None => break,
