@@ -29,7 +29,7 @@ use common::{
     parse_utc, print_tables, run_many_labelled, status_field, table,
 };
 use serde_json::Value;
-use support::stats::{pct, sorted};
+use support::stats::{self, pct, sorted};
 use support::{AppContainer, unique_name};
 
 const SCOPE_LABEL: &str = "devops-butler.scope";
@@ -708,16 +708,8 @@ fn item3_promises(reps: usize) {
     }
     stop(butler);
 
-    let row = |what: &str, v: Vec<f64>, extra: String| {
-        let v = sorted(v);
-        format!(
-            "| {what} | {} | {:.0} | {:.0} | {:.0} | {extra} |\n",
-            v.len(),
-            pct(&v, 50.0),
-            pct(&v, 95.0),
-            v.last().copied().unwrap_or(f64::NAN)
-        )
-    };
+    let row =
+        |what: &str, v: Vec<f64>, extra: String| format!("{} {extra} |\n", stats::row(what, &v));
     let mut out = String::from(
         "### 3. No 502 from a port mismatch; a vanished server fails fast (`butler run`, defaults) — goals: first 200 < 2 s; first request after a vanished instance < 1 s\n\n\
          | what | n | p50 (ms) | p95 (ms) | max (ms) | notes |\n|---|---|---|---|---|---|\n",
