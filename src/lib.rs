@@ -2,6 +2,7 @@
 //! self-healing nginx proxy, supervised by systemd. `main.rs` is a thin front over this library.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod deploy;

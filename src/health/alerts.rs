@@ -100,7 +100,7 @@ impl Alerter {
                 .claim_alert(
                     format!("{index}:{target}"),
                     key,
-                    super::observe::now_ms(),
+                    crate::clock::now_ms(),
                     rule.min_interval.0.as_millis() as i64,
                 )
                 .await;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use super::alerts::{AlertEvent, Alerter};
 use super::classify::{self, Assessment, Rules};
 use super::model::{AppObs, Observations, ProbeResult};
-use super::observe::{Observer, disk_metric, now_ms};
+use super::observe::{Observer, disk_metric};
 use super::{HOST_COMPONENT, Kind, Layer, PROXY_COMPONENT, app_component, unit_component};
+use crate::clock::now_ms;
 use crate::store::{AppStatus, CheckResult, IncidentFilter, IncidentState, StoreError};
 
 /// Host samples are stored at most this often, and kept this long.
@@ -72,7 +73,7 @@ impl Monitor {
             .into_iter()
             .map(|a| a.app)
             .collect();
-        let observed_at = crate::store::now_rfc3339();
+        let observed_at = crate::clock::now_rfc3339();
         let obs = self.observer.observe(&known).await;
         let assessment = classify::classify(&obs, &self.rules);
         self.watched = obs

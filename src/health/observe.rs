@@ -549,7 +549,7 @@ impl Observer {
         }
         let mut disks: Vec<DiskObs> = Vec::new();
         let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
-        let now_ms = now_ms();
+        let now_ms = crate::clock::now_ms();
         for (role, path) in paths {
             let Ok((total, free)) = host::disk_space(&path) else {
                 continue;
@@ -624,12 +624,6 @@ impl Observer {
 /// See [`Observer::apps_budget`].
 pub fn apps_budget(config: &Config) -> Duration {
     config.health.interval.0.max(config.health.timeout.0 * 3)
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Paths that differ, were added or went missing between the recorded tree and the live one.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -900,10 +900,7 @@ fn tree_archive(tree: &ConfigTree, hash: &str, with_live: bool) -> Result<Vec<u8
             dirs.insert(format!("{root}/{}", parts[..depth].join("/")));
         }
     }
-    let mtime = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let mtime = crate::clock::now_since_epoch().as_secs();
     let mut builder = tar::Builder::new(Vec::new());
     // BTreeSet order puts every parent before its children.
     for dir in &dirs {

@@ -10,12 +10,11 @@ use serde::Serialize;
 
 use super::repair::Repairer;
 use super::strategy::{Action, strategy};
+use crate::clock::now_rfc3339;
 use crate::health::classify;
 use crate::health::model::ProbeResult;
 use crate::health::{Kind, PROXY_COMPONENT, app_component, finding, probe};
-use crate::store::{
-    IncidentState, NewRecovery, RecoveryOutcome, RouteRow, StoreError, now_rfc3339,
-};
+use crate::store::{IncidentState, NewRecovery, RecoveryOutcome, RouteRow, StoreError};
 
 /// Causes in the order one is named when an app has several (the first explains the rest).
 const CAUSE_ORDER: [Kind; 10] = [

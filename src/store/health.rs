@@ -6,7 +6,8 @@
 use rusqlite::{OptionalExtension as _, Row, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, now_rfc3339, parse_text, query_err};
+use super::{Store, StoreError, parse_text, query_err};
+use crate::clock::now_rfc3339;
 
 text_enum! {
     /// Ordered: `Low < Medium < High < Critical`.

@@ -273,10 +273,6 @@ pub(crate) fn query_err(
     move |source| StoreError::Query { path, what, source }
 }
 
-pub(crate) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
 /// `IncidentState` → "incident state", for messages.
 pub(crate) fn words(name: &str) -> String {
     let mut out = String::new();

@@ -4,7 +4,8 @@
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, now_rfc3339, query_err};
+use super::{Store, StoreError, query_err};
+use crate::clock::now_rfc3339;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteRow {

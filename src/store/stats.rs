@@ -222,7 +222,7 @@ mod tests {
                 incident_id: incident.id,
                 kind: "app_down".into(),
                 action: "restart".into(),
-                started_at: crate::store::now_rfc3339(),
+                started_at: crate::clock::now_rfc3339(),
                 outcome: RecoveryOutcome::Success,
                 detail: String::new(),
             })
