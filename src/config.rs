@@ -387,7 +387,7 @@ impl Config {
                         ),
                     ));
                 }
-                (None, Some(url)) if crate::health::alerts::parse_http_url(url).is_none() => {
+                (None, Some(url)) if crate::http::parse_url(url).is_none() => {
                     return Err(invalid(
                         "alerts.rules.webhook",
                         format!(

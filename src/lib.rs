@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod deploy;
 pub mod docker;
 pub mod health;
+pub mod http;
 pub mod labels;
 pub mod memory;
 pub mod proxy;

@@ -521,7 +521,7 @@ impl Nginx {
             for addr in std::iter::once(published).chain(on_network) {
                 let answer = tokio::time::timeout(
                     Duration::from_millis(300),
-                    super::apply::http_status(addr, "butler-startup-check"),
+                    crate::http::get_status(addr, "butler-startup-check", "/"),
                 );
                 if matches!(answer.await, Ok(Ok(_))) {
                     return Ok(());
