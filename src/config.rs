@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use crate::store::Severity;
+pub use crate::health::Severity;
 
 /// Where the config lives when neither `--config` nor `BUTLER_CONFIG` names another file.
 pub const DEFAULT_PATH: &str = "/etc/butler/butler.toml";

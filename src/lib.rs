@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod recovery;
 pub mod store;
 pub mod systemd;
+mod text_enum;
 pub mod workers;

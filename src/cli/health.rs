@@ -16,12 +16,10 @@ use crate::health::classify::{self, Assessment};
 use crate::health::model::Observations;
 use crate::health::monitor::{layer_status, rules_from};
 use crate::health::observe::Observer;
+use crate::health::{AppStatus, Finding, IncidentState, Severity};
 use crate::health::{Kind, Layer, component_app};
 use crate::recovery::{Action, Fix502Report, Repairer, fix_502, strategy};
-use crate::store::{
-    AppHealth, AppStatus, Finding, Incident, IncidentFilter, IncidentState, Recovery, Severity,
-    Store, SuccessRate,
-};
+use crate::store::{AppHealth, Incident, IncidentFilter, Recovery, Store, SuccessRate};
 
 /// Filters of `butler incidents`.
 #[derive(Debug, Clone, clap::Args)]

@@ -272,7 +272,7 @@ async fn post_webhook(url: &str, payload: &AlertPayload<'_>) -> Result<(), Deliv
 mod tests {
     use super::*;
     use crate::config::HumanDuration;
-    use crate::store::{IncidentState, Severity};
+    use crate::health::{IncidentState, Severity};
     use tokio::io::AsyncReadExt as _;
 
     fn incident(kind: &str, component: &str, severity: Severity) -> Incident {

@@ -9,9 +9,12 @@ use super::alerts::{AlertEvent, Alerter};
 use super::classify::{self, Assessment, Rules};
 use super::model::{AppObs, Observations, ProbeResult};
 use super::observe::{Observer, disk_metric};
-use super::{HOST_COMPONENT, Kind, Layer, PROXY_COMPONENT, app_component, unit_component};
+use super::{
+    AppStatus, HOST_COMPONENT, IncidentState, Kind, Layer, PROXY_COMPONENT, Severity,
+    app_component, unit_component,
+};
 use crate::clock::now_ms;
-use crate::store::{AppStatus, CheckResult, IncidentFilter, IncidentState, StoreError};
+use crate::store::{CheckResult, IncidentFilter, StoreError};
 
 /// Host samples are stored at most this often, and kept this long.
 const SAMPLE_EVERY_MS: i64 = 60_000;
@@ -485,7 +488,7 @@ pub fn layer_status(assessment: &Assessment, layer: Layer) -> AppStatus {
         .max();
     match worst {
         None => AppStatus::Healthy,
-        Some(s) if s >= crate::store::Severity::High => AppStatus::Down,
+        Some(s) if s >= Severity::High => AppStatus::Down,
         Some(_) => AppStatus::Degraded,
     }
 }
