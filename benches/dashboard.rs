@@ -14,7 +14,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use devops_butler::store::{AppHealth, AppStatus, RouteRow, Store};
+use devops_butler::health::AppStatus;
+use devops_butler::store::{AppHealth, RouteRow, Store};
 use support::dashboard::DashboardProcess;
 
 const APPS: usize = 1_000;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use crate::store::Severity;
+pub use crate::health::Severity;
 
 /// Where the config lives when neither `--config` nor `BUTLER_CONFIG` names another file.
 pub const DEFAULT_PATH: &str = "/etc/butler/butler.toml";
@@ -387,7 +387,7 @@ impl Config {
                         ),
                     ));
                 }
-                (None, Some(url)) if crate::health::alerts::parse_http_url(url).is_none() => {
+                (None, Some(url)) if crate::http::parse_url(url).is_none() => {
                     return Err(invalid(
                         "alerts.rules.webhook",
                         format!(

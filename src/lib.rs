@@ -2,14 +2,18 @@
 //! self-healing nginx proxy, supervised by systemd. `main.rs` is a thin front over this library.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod deploy;
 pub mod docker;
 pub mod health;
+pub mod http;
+pub mod labels;
 pub mod memory;
 pub mod proxy;
 pub mod recovery;
 pub mod store;
 pub mod systemd;
+mod text_enum;
 pub mod workers;

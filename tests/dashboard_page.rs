@@ -8,7 +8,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use devops_butler::store::{AppHealth, AppStatus, RouteRow};
+use devops_butler::health::AppStatus;
+use devops_butler::store::{AppHealth, RouteRow};
 use support::browser::Browser;
 use support::dashboard::{DashboardProcess, artifacts_dir, block_on, seed_demo};
 use support::{AppContainer, ButlerProcess, Cleanup, http_get, unique_name, wait_until_or};

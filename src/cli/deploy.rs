@@ -7,14 +7,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use super::output::{self, OutputFormat};
-use super::{Exit, load_config, runtime};
+use super::{Exit, load_config, open_store, runtime};
 use crate::config::Config;
 use crate::deploy::{DeployError, DeployReport, DeployRequest, Deployer, ReportOutcome};
-use crate::store::{Deployment, Store};
+use crate::store::Deployment;
 
 const DEFAULT_TIMEOUT: &str = "60s";
 const MAX_REPLICAS: u32 = 100;
@@ -124,15 +123,6 @@ async fn deployer(config: Config) -> anyhow::Result<Deployer> {
     let store = open_store(&config)?;
     let progress = Arc::new(|line: &str| eprintln!("deploy: {line}"));
     Ok(Deployer::new(docker, Arc::new(config), store, progress))
-}
-
-fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.state.dir).with_context(|| {
-        format!(
-            "cannot open the butler's store in {} (state.dir); run as root or as the butler user",
-            config.state.dir.display()
-        )
-    })
 }
 
 pub fn deploy(

@@ -6,22 +6,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use super::output::{self, OutputFormat};
-use super::{Exit, load_config, runtime};
+use super::{Exit, load_config, open_store, runtime};
 use crate::config::Config;
 use crate::health::classify::{self, Assessment};
 use crate::health::model::Observations;
 use crate::health::monitor::{layer_status, rules_from};
 use crate::health::observe::Observer;
+use crate::health::{AppStatus, Finding, IncidentState, Severity};
 use crate::health::{Kind, Layer, component_app};
 use crate::recovery::{Action, Fix502Report, Repairer, fix_502, strategy};
-use crate::store::{
-    AppHealth, AppStatus, Finding, Incident, IncidentFilter, IncidentState, Recovery, Severity,
-    Store, SuccessRate,
-};
+use crate::store::{AppHealth, Incident, IncidentFilter, Recovery, SuccessRate};
 
 /// Filters of `butler incidents`.
 #[derive(Debug, Clone, clap::Args)]
@@ -99,15 +96,6 @@ async fn observer(config: Config) -> anyhow::Result<Arc<Observer>> {
     let docker = crate::docker::client::connect(config.docker.host.as_deref()).await?;
     let store = open_store(&config)?;
     Ok(Arc::new(Observer::new(docker, Arc::new(config), store)))
-}
-
-fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.state.dir).with_context(|| {
-        format!(
-            "cannot open the butler's store in {} (state.dir); run as root or as the butler user",
-            config.state.dir.display()
-        )
-    })
 }
 
 #[derive(Serialize)]

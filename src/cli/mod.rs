@@ -308,6 +308,17 @@ pub(crate) fn load_config(
     }
 }
 
+/// Opens the store the workers write, for the commands that read it or record into it.
+fn open_store(config: &crate::config::Config) -> anyhow::Result<crate::store::Store> {
+    use anyhow::Context as _;
+    crate::store::Store::open(&config.state.dir).with_context(|| {
+        format!(
+            "cannot open the butler's store in {} (state.dir); run as root or as the butler user",
+            config.state.dir.display()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

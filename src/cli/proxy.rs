@@ -6,19 +6,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use super::output::{self, OutputFormat};
-use super::{ProxyCommand, load_config, runtime};
+use super::{ProxyCommand, load_config, open_store, runtime};
 use crate::config::Config;
-use crate::deploy::naming::DeployLabels;
 use crate::docker::events::{self, Coalescer};
+use crate::labels::DeployLabels;
 use crate::proxy::apply::{Applier, ApplyStatus};
 use crate::proxy::nginx::{Nginx, NginxSpec};
 use crate::proxy::reconcile::{ReconcileReport, Reconciler};
 use crate::proxy::{Plan, Problem};
-use crate::store::{NewVersion, Store};
+use crate::store::NewVersion;
 
 /// `butler proxy rollback` was asked for a version it cannot restore: one that does not exist, or
 /// (without VERSION) no earlier one. A usage error (exit 2): nothing is broken, the request is what
@@ -37,15 +36,6 @@ async fn reconciler(config: Config) -> anyhow::Result<Reconciler> {
     let docker = crate::docker::client::connect(config.docker.host.as_deref()).await?;
     let store = open_store(&config)?;
     Ok(Reconciler::new(docker, Arc::new(config), store))
-}
-
-fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.state.dir).with_context(|| {
-        format!(
-            "cannot open the butler's store in {} (state.dir); run as root or as the butler user",
-            config.state.dir.display()
-        )
-    })
 }
 
 /// `butler proxy-update`: one reconcile now. Also lifts a pin left by `proxy rollback`.

@@ -17,7 +17,8 @@ use super::Dashboard;
 use super::actions::{self, Action, Submitted};
 use super::auth::TokenError;
 use super::view::Status;
-use crate::store::{ActionRequest, IncidentFilter, IncidentState, Severity, StoreError};
+use crate::health::{IncidentState, Severity};
+use crate::store::{ActionRequest, IncidentFilter, StoreError};
 use crate::systemd::units::{ButlerUnit, Worker};
 
 pub type Shared = State<Arc<Dashboard>>;

@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::store::{CheckResult, IncidentCount, IncidentState, RecoveryCount, VersionStats};
+use crate::health::IncidentState;
+use crate::store::{CheckResult, IncidentCount, RecoveryCount, VersionStats};
 
 use super::view::{AppView, ServicesView, Status};
 
@@ -306,7 +307,8 @@ fn number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{RecoveryOutcome, Severity, VersionTimings};
+    use crate::health::Severity;
+    use crate::store::{RecoveryOutcome, VersionTimings};
 
     #[test]
     fn histograms_are_cumulative_and_labels_are_escaped() {

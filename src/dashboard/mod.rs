@@ -13,7 +13,7 @@ pub mod view;
 
 use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 
@@ -88,9 +88,7 @@ const CONFIRMED_FOR: Duration = Duration::from_millis(250);
 const STALE_SECONDS_SERVED: u64 = 2;
 
 fn unix_second(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+    crate::clock::since_epoch(time).as_secs()
 }
 
 impl Dashboard {

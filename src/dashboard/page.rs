@@ -113,10 +113,7 @@ impl Page {
             (None, None) => ("—".to_owned(), "no config yet"),
         };
         let context = PageContext {
-            generated_us: now
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_micros(),
+            generated_us: crate::clock::since_epoch(now).as_micros(),
             generated_at: humantime::format_rfc3339_seconds(now).to_string(),
             refresh_seconds: REFRESH_SECONDS,
             domain,

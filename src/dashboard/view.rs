@@ -7,9 +7,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::health::{AppStatus, IncidentState, Severity};
 use crate::store::{
-    AppHealth, AppStatus, CheckResult, Incident, IncidentState, Recovery, RouteRow, Severity,
-    SuccessRate, VersionInfo,
+    AppHealth, CheckResult, Incident, Recovery, RouteRow, SuccessRate, VersionInfo,
 };
 use crate::systemd::supervisor::UnitStatus;
 

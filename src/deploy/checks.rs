@@ -4,13 +4,14 @@
 
 use std::path::Path;
 
-use crate::deploy::naming::LABEL_PREFIX;
-use crate::docker::discovery::COMMON_WEB_PORTS;
+use crate::labels::{
+    COMMON_WEB_PORTS, LABEL_DEPLOY_PREFIX, LABEL_ENABLE, LABEL_NAME, LABEL_PORT, LABEL_ROLE,
+};
 use crate::proxy::Plan;
 use crate::proxy::sanitize::quote;
 
 /// Labels a user may not set with `--label`: the deploy sets them (`--name`, `--port`).
-const RESERVED_LABELS: [&str; 4] = ["butler.name", "butler.port", "butler.enable", "butler.role"];
+const RESERVED_LABELS: [&str; 4] = [LABEL_NAME, LABEL_PORT, LABEL_ENABLE, LABEL_ROLE];
 
 /// Free space the engine's disk keeps besides what the new image needs: container layers, logs.
 pub const DISK_MARGIN: u64 = 256 * 1024 * 1024;
@@ -40,7 +41,7 @@ pub enum CheckError {
         ours: String,
     },
     #[error(
-        "--label {key} is set by the deploy itself (use --name, --port, or leave it out); labels starting with {LABEL_PREFIX} are reserved too"
+        "--label {key} is set by the deploy itself (use --name, --port, or leave it out); labels starting with {LABEL_DEPLOY_PREFIX} are reserved too"
     )]
     ReservedLabel { key: String },
 }
@@ -104,7 +105,7 @@ pub fn check_name(
 /// `--label` keys the deploy owns are refused.
 pub fn check_user_labels<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<(), CheckError> {
     for key in keys {
-        if RESERVED_LABELS.contains(&key.as_str()) || key.starts_with(LABEL_PREFIX) {
+        if RESERVED_LABELS.contains(&key.as_str()) || key.starts_with(LABEL_DEPLOY_PREFIX) {
             return Err(CheckError::ReservedLabel { key: quote(key) });
         }
     }
@@ -160,7 +161,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::deploy::naming::DeployLabels;
+    use crate::labels::DeployLabels;
     use crate::proxy::{PortReason, Route, UpstreamServer};
 
     fn server(name: &str, source: Option<&str>) -> UpstreamServer {

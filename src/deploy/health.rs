@@ -14,7 +14,7 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::proxy::apply::http_status_at;
+use crate::http;
 
 /// Pause between two tries of an instance's port: a ready app is seen within this.
 const CHECK_EVERY: Duration = Duration::from_millis(25);
@@ -162,7 +162,7 @@ async fn step(
         }
     }
     if let Some(path) = &check.http_path {
-        return match tokio::time::timeout(CHECK_TIMEOUT, http_status_at(addr, host, path)).await {
+        return match tokio::time::timeout(CHECK_TIMEOUT, http::get_status(addr, host, path)).await {
             Ok(Ok(status)) if (200..400).contains(&status) => Step::Healthy,
             Ok(Ok(status)) => Step::Waiting(format!("GET {path} answered {status}")),
             Ok(Err(e)) => Step::Waiting(format!("GET {path} on {addr}: {e}")),

@@ -1,26 +1,13 @@
-//! Naming, pure: what a deploy source is called (its identity and app name), what its containers are
-//! called, and the labels that carry that metadata. The labels are written on every container a
-//! deploy starts and parsed back by the planner, `butler proxy routes` and the dashboard; nothing is
-//! ever parsed back from a container's name.
+//! Naming, pure: what a deploy source is called (its identity and app name) and what its containers
+//! are called. The labels that carry that metadata (`crate::labels::DeployLabels`) are written on
+//! every container a deploy starts and parsed back by the planner, `butler proxy routes` and the
+//! dashboard; nothing is ever parsed back from a container's name.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::proxy::sanitize::{quote, sanitize_app_name};
-
-/// Every deploy label starts with this; users may not set such labels themselves (`--label`).
-pub const LABEL_PREFIX: &str = "butler.deploy.";
-/// The deployment (store id) a container belongs to: the planner's health gate keys on it.
-pub const LABEL_DEPLOYMENT: &str = "butler.deploy.id";
-pub const LABEL_APP: &str = "butler.deploy.app";
-pub const LABEL_REVISION: &str = "butler.deploy.revision";
-/// `kind:identity`, e.g. `git:github.com/alice/shop`; see [`SourceId::label`].
-pub const LABEL_SOURCE: &str = "butler.deploy.source";
-pub const LABEL_OWNER: &str = "butler.deploy.owner";
-pub const LABEL_REPO: &str = "butler.deploy.repo";
-pub const LABEL_INSTANCE: &str = "butler.deploy.instance";
 
 /// Registries whose name is left out of an image's identity (`docker.io/alice/shop` is `alice/shop`).
 const DEFAULT_REGISTRIES: [&str; 2] = ["docker.io", "index.docker.io"];
@@ -295,60 +282,6 @@ pub fn free_instances(app: &str, revision: &str, count: u32, taken: &[String]) -
         .collect()
 }
 
-/// The deploy metadata of one container, as its labels carry it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct DeployLabels {
-    /// The deployment's id in the store.
-    pub deployment: String,
-    pub app: String,
-    pub revision: String,
-    /// `kind:identity`, see [`SourceId::label`].
-    pub source: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub repo: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<u32>,
-}
-
-impl DeployLabels {
-    pub fn to_labels(&self) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::from([
-            (LABEL_DEPLOYMENT.to_owned(), self.deployment.clone()),
-            (LABEL_APP.to_owned(), self.app.clone()),
-            (LABEL_REVISION.to_owned(), self.revision.clone()),
-            (LABEL_SOURCE.to_owned(), self.source.clone()),
-        ]);
-        let optional = [
-            (LABEL_OWNER, self.owner.clone()),
-            (LABEL_REPO, self.repo.clone().filter(|r| !r.is_empty())),
-            (LABEL_INSTANCE, self.instance.map(|n| n.to_string())),
-        ];
-        for (key, value) in optional {
-            if let Some(value) = value {
-                labels.insert(key.to_owned(), value);
-            }
-        }
-        labels
-    }
-
-    /// The metadata of a container started by `butler deploy`; `None` for any other container.
-    /// Labels are untrusted: the values are only shown, never rendered into a config.
-    pub fn parse(labels: &BTreeMap<String, String>) -> Option<DeployLabels> {
-        let get = |key: &str| labels.get(key).filter(|v| !v.is_empty()).cloned();
-        Some(DeployLabels {
-            deployment: get(LABEL_DEPLOYMENT)?,
-            app: get(LABEL_APP)?,
-            revision: get(LABEL_REVISION)?,
-            source: get(LABEL_SOURCE)?,
-            owner: get(LABEL_OWNER),
-            repo: get(LABEL_REPO),
-            instance: get(LABEL_INSTANCE).and_then(|n| n.parse().ok()),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,32 +472,5 @@ mod tests {
         ];
         assert_eq!(free_instances("a", "r", 3, &taken), [2, 4, 5]);
         assert_eq!(free_instances("a", "s", 2, &taken), [1, 2]);
-    }
-
-    #[test]
-    fn labels_round_trip_and_foreign_containers_have_none() {
-        let meta = DeployLabels {
-            deployment: "7".into(),
-            app: "alice-shop".into(),
-            revision: "0123456789ab".into(),
-            source: "git:github.com/alice/shop".into(),
-            owner: Some("alice".into()),
-            repo: Some("shop".into()),
-            instance: Some(2),
-        };
-        let labels = meta.to_labels();
-        assert_eq!(labels[LABEL_SOURCE], "git:github.com/alice/shop");
-        assert!(labels.keys().all(|k| k.starts_with(LABEL_PREFIX)));
-        assert_eq!(DeployLabels::parse(&labels), Some(meta.clone()));
-
-        let mut partial = labels.clone();
-        partial.remove(LABEL_REVISION);
-        assert_eq!(DeployLabels::parse(&partial), None);
-        let mut bare = labels;
-        bare.remove(LABEL_OWNER);
-        bare.insert(LABEL_INSTANCE.into(), "x".into());
-        let parsed = DeployLabels::parse(&bare).unwrap();
-        assert_eq!((parsed.owner, parsed.instance), (None, None));
-        assert_eq!(DeployLabels::parse(&BTreeMap::new()), None);
     }
 }

@@ -291,10 +291,7 @@ pub async fn checkout(
         path: parent.to_string_lossy().into_owned(),
         error,
     })?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
+    let nanos = crate::clock::now_since_epoch().as_nanos();
     let dir = parent.join(format!("{}-{}", std::process::id(), nanos));
     let dir_text = dir.to_string_lossy().into_owned();
     let out = git(

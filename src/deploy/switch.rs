@@ -30,14 +30,13 @@ use tokio::time::Instant;
 
 use super::checks::{self, CheckError};
 use super::health::{self, HealthCheck, Unhealthy};
-use super::naming::{self, DeployLabels, LABEL_APP, LABEL_DEPLOYMENT, NamingError, SourceKind};
+use super::naming::{self, NamingError, SourceKind};
 use super::source::{self, ImageFacts, Source, SourceError};
 use crate::config::Config;
 use crate::docker::discovery::is_not_found;
 use crate::docker::network;
+use crate::labels::{DeployLabels, LABEL_DEPLOY_APP, LABEL_DEPLOY_ID, LABEL_NAME, LABEL_PORT};
 use crate::proxy::nginx::{Nginx, NginxError, NginxSpec, NginxState};
-use crate::proxy::plan::LABEL_NAME;
-use crate::proxy::ports::LABEL_PORT;
 use crate::proxy::reconcile::{ReconcileError, ReconcileReport, Reconciler};
 use crate::store::{DeployOutcome, Deployment, Gate, NewDeployment, Store, StoreError};
 
@@ -951,7 +950,7 @@ impl Deployer {
         &self,
         app: &str,
     ) -> Result<Vec<(String, String, String)>, DeployError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+        let filters = HashMap::from([("label", vec![format!("{LABEL_DEPLOY_APP}={app}")])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -965,7 +964,7 @@ impl Deployer {
             .into_iter()
             .filter_map(|c| {
                 let name = c.names?.first()?.trim_start_matches('/').to_owned();
-                let deployment = c.labels?.get(LABEL_DEPLOYMENT)?.clone();
+                let deployment = c.labels?.get(LABEL_DEPLOY_ID)?.clone();
                 Some((c.id?, name, deployment))
             })
             .collect())

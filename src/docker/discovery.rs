@@ -13,9 +13,8 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::snapshot::{ContainerSnapshot, Exited};
+use crate::labels::{COMMON_WEB_PORTS, ENV_VIRTUAL_PORT, LABEL_PORT};
 
-/// Ports probed when the butler cannot read the container's sockets, besides its exposed ones.
-pub const COMMON_WEB_PORTS: [u16; 5] = [80, 8080, 3000, 5000, 8000];
 /// How many containers are inspected at once: enough to hide latency, few enough not to flood dockerd.
 const INSPECT_CONCURRENCY: usize = 16;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -319,7 +318,7 @@ fn tcp_ports<'a>(specs: impl IntoIterator<Item = &'a String>) -> Vec<u16> {
 /// the user set it, or what the container declares agrees with what it listens on (or there is
 /// no telling). An exposed port nothing listens on sends the planner to the logs as well.
 fn port_is_evident(s: &ContainerSnapshot) -> bool {
-    if s.labels.contains_key("butler.port") || s.env.contains_key("VIRTUAL_PORT") {
+    if s.labels.contains_key(LABEL_PORT) || s.env.contains_key(ENV_VIRTUAL_PORT) {
         return true;
     }
     match (s.exposed_ports.as_slice(), s.listening_ports.as_deref()) {

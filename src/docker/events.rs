@@ -3,7 +3,7 @@
 //! may have been missed and the caller must re-list. `Coalescer` turns a burst into one trigger.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
@@ -107,10 +107,9 @@ pub fn watch(docker: Docker) -> impl Stream<Item = EngineEvent> + Send + 'static
 }
 
 fn subscribe(docker: &Docker) -> BoxStream<'static, Result<EventMessage, bollard::errors::Error>> {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs().saturating_sub(REPLAY_SECS))
-        .unwrap_or(0)
+    let since = crate::clock::now_since_epoch()
+        .as_secs()
+        .saturating_sub(REPLAY_SECS)
         .to_string();
     let filters = HashMap::from([("type", vec!["container", "network"])]);
     let options = EventsOptionsBuilder::default()

@@ -7,8 +7,7 @@ use bollard::Docker;
 use bollard::models::{NetworkConnectRequest, NetworkCreateRequest};
 
 use super::discovery::is_not_found;
-
-pub const ROLE_LABEL: &str = "butler.role";
+use crate::labels::LABEL_ROLE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -60,7 +59,7 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Netwo
     let request = NetworkCreateRequest {
         name: name.into(),
         driver: Some("bridge".into()),
-        labels: Some(HashMap::from([(ROLE_LABEL.into(), "network".into())])),
+        labels: Some(HashMap::from([(LABEL_ROLE.into(), "network".into())])),
         ..Default::default()
     };
     match docker.create_network(request).await {

@@ -3,15 +3,15 @@
 //! and component), across processes and restarts (the store keeps when it last fired). Every
 //! incident event is also a journal entry whose PRIORITY follows the severity.
 
-use std::net::ToSocketAddrs as _;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 
 use super::component_app;
 use crate::config::AlertRule;
+use crate::http;
 use crate::store::{Incident, Store};
 use crate::systemd::{journal, logging};
 
@@ -100,7 +100,7 @@ impl Alerter {
                 .claim_alert(
                     format!("{index}:{target}"),
                     key,
-                    super::observe::now_ms(),
+                    crate::clock::now_ms(),
                     rule.min_interval.0.as_millis() as i64,
                 )
                 .await;
@@ -239,22 +239,6 @@ async fn run_command(argv: &[String], payload: &AlertPayload<'_>) -> Result<(), 
     }
 }
 
-/// `http://host[:port]/path` → (host, port, path).
-pub fn parse_http_url(url: &str) -> Option<(String, u16, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            (host, port.parse().ok()?)
-        }
-        _ => (authority, 80),
-    };
-    (!host.is_empty()).then(|| (host.to_owned(), port, path.to_owned()))
-}
-
 /// POSTs the payload as JSON; any 2xx answer is delivered.
 async fn post_webhook(url: &str, payload: &AlertPayload<'_>) -> Result<(), DeliveryError> {
     let fail = |reason: String| DeliveryError::Webhook {
@@ -262,32 +246,9 @@ async fn post_webhook(url: &str, payload: &AlertPayload<'_>) -> Result<(), Deliv
         reason,
     };
     let (host, port, path) =
-        parse_http_url(url).ok_or_else(|| fail("not an http:// URL".into()))?;
+        http::parse_url(url).ok_or_else(|| fail("not an http:// URL".into()))?;
     let body = serde_json::to_vec(payload).unwrap_or_default();
-    let send = async {
-        let addr = (host.trim_matches(['[', ']']), port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: devops-butler\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 256];
-        while !answer.windows(2).any(|w| w == b"\r\n") && answer.len() < 1024 {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
-    };
+    let send = async { http::post_json(http::resolve(&host, port)?, &host, &path, &body).await };
     let answer = match tokio::time::timeout(DELIVERY_TIMEOUT, send).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => return Err(fail(error.to_string())),
@@ -297,13 +258,12 @@ async fn post_webhook(url: &str, payload: &AlertPayload<'_>) -> Result<(), Deliv
             });
         }
     };
-    let status = answer.split_whitespace().nth(1).unwrap_or("");
-    if status.starts_with('2') {
+    if answer.status_text().starts_with('2') {
         Ok(())
     } else {
         Err(fail(format!(
             "answered {:?}",
-            answer.lines().next().unwrap_or("nothing")
+            answer.first_line().unwrap_or("nothing")
         )))
     }
 }
@@ -312,7 +272,8 @@ async fn post_webhook(url: &str, payload: &AlertPayload<'_>) -> Result<(), Deliv
 mod tests {
     use super::*;
     use crate::config::HumanDuration;
-    use crate::store::{IncidentState, Severity};
+    use crate::health::{IncidentState, Severity};
+    use tokio::io::AsyncReadExt as _;
 
     fn incident(kind: &str, component: &str, severity: Severity) -> Incident {
         Incident {
@@ -400,20 +361,6 @@ mod tests {
         for (i, (rule, incident, event, expected)) in cases.iter().enumerate() {
             assert_eq!(matches(rule, *event, incident), *expected, "case {i}");
         }
-    }
-
-    #[test]
-    fn webhook_urls() {
-        assert_eq!(
-            parse_http_url("http://hooks.local:8080/a/b?x=1"),
-            Some(("hooks.local".into(), 8080, "/a/b?x=1".into()))
-        );
-        assert_eq!(
-            parse_http_url("http://127.0.0.1"),
-            Some(("127.0.0.1".into(), 80, "/".into()))
-        );
-        assert_eq!(parse_http_url("https://x"), None);
-        assert_eq!(parse_http_url("http://:80/"), None);
     }
 
     #[tokio::test]

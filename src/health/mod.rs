@@ -11,13 +11,14 @@ pub mod model;
 pub mod monitor;
 pub mod observe;
 pub mod probe;
+pub mod vocabulary;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::store::{AppStatus, Finding, Severity};
+pub use vocabulary::{AppStatus, Finding, IncidentState, Severity};
 
 /// What kind of problem an incident is. Stored as its snake_case name; one recovery strategy each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -8,9 +8,13 @@ use std::sync::Arc;
 use super::alerts::{AlertEvent, Alerter};
 use super::classify::{self, Assessment, Rules};
 use super::model::{AppObs, Observations, ProbeResult};
-use super::observe::{Observer, disk_metric, now_ms};
-use super::{HOST_COMPONENT, Kind, Layer, PROXY_COMPONENT, app_component, unit_component};
-use crate::store::{AppStatus, CheckResult, IncidentFilter, IncidentState, StoreError};
+use super::observe::{Observer, disk_metric};
+use super::{
+    AppStatus, HOST_COMPONENT, IncidentState, Kind, Layer, PROXY_COMPONENT, Severity,
+    app_component, unit_component,
+};
+use crate::clock::now_ms;
+use crate::store::{CheckResult, IncidentFilter, StoreError};
 
 /// Host samples are stored at most this often, and kept this long.
 const SAMPLE_EVERY_MS: i64 = 60_000;
@@ -72,7 +76,7 @@ impl Monitor {
             .into_iter()
             .map(|a| a.app)
             .collect();
-        let observed_at = crate::store::now_rfc3339();
+        let observed_at = crate::clock::now_rfc3339();
         let obs = self.observer.observe(&known).await;
         let assessment = classify::classify(&obs, &self.rules);
         self.watched = obs
@@ -484,7 +488,7 @@ pub fn layer_status(assessment: &Assessment, layer: Layer) -> AppStatus {
         .max();
     match worst {
         None => AppStatus::Healthy,
-        Some(s) if s >= crate::store::Severity::High => AppStatus::Down,
+        Some(s) if s >= Severity::High => AppStatus::Down,
         Some(_) => AppStatus::Degraded,
     }
 }

@@ -19,16 +19,15 @@ use super::model::{
 use super::{forecast, host, probe};
 use crate::config::Config;
 use crate::docker::discovery;
+use crate::labels::{ENV_VIRTUAL_PORT, LABEL_AUTORESTART, LABEL_PORT};
+use crate::proxy::PlanSettings;
 use crate::proxy::nginx::{CONTAINER_HTTP_PORT, LIVE_CONF, Nginx, NginxSpec, NginxState};
 use crate::proxy::plan::app_of;
-use crate::proxy::{PlanSettings, ports};
 use crate::store::{RouteRow, Store};
 use crate::systemd::supervisor::{Bus, Supervisor};
 
 /// How many apps are checked at once.
 const APP_CONCURRENCY: usize = 16;
-/// The label an app sets to let the butler restart its containers.
-pub const LABEL_AUTORESTART: &str = "butler.autorestart";
 /// The Host header of the request that asks whether nginx answers at all.
 const PROXY_PROBE_HOST: &str = "butler-health.invalid";
 
@@ -549,7 +548,7 @@ impl Observer {
         }
         let mut disks: Vec<DiskObs> = Vec::new();
         let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
-        let now_ms = now_ms();
+        let now_ms = crate::clock::now_ms();
         for (role, path) in paths {
             let Ok((total, free)) = host::disk_space(&path) else {
                 continue;
@@ -626,12 +625,6 @@ pub fn apps_budget(config: &Config) -> Duration {
     config.health.interval.0.max(config.health.timeout.0 * 3)
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Paths that differ, were added or went missing between the recorded tree and the live one.
 pub fn tree_diff(
     recorded: &BTreeMap<String, String>,
@@ -692,7 +685,7 @@ fn container_obs(
         .and_then(|c| c.env.as_ref())
         .and_then(|env| {
             env.iter()
-                .find_map(|e| e.strip_prefix(&format!("{}=", ports::ENV_VIRTUAL_PORT)))
+                .find_map(|e| e.strip_prefix(&format!("{}=", ENV_VIRTUAL_PORT)))
                 .map(str::to_owned)
         });
     let running = state.running == Some(true);
@@ -734,7 +727,7 @@ fn container_obs(
         autorestart: labels
             .get(LABEL_AUTORESTART)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        forced_port: labels.get(ports::LABEL_PORT).cloned().or(env_port),
+        forced_port: labels.get(LABEL_PORT).cloned().or(env_port),
         down_secs: (!running)
             .then_some(state.finished_at.as_deref())
             .flatten()

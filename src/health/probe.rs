@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::model::ProbeResult;
-use crate::proxy::apply::http_status_on;
+use crate::http;
 
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
@@ -53,7 +53,7 @@ pub async fn probe(
     };
     let left = timeout.saturating_sub(started.elapsed());
     let started = Instant::now();
-    let answer = tokio::time::timeout(left, http_status_on(&mut stream, host, path)).await;
+    let answer = tokio::time::timeout(left, http::get_status_on(&mut stream, host, path)).await;
     let http = match answer {
         Ok(Ok(status)) => ProbeResult {
             target,

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::nginx::{Activation, ConfigTree, Nginx, NginxError, VERSIONS_DIR};
@@ -314,7 +313,7 @@ async fn probe_until_good(
     };
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, http_status_at(addr, &probe.host, path)).await {
+        match tokio::time::timeout(left, crate::http::get_status(addr, &probe.host, path)).await {
             Ok(Ok(status)) => {
                 last.status = Some(status);
                 last.error = None;
@@ -331,51 +330,6 @@ async fn probe_until_good(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// One `GET /` with `Host: host`; the status code of the answer.
-pub async fn http_status(addr: SocketAddr, host: &str) -> std::io::Result<u16> {
-    http_status_at(addr, host, "/").await
-}
-
-/// One `GET path` with `Host: host`; the status code of the answer.
-pub async fn http_status_at(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    http_status_on(&mut stream, host, path).await
-}
-
-/// One `GET path` with `Host: host` on a connected stream; the status code of the answer.
-pub async fn http_status_on(
-    stream: &mut tokio::net::TcpStream,
-    host: &str,
-    path: &str,
-) -> std::io::Result<u16> {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: devops-butler-verify\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = Vec::with_capacity(64);
-    let mut buf = [0u8; 64];
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || head.len() > 1024 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "not an HTTP answer: {:?}",
-                    line.lines().next().unwrap_or("")
-                ),
-            )
-        })
 }
 
 #[cfg(test)]
@@ -395,20 +349,5 @@ mod tests {
             expected_status: Some(200),
         };
         assert!(!is_good(&exact, 404));
-    }
-
-    #[tokio::test]
-    async fn reads_the_status_of_a_minimal_server() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf).await.unwrap();
-            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
-                .await
-                .unwrap();
-        });
-        assert_eq!(http_status(addr, "x.localhost").await.unwrap(), 503);
     }
 }

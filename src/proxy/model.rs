@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::naming::DeployLabels;
+use crate::labels::DeployLabels;
 use crate::proxy::ports::PortReason;
 
 /// What the planner needs to know besides the containers.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::ProxyConfig;
 use crate::docker::discovery::is_not_found;
-use crate::docker::network::ROLE_LABEL;
+use crate::labels::{LABEL_ENABLE, LABEL_NGINX_SPEC, LABEL_ROLE};
 
 pub const CONFIG_ROOT: &str = "/etc/butler-nginx";
 pub const VERSIONS_DIR: &str = "/etc/butler-nginx/versions";
@@ -36,7 +36,6 @@ pub const LIVE_CONF: &str = "/etc/butler-nginx/live/nginx.conf";
 /// The port nginx listens on inside the container; the rendered config must `listen 80`.
 pub const CONTAINER_HTTP_PORT: u16 = 80;
 /// Label holding a digest of what the container was created from, to notice a changed config.
-const SPEC_LABEL: &str = "butler.nginx-spec";
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,7 +55,7 @@ pub enum NginxError {
         source: bollard::errors::Error,
     },
     #[error(
-        "a container named {container} exists but is not the butler's (no label {ROLE_LABEL}=nginx): rename or remove it, or set [proxy] container_name"
+        "a container named {container} exists but is not the butler's (no label {LABEL_ROLE}=nginx): rename or remove it, or set [proxy] container_name"
     )]
     Foreign { container: String },
     #[error(
@@ -349,7 +348,7 @@ impl Nginx {
             .as_ref()
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
-        if labels.get(ROLE_LABEL).map(String::as_str) != Some("nginx") {
+        if labels.get(LABEL_ROLE).map(String::as_str) != Some("nginx") {
             return Err(NginxError::Foreign {
                 container: self.name().into(),
             });
@@ -364,7 +363,7 @@ impl Nginx {
             let status = state.status.map(|s| s.to_string()).unwrap_or_default();
             return Ok(NginxState::Stopped { id, status });
         }
-        if labels.get(SPEC_LABEL) != Some(&self.spec.digest()) {
+        if labels.get(LABEL_NGINX_SPEC) != Some(&self.spec.digest()) {
             return Ok(NginxState::Outdated { id });
         }
         Ok(NginxState::Running {
@@ -452,10 +451,10 @@ impl Nginx {
                 "daemon off;".into(),
             ]),
             labels: Some(HashMap::from([
-                (ROLE_LABEL.into(), "nginx".into()),
-                (SPEC_LABEL.into(), self.spec.digest()),
+                (LABEL_ROLE.into(), "nginx".into()),
+                (LABEL_NGINX_SPEC.into(), self.spec.digest()),
                 // nginx is the proxy, never an app to route.
-                ("butler.enable".into(), "false".into()),
+                (LABEL_ENABLE.into(), "false".into()),
             ])),
             exposed_ports: Some(vec![port_key]),
             // SIGQUIT is nginx's graceful shutdown; SIGTERM would cut open requests.
@@ -522,7 +521,7 @@ impl Nginx {
             for addr in std::iter::once(published).chain(on_network) {
                 let answer = tokio::time::timeout(
                     Duration::from_millis(300),
-                    super::apply::http_status(addr, "butler-startup-check"),
+                    crate::http::get_status(addr, "butler-startup-check", "/"),
                 );
                 if matches!(answer.await, Ok(Ok(_))) {
                     return Ok(());
@@ -900,10 +899,7 @@ fn tree_archive(tree: &ConfigTree, hash: &str, with_live: bool) -> Result<Vec<u8
             dirs.insert(format!("{root}/{}", parts[..depth].join("/")));
         }
     }
-    let mtime = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let mtime = crate::clock::now_since_epoch().as_secs();
     let mut builder = tar::Builder::new(Vec::new());
     // BTreeSet order puts every parent before its children.
     for dir in &dirs {

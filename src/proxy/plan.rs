@@ -4,18 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::deploy::naming::DeployLabels;
 use crate::docker::ContainerSnapshot;
+use crate::labels::{
+    DeployLabels, ENV_VIRTUAL_HOST, LABEL_DEPLOY_ID, LABEL_ENABLE, LABEL_HOST, LABEL_NAME,
+    LABEL_ROLE,
+};
 use crate::proxy::model::{Down, Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};
 use crate::proxy::ports::{self, PortError};
 use crate::proxy::sanitize::{self, quote};
-
-pub const LABEL_ENABLE: &str = "butler.enable";
-pub const LABEL_NAME: &str = "butler.name";
-pub const LABEL_HOST: &str = "butler.host";
-/// Present on the butler's own containers (`butler.role=nginx`, ...): never routed.
-pub const LABEL_ROLE: &str = "butler.role";
-pub const ENV_VIRTUAL_HOST: &str = "VIRTUAL_HOST";
 
 /// App names the renderer needs for itself: `sites/000-default.conf` is the default server.
 pub const RESERVED_APP_NAMES: [&str; 1] = ["000-default"];
@@ -245,7 +241,7 @@ pub fn app_of(c: &ContainerSnapshot, settings: &PlanSettings) -> Option<String> 
 /// holds new instances back until they are healthy and old ones while they drain.
 fn is_held(c: &ContainerSnapshot, settings: &PlanSettings) -> bool {
     c.labels
-        .get(crate::deploy::naming::LABEL_DEPLOYMENT)
+        .get(LABEL_DEPLOY_ID)
         .is_some_and(|id| settings.held_deployments.contains(id))
 }
 
@@ -988,8 +984,8 @@ mod tests {
             (LABEL_HOST, "*.x.com", ProblemKind::InvalidHost),
             (LABEL_HOST, "ok.com,", ProblemKind::InvalidHost),
             (ENV_VIRTUAL_HOST, "$host", ProblemKind::InvalidHost),
-            (ports::LABEL_PORT, "80; }", ProblemKind::InvalidPort),
-            (ports::LABEL_PORT, "http", ProblemKind::InvalidPort),
+            (crate::labels::LABEL_PORT, "80; }", ProblemKind::InvalidPort),
+            (crate::labels::LABEL_PORT, "http", ProblemKind::InvalidPort),
         ];
         for (key, value, kind) in hostile {
             let bad = if key.starts_with("butler.") {
@@ -1014,7 +1010,7 @@ mod tests {
     #[test]
     fn every_invalid_value_of_a_container_is_reported() {
         let c = with_env(
-            with_label(app("1", "web", "10.0.0.1"), ports::LABEL_PORT, "x"),
+            with_label(app("1", "web", "10.0.0.1"), crate::labels::LABEL_PORT, "x"),
             ENV_VIRTUAL_HOST,
             "a b",
         );

@@ -7,13 +7,8 @@ use std::fmt;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::docker::ContainerSnapshot;
+use crate::labels::{COMMON_WEB_PORTS, ENV_VIRTUAL_PORT, LABEL_PORT};
 use crate::proxy::sanitize::{self, InvalidValue};
-
-pub const LABEL_PORT: &str = "butler.port";
-pub const ENV_VIRTUAL_PORT: &str = "VIRTUAL_PORT";
-
-/// Web ports in the order they are preferred when several candidates remain.
-pub const COMMON_WEB_PORTS: [u16; 5] = [80, 8080, 3000, 5000, 8000];
 
 /// How the upstream port was chosen. Serializes as `{"kind": "...", "text": "..."}` so both scripts
 /// and people can read it.

@@ -10,12 +10,12 @@ use serde::Serialize;
 
 use super::repair::Repairer;
 use super::strategy::{Action, strategy};
+use crate::clock::now_rfc3339;
+use crate::health::IncidentState;
 use crate::health::classify;
 use crate::health::model::ProbeResult;
 use crate::health::{Kind, PROXY_COMPONENT, app_component, finding, probe};
-use crate::store::{
-    IncidentState, NewRecovery, RecoveryOutcome, RouteRow, StoreError, now_rfc3339,
-};
+use crate::store::{NewRecovery, RecoveryOutcome, RouteRow, StoreError};
 
 /// Causes in the order one is named when an app has several (the first explains the rest).
 const CAUSE_ORDER: [Kind; 10] = [
@@ -118,7 +118,7 @@ pub async fn fix_502(repairer: &Repairer, dry_run: bool) -> Result<Fix502Report,
         .filter(|f| !f.before.ok)
         .map(|f| f.app.clone())
         .collect();
-    let mut app_findings: BTreeMap<String, Vec<crate::store::Finding>> = BTreeMap::new();
+    let mut app_findings: BTreeMap<String, Vec<crate::health::Finding>> = BTreeMap::new();
     if proxy_down.is_none() {
         let rules = crate::health::monitor::rules_from(observer.config());
         for obs in observer

@@ -17,11 +17,11 @@ pub use fix502::{Fix502Report, fix_502};
 pub use repair::{RepairError, Repairer};
 pub use strategy::{Action, strategy};
 
+use crate::clock::now_rfc3339;
+use crate::health::IncidentState;
 use crate::health::Kind;
 use crate::health::alerts::{AlertEvent, Alerter};
-use crate::store::{
-    Incident, IncidentFilter, IncidentState, NewRecovery, RecoveryOutcome, StoreError, now_rfc3339,
-};
+use crate::store::{Incident, IncidentFilter, NewRecovery, RecoveryOutcome, StoreError};
 
 /// How long one action may take (a unit's start job waits for the unit).
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(40);

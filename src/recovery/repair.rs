@@ -297,7 +297,7 @@ impl Repairer {
                     let findings = classify::classify_app(&obs, serving, &self.rules).1;
                     if let Some(other) = findings
                         .iter()
-                        .find(|f| f.severity >= crate::store::Severity::High)
+                        .find(|f| f.severity >= crate::health::Severity::High)
                     {
                         return Err(other.summary.clone());
                     }

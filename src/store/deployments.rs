@@ -9,7 +9,9 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension as _, Row, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, now_rfc3339, parse_text, query_err};
+use super::{Store, StoreError, parse_text, query_err};
+use crate::clock::now_rfc3339;
+use crate::text_enum::text_enum;
 
 text_enum! {
     /// `running` until the deploy ends; `failed`: never went live, the previous revision kept

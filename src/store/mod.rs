@@ -2,52 +2,15 @@
 //! each writing its own tables. `Store` is the only door: every call runs on the blocking pool so
 //! async workers never stall on disk, and the schema is migrated by `user_version` on open.
 
-/// Declares a lower-case string enum stored as TEXT: `as_str`, `FromStr`, `Display` and serde agree.
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
-            ::serde::Serialize, ::serde::Deserialize,
-        )]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl ::std::str::FromStr for $name {
-            type Err = String;
-
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
-                match text {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "unknown {} {other:?} (expected one of: {})",
-                        $crate::store::words(stringify!($name)),
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-
-        impl ::std::fmt::Display for $name {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
+mod alert_log;
+mod app_health;
+mod checks;
 mod deployments;
-mod health;
+mod incidents;
+mod recoveries;
 mod requests;
 mod routes;
+mod samples;
 mod schema;
 mod settings;
 mod stats;
@@ -59,13 +22,14 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use app_health::AppHealth;
+pub use checks::CheckResult;
 pub use deployments::{DeployOutcome, Deployment, Gate, NewDeployment};
-pub use health::{
-    AppHealth, AppStatus, CheckResult, Finding, Incident, IncidentFilter, IncidentState,
-    NewRecovery, Recovery, RecoveryOutcome, Sample, Severity, SuccessRate,
-};
+pub use incidents::{Incident, IncidentFilter};
+pub use recoveries::{NewRecovery, Recovery, RecoveryOutcome, SuccessRate};
 pub use requests::{ActionRequest, REQUEST_MAX_AGE, RequestState};
 pub use routes::{RouteRow, StopMarks};
+pub use samples::Sample;
 pub use stats::{IncidentCount, RecoveryCount, VersionStats};
 pub use versions::{ConfigVersion, NewVersion, VersionInfo, VersionTimings};
 
@@ -73,6 +37,8 @@ pub const DB_FILE: &str = "butler.db";
 /// Locked (flock) while a config version is applied and recorded; see [`Store::lock_apply`].
 pub const APPLY_LOCK_FILE: &str = "apply.lock";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many rows a listing returns when its caller asks for 0.
+const DEFAULT_LIMIT: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -271,22 +237,6 @@ pub(crate) fn query_err(
 ) -> impl FnOnce(rusqlite::Error) -> StoreError {
     let path = path.to_owned();
     move |source| StoreError::Query { path, what, source }
-}
-
-pub(crate) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
-/// `IncidentState` → "incident state", for messages.
-pub(crate) fn words(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push(' ');
-        }
-        out.extend(c.to_lowercase());
-    }
-    out
 }
 
 /// Parses a stored TEXT value into its enum; a value no version wrote is a corrupt row.

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension as _, Row, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, now_rfc3339, query_err};
+use super::{Store, StoreError, query_err};
+use crate::clock::now_rfc3339;
 
 /// Requests nobody claimed for this long are expired rather than run late: an operator who asked
 /// for a restart five minutes ago and was told nobody answered does not expect it to happen now.
@@ -148,12 +149,11 @@ impl Store {
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(query_err(path, what))?;
             let now = now_rfc3339();
-            let cutoff = humantime::format_rfc3339_millis(
+            let cutoff = crate::clock::rfc3339_millis(
                 SystemTime::now()
                     .checked_sub(REQUEST_MAX_AGE)
                     .unwrap_or(SystemTime::UNIX_EPOCH),
-            )
-            .to_string();
+            );
             let expired = serde_json::json!({
                 "error": format!(
                     "expired: no executor claimed it within {}",

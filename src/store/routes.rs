@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeSet;
 
-use super::{Store, StoreError, now_rfc3339, query_err};
+use super::{Store, StoreError, query_err};
+use crate::clock::now_rfc3339;
 use crate::docker::events::StopMark;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

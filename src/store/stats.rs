@@ -1,9 +1,10 @@
 //! Aggregates over the other workers' tables, for `/metrics` and the dashboard's summary: counts
 //! grouped in SQL so a scrape reads a handful of rows, not every incident ever recorded.
 
-use super::health::{IncidentState, RecoveryOutcome, Severity};
+use super::RecoveryOutcome;
 use super::parse_text;
 use super::{Store, StoreError, VersionTimings, query_err};
+use crate::health::vocabulary::{IncidentState, Severity};
 
 /// Counts over every recorded config version.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -155,7 +156,8 @@ fn counted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Finding, NewRecovery, NewVersion};
+    use crate::health::vocabulary::Finding;
+    use crate::store::{NewRecovery, NewVersion};
 
     #[tokio::test]
     async fn counts_group_versions_incidents_and_recoveries() {
@@ -222,7 +224,7 @@ mod tests {
                 incident_id: incident.id,
                 kind: "app_down".into(),
                 action: "restart".into(),
-                started_at: crate::store::now_rfc3339(),
+                started_at: crate::clock::now_rfc3339(),
                 outcome: RecoveryOutcome::Success,
                 detail: String::new(),
             })

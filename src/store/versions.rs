@@ -8,7 +8,8 @@ use std::path::Path;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, now_rfc3339, query_err};
+use super::{Store, StoreError, query_err};
+use crate::clock::now_rfc3339;
 
 pub type Files = BTreeMap<String, String>;
 

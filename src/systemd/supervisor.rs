@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -319,10 +319,7 @@ fn unit_status(
     let small = |map: &HashMap<String, OwnedVariant>, key: &str| {
         map.get(key).and_then(|value| u32::try_from(value).ok())
     };
-    let now_usec = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64;
+    let now_usec = crate::clock::since_epoch(now).as_micros() as u64;
     let since = |usec: Option<u64>| {
         usec.filter(|&t| t > 0 && t <= now_usec)
             .map(|t| now_usec - t)
@@ -391,6 +388,7 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn variant<'a>(value: impl Into<zbus::Variant<'a>>) -> OwnedVariant {
         value.into().try_into_owned().unwrap()

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use devops_butler::health::{AppStatus, Finding, IncidentState, Severity};
 use devops_butler::store::{
-    AppHealth, AppStatus, CheckResult, Finding, IncidentState, NewRecovery, NewVersion,
-    RecoveryOutcome, RouteRow, Severity, Store, VersionTimings,
+    AppHealth, CheckResult, NewRecovery, NewVersion, RecoveryOutcome, RouteRow, Store,
+    VersionTimings,
 };
 
 use super::{HttpResponse, free_port, http_request, repo_root, wait_until_or};
