@@ -11,6 +11,7 @@ pub mod health;
 pub mod http;
 pub mod labels;
 pub mod memory;
+pub mod nginx;
 pub mod proxy;
 pub mod recovery;
 pub mod store;

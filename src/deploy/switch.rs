@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::docker::discovery::is_not_found;
 use crate::docker::network;
 use crate::labels::{DeployLabels, LABEL_DEPLOY_APP, LABEL_DEPLOY_ID, LABEL_NAME, LABEL_PORT};
-use crate::proxy::nginx::{Nginx, NginxError, NginxSpec, NginxState};
+use crate::nginx::{Nginx, NginxError, NginxSpec, NginxState};
 use crate::proxy::reconcile::{ReconcileError, ReconcileReport, Reconciler};
 use crate::store::{DeployOutcome, Deployment, Gate, NewDeployment, Store, StoreError};
 

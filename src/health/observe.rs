@@ -20,8 +20,8 @@ use super::{forecast, host, probe};
 use crate::config::Config;
 use crate::docker::discovery;
 use crate::labels::{ENV_VIRTUAL_PORT, LABEL_AUTORESTART, LABEL_PORT};
+use crate::nginx::{LIVE_CONF, Nginx, NginxSpec, NginxState};
 use crate::proxy::PlanSettings;
-use crate::proxy::nginx::{CONTAINER_HTTP_PORT, LIVE_CONF, Nginx, NginxSpec, NginxState};
 use crate::proxy::plan::app_of;
 use crate::store::{RouteRow, Store};
 use crate::systemd::supervisor::{Bus, Supervisor};
@@ -121,15 +121,9 @@ impl Observer {
     /// nginx's address on the proxy network (reachable from the host and from a butler in a
     /// container on that network alike), else its published port on 127.0.0.1.
     pub async fn nginx_addr(&self) -> SocketAddr {
-        let ip = self
-            .docker
-            .inspect_container(&self.config.proxy.container_name, None)
-            .await
-            .ok()
-            .and_then(|info| network_ip(&info, &self.config.proxy.network));
-        match ip {
-            Some(ip) => SocketAddr::new(ip, CONTAINER_HTTP_PORT),
-            None => SocketAddr::from(([127, 0, 0, 1], self.config.proxy.http_port)),
+        match self.nginx.addr().await {
+            Ok(found) => found.addr,
+            Err(_) => self.nginx.published_addr(),
         }
     }
 
@@ -436,7 +430,7 @@ impl Observer {
         let state = match tokio::time::timeout(timeout, self.nginx.state()).await {
             Ok(Ok(state)) => state,
             Ok(Err(error)) => {
-                obs.state = if matches!(error, crate::proxy::nginx::NginxError::Foreign { .. }) {
+                obs.state = if matches!(error, crate::nginx::NginxError::Foreign { .. }) {
                     "foreign".into()
                 } else {
                     "unknown".into()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use super::nginx::{Activation, ConfigTree, Nginx, NginxError, VERSIONS_DIR};
+use crate::nginx::{Activation, ConfigTree, Nginx, NginxError, VERSIONS_DIR};
 use crate::store::VersionTimings;
 
 /// Versions kept in the container besides the live and the previous one, for a quick rollback.

@@ -1,11 +1,10 @@
 //! The proxy path. The pure core: container snapshots → `plan` (routes and problems) → `render`
 //! (an nginx config tree and its hash), with no Docker, nginx or files beyond template overrides.
-//! The edges around it: `nginx` (the container), `apply` (stage, validate, swap, reload, verify) and
-//! `reconcile`, which runs the whole path once.
+//! The edges around it: `apply` (stage, validate, swap, reload, verify, through `crate::nginx`,
+//! the container) and `reconcile`, which runs the whole path once.
 
 pub mod apply;
 pub mod model;
-pub mod nginx;
 pub mod plan;
 pub mod ports;
 pub mod reconcile;

@@ -11,10 +11,10 @@ use bollard::Docker;
 use serde::Serialize;
 
 use super::apply::{Applier, ApplyOutcome, ApplyStatus, RouteProbe};
-use super::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec, NginxState};
 use super::{Plan, PlanSettings, ProblemKind, RenderSettings, RenderedConfig, Route, Templates};
 use crate::config::Config;
 use crate::docker::{ContainerSnapshot, discovery, network};
+use crate::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec, NginxState};
 use crate::store::{NewVersion, RouteRow, Store};
 
 /// Where nginx looks for the live tree inside its container.
@@ -31,7 +31,7 @@ pub enum ReconcileError {
     #[error("cannot render the nginx config: {0}")]
     Render(#[from] super::RenderError),
     #[error("the nginx container is not serving: {0}")]
-    Nginx(#[from] super::nginx::NginxError),
+    Nginx(#[from] crate::nginx::NginxError),
     #[error("the state store failed: {0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -556,31 +556,11 @@ impl Reconciler {
         {
             return Ok(*addr);
         }
-        let name = &self.config.proxy.container_name;
-        let info = self
-            .docker
-            .inspect_container(name, None)
-            .await
-            .map_err(|source| super::nginx::NginxError::Docker {
-                container: name.clone(),
-                op: "inspect",
-                source,
-            })?;
-        let id = info.id.clone().unwrap_or_default();
-        let ip = info
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut networks| networks.remove(&self.config.proxy.network))
-            .and_then(|endpoint| endpoint.ip_address)
-            .and_then(|ip| ip.parse().ok());
-        Ok(match ip {
-            Some(ip) => {
-                let addr = SocketAddr::new(ip, CONTAINER_HTTP_PORT);
-                self.nginx_addr = Some((id, addr));
-                addr
-            }
-            None => SocketAddr::from(([127, 0, 0, 1], self.config.proxy.http_port)),
-        })
+        let found = self.nginx.addr().await?;
+        if let Some(id) = found.container_id {
+            self.nginx_addr = Some((id, found.addr));
+        }
+        Ok(found.addr)
     }
 
     fn changes(&self, plan: &Plan) -> Vec<RouteChange> {

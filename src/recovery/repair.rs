@@ -14,7 +14,7 @@ use crate::health::classify::{self, Rules};
 use crate::health::model::{AppObs, ContainerObs};
 use crate::health::observe::Observer;
 use crate::health::{Kind, component_app, component_unit};
-use crate::proxy::nginx::VERSIONS_DIR;
+use crate::nginx::VERSIONS_DIR;
 use crate::proxy::reconcile::Reconciler;
 use crate::systemd::supervisor::{Bus, JobKind, Supervisor};
 use crate::systemd::units::{ButlerUnit, Worker};
@@ -24,7 +24,7 @@ pub enum RepairError {
     #[error("reconcile failed: {0}")]
     Reconcile(#[from] crate::proxy::reconcile::ReconcileError),
     #[error("{0}")]
-    Nginx(#[from] crate::proxy::nginx::NginxError),
+    Nginx(#[from] crate::nginx::NginxError),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
@@ -75,8 +75,8 @@ impl Repairer {
     async fn proxy_serving(&self) -> bool {
         matches!(
             self.observer.nginx().state().await,
-            Ok(crate::proxy::nginx::NginxState::Running { .. }
-                | crate::proxy::nginx::NginxState::Outdated { .. })
+            Ok(crate::nginx::NginxState::Running { .. }
+                | crate::nginx::NginxState::Outdated { .. })
         )
     }
 

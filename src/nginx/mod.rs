@@ -124,6 +124,13 @@ impl NginxSpec {
     }
 }
 
+/// Where nginx answers (see [`Nginx::addr`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxAddr {
+    pub container_id: Option<String>,
+    pub addr: SocketAddr,
+}
+
 /// What `state` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NginxState {
@@ -336,6 +343,40 @@ impl Nginx {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(self.docker_err("inspect")(e)),
         }
+    }
+
+    /// Where nginx is reached: its address on the proxy network (from the host and from a butler
+    /// in a container on that network alike; 127.0.0.1 is only the host's), with the id of the
+    /// container it belongs to, which keeps it while that container runs. Without one (nginx
+    /// missing, or off the network), its published port on 127.0.0.1, with no id.
+    pub async fn addr(&self) -> Result<NginxAddr, NginxError> {
+        let ip = self.inspect().await?.and_then(|info| {
+            let id = info.id.clone().unwrap_or_default();
+            let ip = info
+                .network_settings?
+                .networks?
+                .remove(&self.spec.network)?
+                .ip_address
+                .filter(|ip| !ip.is_empty())?
+                .parse()
+                .ok()?;
+            Some((id, ip))
+        });
+        Ok(match ip {
+            Some((id, ip)) => NginxAddr {
+                container_id: Some(id),
+                addr: SocketAddr::new(ip, CONTAINER_HTTP_PORT),
+            },
+            None => NginxAddr {
+                container_id: None,
+                addr: self.published_addr(),
+            },
+        })
+    }
+
+    /// The port nginx publishes, on 127.0.0.1.
+    pub fn published_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.spec.http_port))
     }
 
     /// Where the container stands; a same-named container that is not the butler's is an error.
