@@ -212,6 +212,8 @@ impl Observer {
         let phase_deadline = tokio::time::Instant::now() + budget;
         let count = members.len();
         let mut members: Vec<(String, Vec<String>)> = members.into_iter().collect();
+        // Read once for the round, not once per app.
+        let stop_marks = &self.stop_marks().await;
         {
             let late = self.late.lock().unwrap_or_else(|e| e.into_inner());
             members.sort_by_key(|(app, _)| !late.contains(app));
@@ -223,7 +225,7 @@ impl Observer {
                     let own_deadline = tokio::time::Instant::now() + bound;
                     match tokio::time::timeout_at(
                         own_deadline.min(phase_deadline),
-                        self.observe_app(&app, &ids, route.clone(), nginx_addr),
+                        self.observe_app(&app, &ids, route.clone(), nginx_addr, stop_marks),
                     )
                     .await
                     {
@@ -276,7 +278,21 @@ impl Observer {
         let only = BTreeSet::from([app.to_owned()]);
         let members = self.app_members(&only, &BTreeMap::new()).await.ok()?;
         let ids = members.get(app)?;
-        Some(self.observe_app(app, ids, None, None).await.containers)
+        let marks = self.stop_marks().await;
+        Some(
+            self.observe_app(app, ids, None, None, &marks)
+                .await
+                .containers,
+        )
+    }
+
+    /// What the engine's events said of user stops; none when the store cannot say (a user's
+    /// stop then looks like a crash for a round, which is all it costs).
+    async fn stop_marks(&self) -> crate::store::StopMarks {
+        self.store.stop_marks().await.unwrap_or_else(|error| {
+            tracing::warn!("cannot read which containers were stopped: {error}");
+            Default::default()
+        })
     }
 
     async fn observe_app(
@@ -285,6 +301,7 @@ impl Observer {
         ids: &[String],
         route: Option<RouteObs>,
         nginx_addr: Option<SocketAddr>,
+        stop_marks: &crate::store::StopMarks,
     ) -> AppObs {
         let network = &self.config.proxy.network;
         let inspected = futures_util::future::join_all(
@@ -293,15 +310,11 @@ impl Observer {
         .await;
         let infos: Vec<ContainerInspectResponse> =
             inspected.into_iter().filter_map(Result::ok).collect();
-        let stop_marks = self.store.stop_marks().await.unwrap_or_else(|error| {
-            tracing::warn!("cannot read which containers were stopped: {error}");
-            Default::default()
-        });
         let mut containers: Vec<ContainerObs> = {
             let previous = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
             infos
                 .iter()
-                .map(|info| container_obs(info, network, &previous, &stop_marks))
+                .map(|info| container_obs(info, network, &previous, stop_marks))
                 .collect()
         };
         containers.sort_by(|a, b| a.name.cmp(&b.name));
