@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bollard::Docker;
+use devops_butler::docker::EngineHandle;
 use devops_butler::docker::events::{Coalescer, EngineEvent, watch};
 use devops_butler::docker::{discovery, network};
 use devops_butler::nginx::{ConfigTree, Ensured, Nginx, NginxSpec, NginxState};
@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use support::*;
 
-/// The butler's own Docker client (bollard), the thing under test; `support` uses the CLI.
-async fn engine() -> Docker {
+/// The butler's own engine client, the thing under test; `support` uses the CLI.
+async fn engine() -> EngineHandle {
     devops_butler::docker::client::connect(None)
         .await
         .expect("these tests need a running Docker engine")
@@ -40,7 +40,7 @@ async fn discovery_reads_labels_env_exposed_port_ip_and_listening_socket() {
         .start();
 
     // `start` returns once the app has printed `listening on :8000`: the socket is there to see.
-    let snap = discovery::snapshot_one(&docker, app.name())
+    let snap = discovery::snapshot_one(&*docker, app.name())
         .await
         .unwrap()
         .expect("a running container has a snapshot");
@@ -62,7 +62,7 @@ async fn discovery_reads_labels_env_exposed_port_ip_and_listening_socket() {
     assert_eq!(snap.health, None);
     assert_eq!(snap.restart_count, 0);
 
-    let all = discovery::list_snapshots(&docker).await.unwrap();
+    let all = discovery::list_snapshots(&*docker).await.unwrap();
     assert!(
         all.iter().any(|s| s.id == app.id()),
         "list_snapshots includes the app"
@@ -75,7 +75,7 @@ async fn listening_port_is_found_without_expose_and_logs_are_kept_when_ports_are
     let quiet = AppContainer::builder(&unique_name("edge-noexpose"))
         .listen(9123)
         .start();
-    let snap = discovery::snapshot_one(&docker, quiet.name())
+    let snap = discovery::snapshot_one(&*docker, quiet.name())
         .await
         .unwrap()
         .expect("a running container has a snapshot");
@@ -94,7 +94,7 @@ async fn listening_port_is_found_without_expose_and_logs_are_kept_when_ports_are
         .listen(3000)
         .listen(4000)
         .start();
-    let snap = discovery::snapshot_one(&docker, chatty.name())
+    let snap = discovery::snapshot_one(&*docker, chatty.name())
         .await
         .unwrap()
         .expect("a running container has a snapshot");
@@ -107,7 +107,7 @@ async fn listening_port_is_found_without_expose_and_logs_are_kept_when_ports_are
     );
 
     assert!(
-        discovery::snapshot_one(&docker, &unique_name("edge-no-such-container"))
+        discovery::snapshot_one(&*docker, &unique_name("edge-no-such-container"))
             .await
             .unwrap()
             .is_none()
@@ -160,8 +160,8 @@ async fn network_ensure_and_connect_are_idempotent() {
     cleanup.add_network(&net);
     let app = AppContainer::builder(&unique_name("edge-netapp")).spawn();
 
-    let first = network::ensure_network(&docker, &net).await.unwrap();
-    let second = network::ensure_network(&docker, &net).await.unwrap();
+    let first = network::ensure_network(&*docker, &net).await.unwrap();
+    let second = network::ensure_network(&*docker, &net).await.unwrap();
     assert_eq!(first, second, "an existing network is reused");
     assert_eq!(
         docker_ok(&[
@@ -175,18 +175,18 @@ async fn network_ensure_and_connect_are_idempotent() {
     );
 
     assert!(
-        !network::is_connected(&docker, app.name(), &net)
+        !network::is_connected(&*docker, app.name(), &net)
             .await
             .unwrap()
     );
-    network::connect(&docker, app.name(), &net).await.unwrap();
-    network::connect(&docker, app.name(), &net).await.unwrap();
+    network::connect(&*docker, app.name(), &net).await.unwrap();
+    network::connect(&*docker, app.name(), &net).await.unwrap();
     assert!(
-        network::is_connected(&docker, app.name(), &net)
+        network::is_connected(&*docker, app.name(), &net)
             .await
             .unwrap()
     );
-    let snap = discovery::snapshot_one(&docker, app.name())
+    let snap = discovery::snapshot_one(&*docker, app.name())
         .await
         .unwrap()
         .unwrap();
@@ -245,7 +245,7 @@ async fn proxy_with_image(cleanup: &mut Cleanup, initial: &ConfigTree, image: &s
     let docker = engine().await;
     let net = unique_name("edge-pnet");
     cleanup.add_network(&net);
-    network::ensure_network(&docker, &net).await.unwrap();
+    network::ensure_network(&*docker, &net).await.unwrap();
     let container_name = unique_name("edge-nginx");
     cleanup.add_container(&container_name);
     let spec = NginxSpec {

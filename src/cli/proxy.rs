@@ -342,7 +342,7 @@ pub fn monitor(config_path: Option<PathBuf>, format: OutputFormat) -> anyhow::Re
     let config = load_config(config_path)?;
     runtime()?.block_on(async move {
         let reconciler = reconciler(config).await?;
-        let mut engine_events = Box::pin(events::watch(reconciler.docker().clone()));
+        let mut engine_events = Box::pin(events::watch(reconciler.engine().clone()));
         let mut coalescer = Coalescer::default();
         let mut last: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
         let mut first = true;

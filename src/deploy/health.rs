@@ -7,13 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
-use bollard::query_parameters::LogsOptionsBuilder;
-use futures_util::TryStreamExt;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::docker::{ContainerInfo, Engine};
 use crate::http;
 
 /// Pause between two tries of an instance's port: a ready app is seen within this.
@@ -74,7 +71,7 @@ pub struct Unhealthy {
 /// Waits until `container` passes `check` on `addr` (its address on the proxy network), at most
 /// until `deadline`; returns how long that took. `host` is the Host header of the HTTP check.
 pub async fn wait_healthy(
-    docker: &Docker,
+    docker: &dyn Engine,
     container: &str,
     addr: SocketAddr,
     host: &str,
@@ -113,7 +110,7 @@ enum Step {
 }
 
 async fn step(
-    docker: &Docker,
+    docker: &dyn Engine,
     container: &str,
     addr: SocketAddr,
     host: &str,
@@ -121,8 +118,9 @@ async fn step(
     inspect: bool,
 ) -> Step {
     let info = if inspect {
-        match docker.inspect_container(container, None).await {
-            Ok(info) => Some(info),
+        match docker.inspect_container(container).await {
+            Ok(Some(info)) => Some(info),
+            Ok(None) => return Step::Failed("was removed".to_owned()),
             Err(e) => return Step::Failed(format!("cannot be inspected: {e}")),
         }
     } else {
@@ -132,18 +130,11 @@ async fn step(
         return Step::Failed(reason);
     }
     if let Some(info) = info.filter(|_| check.docker) {
-        let state = info.state.unwrap_or_default();
-        let health = state.health.unwrap_or_default();
-        let last_output = health
-            .log
-            .as_ref()
-            .and_then(|log| log.last())
-            .and_then(|entry| entry.output.clone())
-            .map(|o| o.trim().to_owned())
-            .unwrap_or_default();
-        match health.status {
-            Some(HealthStatusEnum::HEALTHY) => {}
-            Some(HealthStatusEnum::UNHEALTHY) => {
+        let health = info.health.unwrap_or_default();
+        let last_output = health.last_output;
+        match health.status.as_str() {
+            "healthy" => {}
+            "unhealthy" => {
                 return Step::Failed(format!(
                     "is unhealthy by its image's HEALTHCHECK: {last_output}"
                 ));
@@ -151,7 +142,7 @@ async fn step(
             other => {
                 return Step::Waiting(format!(
                     "HEALTHCHECK status {}{}",
-                    other.map_or_else(|| "none yet".to_owned(), |s| s.to_string()),
+                    if other.is_empty() { "none yet" } else { other },
                     if last_output.is_empty() {
                         String::new()
                     } else {
@@ -184,28 +175,25 @@ async fn step(
 }
 
 /// Why a container that should be up is not: exited, restarting, or restarted since it started.
-fn not_alive(info: &ContainerInspectResponse) -> Option<String> {
-    let state = info.state.clone().unwrap_or_default();
-    if state.running != Some(true) || state.restarting == Some(true) {
-        return Some(format!(
-            "exited with code {} ({})",
-            state.exit_code.unwrap_or_default(),
-            state.error.filter(|e| !e.is_empty()).unwrap_or_else(|| {
-                state
-                    .status
-                    .map_or_else(|| "not running".to_owned(), |s| s.to_string())
-            })
-        ));
+fn not_alive(info: &ContainerInfo) -> Option<String> {
+    let state = &info.state;
+    if !state.running || state.restarting {
+        let why = [&state.error, &state.status]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .map_or("not running", |s| s.as_str());
+        return Some(format!("exited with code {} ({why})", state.exit_code));
     }
-    let restarts = info.restart_count.unwrap_or(0);
+    let restarts = info.restart_count;
     (restarts > 0).then(|| format!("crashed and was restarted {restarts} times"))
 }
 
 /// Checked once more just before the switch: an instance that passed its check and crashed right
 /// after must not be switched in.
-pub async fn still_alive(docker: &Docker, container: &str) -> Result<(), Unhealthy> {
-    let reason = match docker.inspect_container(container, None).await {
-        Ok(info) => not_alive(&info),
+pub async fn still_alive(docker: &dyn Engine, container: &str) -> Result<(), Unhealthy> {
+    let reason = match docker.inspect_container(container).await {
+        Ok(Some(info)) => not_alive(&info),
+        Ok(None) => Some("was removed".to_owned()),
         Err(e) => Some(format!("cannot be inspected: {e}")),
     };
     match reason {
@@ -219,7 +207,7 @@ pub async fn still_alive(docker: &Docker, container: &str) -> Result<(), Unhealt
     }
 }
 
-async fn unhealthy(docker: &Docker, container: &str, reason: String) -> Unhealthy {
+async fn unhealthy(docker: &dyn Engine, container: &str, reason: String) -> Unhealthy {
     Unhealthy {
         container: container.to_owned(),
         reason,
@@ -228,19 +216,8 @@ async fn unhealthy(docker: &Docker, container: &str, reason: String) -> Unhealth
 }
 
 /// The container's last `lines` log lines, or a note why they cannot be read.
-pub async fn log_tail(docker: &Docker, container: &str, lines: usize) -> String {
-    let options = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .tail(&lines.to_string())
-        .build();
-    let read = docker.logs(container, Some(options)).try_fold(
-        String::new(),
-        |mut acc, chunk| async move {
-            acc.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            Ok(acc)
-        },
-    );
+pub async fn log_tail(docker: &dyn Engine, container: &str, lines: usize) -> String {
+    let read = docker.logs(container, lines);
     match tokio::time::timeout(Duration::from_secs(5), read).await {
         Ok(Ok(text)) if text.trim().is_empty() => "(it printed nothing)".to_owned(),
         Ok(Ok(text)) => text.trim_end().to_owned(),

@@ -6,15 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::models::ImageInspect;
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateImageOptionsBuilder, TagImageOptionsBuilder,
-};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 
 use super::naming::{NamingError, REVISION_LEN, SourceId, SourceKind, revision_of};
-use crate::docker::discovery::is_not_found;
+use crate::docker::{BuildProgress, Engine, EngineError, ImageInfo};
 use crate::proxy::sanitize::quote;
 
 /// Repository of the images the butler builds: `butler-deploy/<app>:<revision>` and `:latest`.
@@ -81,7 +76,7 @@ pub enum SourceError {
     #[error("Docker call `{op}` failed: {source}")]
     Docker {
         op: &'static str,
-        source: bollard::errors::Error,
+        source: EngineError,
     },
 }
 
@@ -415,51 +410,11 @@ pub fn context_tar(dir: &Path) -> Result<(Vec<u8>, u64), SourceError> {
     Ok((tar, bytes))
 }
 
-/// What the deploy needs to know of the image it runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageFacts {
-    /// `sha256:…`
-    pub id: String,
-    /// TCP ports from EXPOSE, ascending.
-    pub exposed_ports: Vec<u16>,
-    /// The image has a HEALTHCHECK (other than `NONE`).
-    pub healthcheck: bool,
-    pub size: u64,
-}
-
-impl ImageFacts {
-    pub fn from_inspect(image: &ImageInspect) -> ImageFacts {
-        let config = image.config.as_ref();
-        let mut exposed_ports: Vec<u16> = config
-            .and_then(|c| c.exposed_ports.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|spec| {
-                let (port, proto) = spec.split_once('/').unwrap_or((spec.as_str(), "tcp"));
-                (proto == "tcp").then(|| port.parse().ok()).flatten()
-            })
-            .collect();
-        exposed_ports.sort_unstable();
-        exposed_ports.dedup();
-        let healthcheck = config
-            .and_then(|c| c.healthcheck.as_ref())
-            .and_then(|h| h.test.as_ref())
-            .and_then(|test| test.first())
-            .is_some_and(|first| first != "NONE");
-        ImageFacts {
-            id: image.id.clone().unwrap_or_default(),
-            exposed_ports,
-            healthcheck,
-            size: image.size.unwrap_or(0).max(0) as u64,
-        }
-    }
-}
-
 /// The image `reference` on the engine, pulled when it is not there yet.
-pub async fn image(docker: &Docker, reference: &str) -> Result<ImageFacts, SourceError> {
+pub async fn image(docker: &dyn Engine, reference: &str) -> Result<ImageInfo, SourceError> {
     match docker.inspect_image(reference).await {
-        Ok(image) => return Ok(ImageFacts::from_inspect(&image)),
-        Err(e) if is_not_found(&e) => {}
+        Ok(Some(image)) => return Ok(image),
+        Ok(None) => {}
         Err(source) => {
             return Err(SourceError::Docker {
                 op: "inspect image",
@@ -471,42 +426,30 @@ pub async fn image(docker: &Docker, reference: &str) -> Result<ImageFacts, Sourc
         reference: quote(reference),
         reason,
     };
-    let options = CreateImageOptionsBuilder::default()
-        .from_image(reference)
-        .build();
-    let pull = docker
-        .create_image(Some(options), None, None)
-        .try_collect::<Vec<_>>();
-    match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+    match tokio::time::timeout(PULL_TIMEOUT, docker.pull_image(reference)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(unavailable(e.to_string())),
         Err(_) => return Err(unavailable(format!("no result within {PULL_TIMEOUT:?}"))),
     }
-    docker
-        .inspect_image(reference)
-        .await
-        .map(|image| ImageFacts::from_inspect(&image))
-        .map_err(|e| unavailable(e.to_string()))
+    match docker.inspect_image(reference).await {
+        Ok(Some(image)) => Ok(image),
+        Ok(None) => Err(unavailable("it is not there after the pull".to_owned())),
+        Err(e) => Err(unavailable(e.to_string())),
+    }
 }
 
 /// Builds `context` (a tar with a Dockerfile at its root) through the engine and tags the result
 /// `butler-deploy/<app>:latest` and `:<revision>` (the commit for a git source, else the image id),
 /// so the image survives a prune of dangling images and a rollback finds it.
 pub async fn build(
-    docker: &Docker,
+    docker: &dyn Engine,
     context: Vec<u8>,
     what: &str,
     app: &str,
     commit: Option<&str>,
-) -> Result<ImageFacts, SourceError> {
+) -> Result<ImageInfo, SourceError> {
     let latest = format!("{BUILT_IMAGE_REPO}/{app}:latest");
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(&latest)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut stream = docker.build_image(context, &latest);
     let mut log: Vec<String> = Vec::new();
     let mut built_id = None;
     let failed = |error: String, log: &[String]| SourceError::Build {
@@ -515,39 +458,40 @@ pub async fn build(
         log: log.join("\n"),
     };
     while let Some(item) = stream.next().await {
-        let info = match item {
-            Ok(info) => info,
+        match item {
             Err(e) => return Err(failed(e.to_string(), &log)),
-        };
-        if let Some(text) = info.stream.as_deref() {
-            for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-                log.push(line.to_owned());
-                if log.len() > BUILD_LOG_LINES {
-                    log.remove(0);
+            Ok(BuildProgress::Output(text)) => {
+                for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                    log.push(line.to_owned());
+                    if log.len() > BUILD_LOG_LINES {
+                        log.remove(0);
+                    }
                 }
             }
-        }
-        if let Some(detail) = info.error_detail {
-            return Err(failed(detail.message.unwrap_or_default(), &log));
-        }
-        if let Some(id) = info.aux.and_then(|aux| aux.id) {
-            built_id = Some(id);
+            Ok(BuildProgress::Failed(message)) => return Err(failed(message, &log)),
+            Ok(BuildProgress::Built(id)) => built_id = Some(id),
         }
     }
     let reference = built_id.unwrap_or_else(|| latest.clone());
-    let facts = docker
-        .inspect_image(&reference)
-        .await
-        .map(|image| ImageFacts::from_inspect(&image))
-        .map_err(|e| failed(format!("the built image cannot be inspected: {e}"), &log))?;
+    let facts = match docker.inspect_image(&reference).await {
+        Ok(Some(image)) => image,
+        Ok(None) => {
+            return Err(failed(
+                "the built image is not on the engine".to_owned(),
+                &log,
+            ));
+        }
+        Err(e) => {
+            return Err(failed(
+                format!("the built image cannot be inspected: {e}"),
+                &log,
+            ));
+        }
+    };
     let revision = commit.map_or_else(|| revision_of(&facts.id), revision_of);
     debug_assert!(revision.len() <= REVISION_LEN);
-    let options = TagImageOptionsBuilder::default()
-        .repo(&format!("{BUILT_IMAGE_REPO}/{app}"))
-        .tag(&revision)
-        .build();
     docker
-        .tag_image(&facts.id, Some(options))
+        .tag_image(&facts.id, &format!("{BUILT_IMAGE_REPO}/{app}"), &revision)
         .await
         .map_err(|source| SourceError::Docker {
             op: "tag image",

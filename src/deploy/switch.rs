@@ -10,31 +10,21 @@
 //! works with or without the dynamic-proxy worker running; the worker reconciling at the same time
 //! reads the same gates and can only apply the same routes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, RestartPolicy,
-    RestartPolicyNameEnum,
-};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
-};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::checks::{self, CheckError};
 use super::health::{self, HealthCheck, Unhealthy};
 use super::naming::{self, NamingError, SourceKind};
-use super::source::{self, ImageFacts, Source, SourceError};
+use super::source::{self, Source, SourceError};
 use crate::config::Config;
-use crate::docker::discovery::is_not_found;
-use crate::docker::network;
+use crate::docker::{ContainerSpec, EngineError, EngineHandle, ImageInfo, Restart, network};
 use crate::labels::{DeployLabels, LABEL_DEPLOY_APP, LABEL_DEPLOY_ID, LABEL_NAME, LABEL_PORT};
 use crate::nginx::{Nginx, NginxError, NginxSpec, NginxState};
 use crate::proxy::reconcile::{ReconcileError, ReconcileReport, Reconciler};
@@ -83,7 +73,7 @@ pub enum DeployError {
     #[error("Docker call `{op}` failed: {source}")]
     Docker {
         op: &'static str,
-        source: bollard::errors::Error,
+        source: EngineError,
     },
     #[error("cannot lock {path}: {error} (check the state directory's permissions)")]
     Lock { path: String, error: std::io::Error },
@@ -117,7 +107,7 @@ impl DeployError {
     }
 }
 
-fn docker_err(op: &'static str) -> impl FnOnce(bollard::errors::Error) -> DeployError {
+fn docker_err(op: &'static str) -> impl FnOnce(EngineError) -> DeployError {
     move |source| DeployError::Docker { op, source }
 }
 
@@ -217,7 +207,7 @@ pub struct DeployReport {
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct Deployer {
-    docker: Docker,
+    docker: EngineHandle,
     config: Arc<Config>,
     store: Store,
     reconciler: Reconciler,
@@ -229,7 +219,7 @@ pub struct Deployer {
 struct Rollout {
     app: String,
     revision: String,
-    image: ImageFacts,
+    image: ImageInfo,
     source: String,
     recipe: Recipe,
     detail: String,
@@ -244,7 +234,12 @@ struct Instance {
 }
 
 impl Deployer {
-    pub fn new(docker: Docker, config: Arc<Config>, store: Store, progress: Progress) -> Self {
+    pub fn new(
+        docker: EngineHandle,
+        config: Arc<Config>,
+        store: Store,
+        progress: Progress,
+    ) -> Self {
         let nginx = Nginx::new(docker.clone(), NginxSpec::from_config(&config.proxy));
         let reconciler = Reconciler::new(docker.clone(), config.clone(), store.clone());
         Self {
@@ -363,8 +358,8 @@ impl Deployer {
         self.check_proxy().await?;
         let _lock = self.lock_app(app)?;
         let image = match self.docker.inspect_image(&target.image_id).await {
-            Ok(image) => ImageFacts::from_inspect(&image),
-            Err(e) if is_not_found(&e) => {
+            Ok(Some(image)) => image,
+            Ok(None) => {
                 return Err(DeployError::ImageGone {
                     revision: target.revision.clone(),
                     image: target.image_id.clone(),
@@ -444,11 +439,11 @@ impl Deployer {
         source: &Source,
         request: &DeployRequest,
         app: &str,
-    ) -> Result<(ImageFacts, String), DeployError> {
+    ) -> Result<(ImageInfo, String), DeployError> {
         match source {
             Source::Image(reference) => {
                 let (_, facts) = tokio::try_join!(self.check_disk(None), async {
-                    Ok(source::image(&self.docker, reference).await?)
+                    Ok(source::image(&*self.docker, reference).await?)
                 })?;
                 let revision = naming::revision_of(&facts.id);
                 Ok((facts, revision))
@@ -476,7 +471,7 @@ impl Deployer {
         dir: PathBuf,
         app: &str,
         commit: Option<&str>,
-    ) -> Result<ImageFacts, DeployError> {
+    ) -> Result<ImageInfo, DeployError> {
         let context_dir = dir.clone();
         let (context, bytes) =
             tokio::task::spawn_blocking(move || source::context_tar(&context_dir))
@@ -494,13 +489,12 @@ impl Deployer {
             "building the image from {what} ({} of context)",
             checks::human_bytes(bytes)
         ));
-        Ok(source::build(&self.docker, context, &what, app, commit).await?)
+        Ok(source::build(&*self.docker, context, &what, app, commit).await?)
     }
 
     /// Enough free space on the engine's disk, when the butler can see that disk.
     async fn check_disk(&self, context_bytes: Option<u64>) -> Result<(), DeployError> {
-        let info = self.docker.info().await.map_err(docker_err("info"))?;
-        let Some(root) = info.docker_root_dir else {
+        let Some(root) = self.docker.root_dir().await.map_err(docker_err("info"))? else {
             return Ok(());
         };
         let Some(free) = checks::free_bytes(std::path::Path::new(&root)) else {
@@ -609,7 +603,7 @@ impl Deployer {
         let host = format!("{app}.{}", self.config.proxy.domain);
         let gates = instances.iter().map(|instance| {
             health::wait_healthy(
-                &self.docker,
+                &*self.docker,
                 &instance.name,
                 SocketAddr::new(instance.ip, recipe.port),
                 &host,
@@ -621,7 +615,7 @@ impl Deployer {
         steps.healthy_ms = step.elapsed().as_millis() as u64;
         if results.iter().all(Result::is_ok) {
             for instance in &instances {
-                if let Err(e) = health::still_alive(&self.docker, &instance.name).await {
+                if let Err(e) = health::still_alive(&*self.docker, &instance.name).await {
                     results.push(Err(e));
                     break;
                 }
@@ -828,11 +822,11 @@ impl Deployer {
         deployment: i64,
         app: &str,
         revision: &str,
-        image: &ImageFacts,
+        image: &ImageInfo,
         recipe: &Recipe,
     ) -> (Vec<Instance>, Option<String>) {
         let network = self.config.proxy.network.clone();
-        if let Err(e) = network::ensure_network(&self.docker, &network).await {
+        if let Err(e) = network::ensure_network(&*self.docker, &network).await {
             return (Vec::new(), Some(e.to_string()));
         }
         let taken = match self.container_names(app).await {
@@ -866,12 +860,12 @@ impl Deployer {
     async fn start_instance(
         &self,
         meta: DeployLabels,
-        image: &ImageFacts,
+        image: &ImageInfo,
         recipe: &Recipe,
         network: &str,
     ) -> (Option<Instance>, Option<String>) {
         let name = naming::container_name(&meta.app, &meta.revision, meta.instance.unwrap_or(1));
-        let mut labels: HashMap<String, String> = recipe.labels.clone().into_iter().collect();
+        let mut labels = recipe.labels.clone();
         labels.extend(meta.to_labels());
         labels.insert(LABEL_NAME.to_owned(), meta.app.clone());
         labels.insert(LABEL_PORT.to_owned(), recipe.port.to_string());
@@ -881,46 +875,30 @@ impl Deployer {
             let (key, value) = scope.split_once('=').unwrap_or((scope, ""));
             labels.insert(key.to_owned(), value.to_owned());
         }
-        let body = ContainerCreateBody {
-            image: Some(image.id.clone()),
-            env: Some(recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
-                ..Default::default()
-            }),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    network.to_owned(),
-                    EndpointSettings::default(),
-                )])),
-            }),
+        let spec = ContainerSpec {
+            name: name.clone(),
+            image: image.id.clone(),
+            env: recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            labels,
+            restart: Restart::UnlessStopped,
+            network: Some(network.to_owned()),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = match self.docker.create_container(Some(options), body).await {
-            Ok(created) => created,
+        let id = match self.docker.create_container(&spec).await {
+            Ok(id) => id,
             Err(e) => return (None, Some(format!("cannot create {name}: {e}"))),
         };
         // Known from here, so a failure below still removes it.
         let mut instance = Instance {
             name: name.clone(),
-            id: created.id.clone(),
+            id: id.clone(),
             ip: IpAddr::from([0, 0, 0, 0]),
         };
-        if let Err(e) = self.docker.start_container(&created.id, None).await {
+        if let Err(e) = self.docker.start_container(&id).await {
             return (Some(instance), Some(format!("cannot start {name}: {e}")));
         }
-        let ip = match self.docker.inspect_container(&created.id, None).await {
-            Ok(info) => info
-                .network_settings
-                .and_then(|n| n.networks)
-                .and_then(|mut nets| nets.remove(network))
-                .and_then(|endpoint| endpoint.ip_address)
-                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+        let ip = match self.docker.inspect_container(&id).await {
+            Ok(info) => info.and_then(|info| info.networks.get(network).copied()),
             Err(e) => return (Some(instance), Some(format!("cannot inspect {name}: {e}"))),
         };
         match ip {
@@ -950,22 +928,16 @@ impl Deployer {
         &self,
         app: &str,
     ) -> Result<Vec<(String, String, String)>, DeployError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_DEPLOY_APP}={app}")])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let list = self
             .docker
-            .list_containers(Some(options))
+            .list_containers(&[format!("{LABEL_DEPLOY_APP}={app}")])
             .await
             .map_err(docker_err("list containers"))?;
         Ok(list
             .into_iter()
             .filter_map(|c| {
-                let name = c.names?.first()?.trim_start_matches('/').to_owned();
-                let deployment = c.labels?.get(LABEL_DEPLOY_ID)?.clone();
-                Some((c.id?, name, deployment))
+                let deployment = c.labels.get(LABEL_DEPLOY_ID)?.clone();
+                Some((c.id, c.name, deployment))
             })
             .collect())
     }
@@ -991,21 +963,11 @@ impl Deployer {
     /// Removes instances that never served (no drain needed) and ungates their deployment.
     async fn discard(&self, deployment: i64, instances: &[Instance]) {
         for instance in instances {
-            let options = RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
-            match self
-                .docker
-                .remove_container(&instance.id, Some(options))
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => self.say(&format!(
+            if let Err(e) = self.docker.remove_container(&instance.id).await {
+                self.say(&format!(
                     "warning: cannot remove new instance {}: {e}",
                     instance.name
-                )),
+                ));
             }
         }
         if let Err(e) = self.store.set_gate(vec![deployment], None).await {
@@ -1014,25 +976,15 @@ impl Deployer {
     }
 
     async fn stop_and_remove(&self, id: &str) -> Result<(), DeployError> {
-        let options = StopContainerOptionsBuilder::default().t(STOP_GRACE).build();
-        match self.docker.stop_container(id, Some(options)).await {
+        match self.docker.stop_container(id, STOP_GRACE).await {
             Ok(()) => {}
-            Err(e) if is_not_found(&e) => return Ok(()),
-            // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => {}
+            Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(docker_err("stop container")(e)),
         }
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(docker_err("remove container")(e)),
-        }
+        self.docker
+            .remove_container(id)
+            .await
+            .map_err(docker_err("remove container"))
     }
 
     /// Waits until nginx's workers of earlier generations (the ones that may still hold a request

@@ -2,7 +2,12 @@
 //! socket), negotiate the API version down to what the engine speaks (Debian's 20.10 answers 1.41),
 //! and ping it so a dead engine is reported at connect time with a hint, not at first use.
 
+use std::sync::Arc;
+
 use bollard::{API_DEFAULT_VERSION, Docker};
+
+use super::bollard_engine::BollardEngine;
+use super::engine::{Engine, EngineError, EngineHandle};
 
 /// Where the engine is looked for when neither the config nor `DOCKER_HOST` names one.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -19,10 +24,7 @@ pub enum ClientError {
     #[error(
         "cannot reach the Docker engine at {host}: {source} (is dockerd running? is this user in the docker group?)"
     )]
-    Unreachable {
-        host: String,
-        source: bollard::errors::Error,
-    },
+    Unreachable { host: String, source: EngineError },
 }
 
 /// Resolves the endpoint: the configured one, else `DOCKER_HOST`, else the local socket.
@@ -34,11 +36,11 @@ pub fn resolve_host(configured: Option<&str>) -> String {
 }
 
 /// Connects, negotiates the API version and pings. `host` is `[docker] host` from the config.
-pub async fn connect(host: Option<&str>) -> Result<Docker, ClientError> {
+pub async fn connect(host: Option<&str>) -> Result<EngineHandle, ClientError> {
     let host = resolve_host(host);
-    let unreachable = |source| ClientError::Unreachable {
+    let unreachable = |source: bollard::errors::Error| ClientError::Unreachable {
         host: host.clone(),
-        source,
+        source: source.into(),
     };
     let docker = if host.starts_with("unix://") {
         Docker::connect_with_unix(&host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
@@ -49,13 +51,15 @@ pub async fn connect(host: Option<&str>) -> Result<Docker, ClientError> {
     }
     .map_err(unreachable)?;
     let docker = docker.negotiate_version().await.map_err(unreachable)?;
-    ping(&docker).await.map_err(unreachable)?;
-    Ok(docker)
-}
-
-/// One round trip to the engine; `Ok` means it answers.
-pub async fn ping(docker: &Docker) -> Result<(), bollard::errors::Error> {
-    docker.ping().await.map(|_| ())
+    let engine = BollardEngine::new(docker);
+    engine
+        .ping()
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            host: host.clone(),
+            source,
+        })?;
+    Ok(Arc::new(engine))
 }
 
 #[cfg(test)]

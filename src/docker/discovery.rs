@@ -3,48 +3,43 @@
 //! route is the planner's job. Listening ports come from `/proc/<pid>/net/tcp{,6}` when the butler
 //! sees the container's PIDs (on the host), else from short TCP connect probes on its IP.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
-use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use super::engine::{ContainerInfo, Engine, EngineError, ListedContainer};
 use super::snapshot::{ContainerSnapshot, Exited};
 use crate::labels::{COMMON_WEB_PORTS, ENV_VIRTUAL_PORT, LABEL_PORT};
 
 /// How many containers are inspected at once: enough to hide latency, few enough not to flood dockerd.
 const INSPECT_CONCURRENCY: usize = 16;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
-const LOG_TAIL_LINES: &str = "50";
+const LOG_TAIL_LINES: usize = 50;
 /// Upper bound of the log tail kept per container, so a chatty app cannot bloat a snapshot.
 const LOG_TAIL_MAX_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("cannot list the running containers: {0} (is the Docker engine reachable?)")]
-    List(#[source] bollard::errors::Error),
+    List(#[source] EngineError),
     #[error(
         "cannot inspect container {id}: {source} (it may have just been removed; the next resync sees it)"
     )]
-    Inspect {
-        id: String,
-        source: bollard::errors::Error,
-    },
+    Inspect { id: String, source: EngineError },
 }
 
 /// Snapshots of every running container. A container that disappears between list and inspect is
 /// skipped: the event that removed it will trigger the next reconcile anyway.
-pub async fn list_snapshots(docker: &Docker) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
+pub async fn list_snapshots(docker: &dyn Engine) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
     list_snapshots_with(docker, None).await
 }
 
 /// [`list_snapshots`] of the containers with label `only_label` (`KEY=VALUE` or `KEY`), when given:
 /// the engine filters, so the others are not even inspected.
 pub async fn list_snapshots_with(
-    docker: &Docker,
+    docker: &dyn Engine,
     only_label: Option<&str>,
 ) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
     list_snapshots_and_exited(docker, only_label, |_| false).await
@@ -54,47 +49,25 @@ pub async fn list_snapshots_with(
 /// list tells of them (id, name, labels; `running` false): only those are inspected, so a host
 /// with hundreds of finished one-off containers costs one list, not hundreds of inspects.
 pub async fn list_snapshots_and_exited(
-    docker: &Docker,
+    docker: &dyn Engine,
     only_label: Option<&str>,
     keep_exited: impl Fn(&ContainerSnapshot) -> bool,
 ) -> Result<Vec<ContainerSnapshot>, DiscoveryError> {
-    let mut filters = std::collections::HashMap::new();
-    if let Some(label) = only_label {
-        filters.insert("label", vec![label]);
-    }
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let summaries = docker
-        .list_containers(Some(options))
+    let labels: Vec<String> = only_label.into_iter().map(str::to_owned).collect();
+    let listed = docker
+        .list_containers(&labels)
         .await
         .map_err(DiscoveryError::List)?;
-    let ids: Vec<String> = summaries
+    let ids: Vec<String> = listed
         .into_iter()
-        .filter(|summary| {
-            let state = summary.state.map(|s| s.to_string()).unwrap_or_default();
-            match state.as_str() {
-                "running" | "restarting" | "paused" => true,
-                "exited" | "dead" => keep_exited(&summary_snapshot(summary)),
-                _ => false,
-            }
-        })
-        .filter_map(|s| s.id)
+        .filter(|c| c.is_live() || (c.is_finished() && keep_exited(&summary_snapshot(c))))
+        .map(|c| c.id)
         .collect();
     let images = ImageCache::default();
     let mut snapshots: Vec<ContainerSnapshot> = stream::iter(ids)
         .map(|id| {
             let images = &images;
-            async move {
-                match inspect(docker, &id, images).await {
-                    Ok(snapshot) => Ok(snapshot),
-                    Err(DiscoveryError::Inspect { source, .. }) if is_not_found(&source) => {
-                        Ok(None)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            async move { inspect(docker, &id, images).await }
         })
         .buffer_unordered(INSPECT_CONCURRENCY)
         .try_filter_map(|s| async move { Ok(s) })
@@ -105,23 +78,12 @@ pub async fn list_snapshots_and_exited(
 }
 
 /// What a list entry tells of a container without inspecting it: id, name and labels.
-pub fn summary_snapshot(summary: &bollard::models::ContainerSummary) -> ContainerSnapshot {
-    let state = summary.state.map(|s| s.to_string()).unwrap_or_default();
+pub fn summary_snapshot(listed: &ListedContainer) -> ContainerSnapshot {
     ContainerSnapshot {
-        id: summary.id.clone().unwrap_or_default(),
-        name: summary
-            .names
-            .as_ref()
-            .and_then(|n| n.first())
-            .map(|n| n.trim_start_matches('/').to_owned())
-            .unwrap_or_default(),
-        labels: summary
-            .labels
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        running: state == "running" || state == "restarting",
+        id: listed.id.clone(),
+        name: listed.name.clone(),
+        labels: listed.labels.clone(),
+        running: listed.state == "running" || listed.state == "restarting",
         ..ContainerSnapshot::default()
     }
 }
@@ -129,23 +91,10 @@ pub fn summary_snapshot(summary: &bollard::models::ContainerSummary) -> Containe
 /// The snapshot of one container (by id or name); `None` when it does not exist or was created
 /// and never started. An exited one comes back with `running` false and `exited` set.
 pub async fn snapshot_one(
-    docker: &Docker,
+    docker: &dyn Engine,
     id: &str,
 ) -> Result<Option<ContainerSnapshot>, DiscoveryError> {
-    match inspect(docker, id, &ImageCache::default()).await {
-        Err(DiscoveryError::Inspect { source, .. }) if is_not_found(&source) => Ok(None),
-        other => other,
-    }
-}
-
-pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+    inspect(docker, id, &ImageCache::default()).await
 }
 
 /// Exposed ports per image id, so a list of 200 containers of one image inspects it once.
@@ -153,42 +102,44 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
 struct ImageCache(tokio::sync::Mutex<HashMap<String, Vec<u16>>>);
 
 impl ImageCache {
-    async fn exposed_ports(&self, docker: &Docker, image_id: &str) -> Vec<u16> {
+    async fn exposed_ports(&self, docker: &dyn Engine, image_id: &str) -> Vec<u16> {
         if let Some(ports) = self.0.lock().await.get(image_id) {
             return ports.clone();
         }
         // An image that cannot be inspected (removed while in use) only loses its EXPOSE hints.
         let ports = match docker.inspect_image(image_id).await {
-            Ok(image) => tcp_ports(image.config.and_then(|c| c.exposed_ports).iter().flatten()),
-            Err(_) => Vec::new(),
+            Ok(Some(image)) => image.exposed_ports,
+            _ => Vec::new(),
         };
         self.0.lock().await.insert(image_id.into(), ports.clone());
         ports
     }
 }
 
+/// `None` when the container is gone, or was created and never started.
 async fn inspect(
-    docker: &Docker,
+    docker: &dyn Engine,
     id: &str,
     images: &ImageCache,
 ) -> Result<Option<ContainerSnapshot>, DiscoveryError> {
-    let info =
-        docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|source| DiscoveryError::Inspect {
-                id: id.into(),
-                source,
-            })?;
-    let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-    if !running {
+    let info = docker
+        .inspect_container(id)
+        .await
+        .map_err(|source| DiscoveryError::Inspect {
+            id: id.into(),
+            source,
+        })?;
+    let Some(info) = info else {
+        return Ok(None);
+    };
+    if !info.state.running {
         // How it ended is all a stopped container is asked: no image, sockets or logs.
         let snapshot = snapshot_from_inspect(&info, &[]);
         return Ok(snapshot.exited.is_some().then_some(snapshot));
     }
-    let image_ports = match info.image.as_deref() {
-        Some(image_id) => images.exposed_ports(docker, image_id).await,
-        None => Vec::new(),
+    let image_ports = match info.image_id.as_str() {
+        "" => Vec::new(),
+        image_id => images.exposed_ports(docker, image_id).await,
     };
     let mut snapshot = snapshot_from_inspect(&info, &image_ports);
     let listening = listening_ports(&info, &snapshot).await;
@@ -216,102 +167,39 @@ async fn inspect(
     Ok(Some(snapshot))
 }
 
-/// Everything that can be read from an inspect response without further I/O.
+/// Everything an inspect tells of a container, without further I/O; `image_ports` are its
+/// image's EXPOSE entries.
 pub(crate) fn snapshot_from_inspect(
-    info: &ContainerInspectResponse,
+    info: &ContainerInfo,
     image_ports: &[u16],
 ) -> ContainerSnapshot {
-    let config = info.config.as_ref();
-    let state = info.state.as_ref();
-    let mut exposed: BTreeSet<u16> = image_ports.iter().copied().collect();
-    exposed.extend(tcp_ports(
-        config
-            .and_then(|c| c.exposed_ports.as_ref())
-            .into_iter()
-            .flatten(),
-    ));
-    let env = config
-        .and_then(|c| c.env.as_ref())
-        .into_iter()
-        .flatten()
-        .map(|entry| match entry.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (entry.clone(), String::new()),
-        })
+    let exposed: BTreeSet<u16> = image_ports
+        .iter()
+        .chain(&info.exposed_ports)
+        .copied()
         .collect();
-    let networks = info
-        .network_settings
-        .as_ref()
-        .and_then(|n| n.networks.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|(name, endpoint)| {
-            let ip = endpoint.ip_address.as_deref()?.parse::<IpAddr>().ok()?;
-            Some((name.clone(), ip))
-        })
-        .collect();
-    let health = state
-        .and_then(|s| s.health.as_ref())
-        .and_then(|h| h.status)
-        .and_then(|status| match status {
-            HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
-            other => Some(other.to_string()),
-        });
+    let state = &info.state;
     ContainerSnapshot {
-        id: info.id.clone().unwrap_or_default(),
-        name: info
-            .name
-            .as_deref()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_owned(),
-        image: config
-            .and_then(|c| c.image.clone())
-            .or_else(|| info.image.clone())
-            .unwrap_or_default(),
-        labels: config
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .collect::<BTreeMap<_, _>>(),
-        env,
+        id: info.id.clone(),
+        name: info.name.clone(),
+        image: info.image.clone(),
+        labels: info.labels.clone(),
+        env: info.env.clone(),
         exposed_ports: exposed.into_iter().collect(),
         listening_ports: None,
         log_tail: String::new(),
-        networks,
-        running: state.and_then(|s| s.running).unwrap_or(false),
-        health,
-        restart_count: info.restart_count.unwrap_or(0).max(0) as u64,
-        started_at: state
-            .and_then(|s| s.started_at.clone())
-            .filter(|t| !t.starts_with("0001-")),
-        exited: state
-            .filter(|s| {
-                !s.running.unwrap_or(false)
-                    && matches!(
-                        s.status,
-                        Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
-                    )
-            })
-            .map(|s| Exited {
-                exit_code: s.exit_code.unwrap_or(0),
-                oom_killed: s.oom_killed.unwrap_or(false),
-                finished_at: s.finished_at.clone().filter(|t| !t.starts_with("0001-")),
-                stopped_by_user: false,
-            }),
+        networks: info.networks.clone(),
+        running: state.running,
+        health: info.health.as_ref().map(|h| h.status.clone()),
+        restart_count: info.restart_count,
+        started_at: state.started_at.clone(),
+        exited: info.has_ended().then(|| Exited {
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed,
+            finished_at: state.finished_at.clone(),
+            stopped_by_user: false,
+        }),
     }
-}
-
-/// `"8080/tcp"` → 8080; udp and sctp ports are not routable by an HTTP proxy and are dropped.
-fn tcp_ports<'a>(specs: impl IntoIterator<Item = &'a String>) -> Vec<u16> {
-    let ports: BTreeSet<u16> = specs
-        .into_iter()
-        .filter_map(|spec| {
-            let (port, proto) = spec.split_once('/').unwrap_or((spec.as_str(), "tcp"));
-            (proto == "tcp").then(|| port.parse().ok()).flatten()
-        })
-        .collect();
-    ports.into_iter().collect()
 }
 
 /// True when the planner can choose a port without looking at the logs, so they are not fetched:
@@ -338,11 +226,10 @@ pub(crate) struct Listening {
 }
 
 pub(crate) async fn listening_ports(
-    info: &ContainerInspectResponse,
+    info: &ContainerInfo,
     s: &ContainerSnapshot,
 ) -> Option<Listening> {
-    let pid = info.state.as_ref().and_then(|st| st.pid).filter(|p| *p > 0);
-    if let Some(pid) = pid
+    if let Some(pid) = info.state.pid
         && let Some(ports) = read_proc_listening(pid, &s.id)
     {
         return Some(Listening {
@@ -441,19 +328,8 @@ async fn probe_ports(ip: IpAddr, candidates: BTreeSet<u16>) -> Vec<u16> {
 }
 
 /// The last lines of stdout and stderr; empty when the logs cannot be read (e.g. `--log-driver none`).
-async fn log_tail(docker: &Docker, id: &str) -> String {
-    let options = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .tail(LOG_TAIL_LINES)
-        .build();
-    let read =
-        docker
-            .logs(id, Some(options))
-            .try_fold(String::new(), |mut acc, chunk| async move {
-                acc.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                Ok(acc)
-            });
+async fn log_tail(docker: &dyn Engine, id: &str) -> String {
+    let read = docker.logs(id, LOG_TAIL_LINES);
     let text = match tokio::time::timeout(Duration::from_secs(2), read).await {
         Ok(Ok(text)) => text,
         _ => return String::new(),
@@ -505,13 +381,5 @@ mod tests {
    1: 0000000000000000FFFF00000100007F:0BB9 00000000000000000000000000000000:0000 0A 0\n\
    2: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
         assert_eq!(parse_proc_net_tcp_listening(v6), BTreeSet::from([80]));
-    }
-
-    #[test]
-    fn only_tcp_ports_are_kept() {
-        let specs: Vec<String> = ["53/udp", "8080/tcp", "80/tcp", "80/tcp", "x/tcp"]
-            .map(String::from)
-            .into();
-        assert_eq!(tcp_ports(&specs), vec![80, 8080]);
     }
 }

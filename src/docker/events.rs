@@ -2,13 +2,13 @@
 //! reconnects with exponential backoff and emits `Resync` after every (re)connect, because events
 //! may have been missed and the caller must re-list. `Coalescer` turns a burst into one trigger.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bollard::Docker;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
-use bollard::query_parameters::EventsOptionsBuilder;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
+
+use super::engine::{EngineError, EngineHandle};
 use tokio::time::Instant;
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -54,10 +54,10 @@ pub enum EngineEvent {
 
 /// An endless stream of relevant events; it never ends and never fails: losing the engine means a
 /// quiet period, then `Resync` once it answers again.
-pub fn watch(docker: Docker) -> impl Stream<Item = EngineEvent> + Send + 'static {
+pub fn watch(docker: EngineHandle) -> impl Stream<Item = EngineEvent> + Send + 'static {
     struct State {
-        docker: Docker,
-        inner: Option<BoxStream<'static, Result<EventMessage, bollard::errors::Error>>>,
+        docker: EngineHandle,
+        inner: Option<BoxStream<'static, Result<EngineEvent, EngineError>>>,
         backoff: Duration,
         failed_before: bool,
     }
@@ -80,15 +80,18 @@ pub fn watch(docker: Docker) -> impl Stream<Item = EngineEvent> + Send + 'static
                         state.failed_before = true;
                         continue;
                     }
-                    state.inner = Some(subscribe(&state.docker));
+                    // From a little before now, so nothing between the caller's re-list and the
+                    // subscription is lost.
+                    let since = crate::clock::now_since_epoch()
+                        .as_secs()
+                        .saturating_sub(REPLAY_SECS);
+                    state.inner = Some(state.docker.events(since));
                     return Some((EngineEvent::Resync, state));
                 }
                 Some(inner) => match inner.next().await {
-                    Some(Ok(message)) => {
+                    Some(Ok(event)) => {
                         state.backoff = BACKOFF_START;
-                        if let Some(event) = relevant(&message) {
-                            return Some((event, state));
-                        }
+                        return Some((event, state));
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "Docker event stream broke; reconnecting");
@@ -104,19 +107,6 @@ pub fn watch(docker: Docker) -> impl Stream<Item = EngineEvent> + Send + 'static
             }
         }
     })
-}
-
-fn subscribe(docker: &Docker) -> BoxStream<'static, Result<EventMessage, bollard::errors::Error>> {
-    let since = crate::clock::now_since_epoch()
-        .as_secs()
-        .saturating_sub(REPLAY_SECS)
-        .to_string();
-    let filters = HashMap::from([("type", vec!["container", "network"])]);
-    let options = EventsOptionsBuilder::default()
-        .since(&since)
-        .filters(&filters)
-        .build();
-    docker.events(Some(options)).boxed()
 }
 
 /// Maps an engine message to an event the proxy reacts to; `None` for the rest (exec_*, attach...).
@@ -520,6 +510,7 @@ mod tests {
     #[test]
     fn exec_events_are_ignored_and_health_is_kept() {
         use bollard::models::EventActor;
+        use std::collections::HashMap;
         let message = |action: &str| EventMessage {
             typ: Some(EventMessageTypeEnum::CONTAINER),
             action: Some(action.into()),

@@ -1,12 +1,9 @@
 //! The bridge network the butler owns (`devops-butler-net`): created when missing, every app and the
 //! nginx container connected to it, so upstreams can use an IP that nginx reaches.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use bollard::Docker;
-use bollard::models::{NetworkConnectRequest, NetworkCreateRequest};
-
-use super::discovery::is_not_found;
+use super::engine::{Engine, EngineError};
 use crate::labels::LABEL_ROLE;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +13,7 @@ pub enum NetworkError {
     )]
     Create {
         network: String,
-        source: bollard::errors::Error,
+        source: EngineError,
     },
     #[error(
         "Docker network {network} exists but uses driver {driver}, not bridge (remove it or set [proxy] network to another name)"
@@ -25,30 +22,27 @@ pub enum NetworkError {
     #[error("cannot inspect Docker network {network}: {source}")]
     Inspect {
         network: String,
-        source: bollard::errors::Error,
+        source: EngineError,
     },
     #[error("cannot connect container {container} to network {network}: {source}")]
     Connect {
         container: String,
         network: String,
-        source: bollard::errors::Error,
+        source: EngineError,
     },
 }
 
 /// Makes sure a bridge network `name` exists; returns its id. An existing one is reused as it is.
-pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, NetworkError> {
-    match docker.inspect_network(name, None).await {
-        Ok(net) => {
-            let driver = net.driver.unwrap_or_default();
-            if driver != "bridge" {
-                return Err(NetworkError::NotBridge {
-                    network: name.into(),
-                    driver,
-                });
-            }
-            return Ok(net.id.unwrap_or_default());
+pub async fn ensure_network(docker: &dyn Engine, name: &str) -> Result<String, NetworkError> {
+    match docker.inspect_network(name).await {
+        Ok(Some(net)) if net.driver != "bridge" => {
+            return Err(NetworkError::NotBridge {
+                network: name.into(),
+                driver: net.driver,
+            });
         }
-        Err(e) if is_not_found(&e) => {}
+        Ok(Some(net)) => return Ok(net.id),
+        Ok(None) => {}
         Err(source) => {
             return Err(NetworkError::Inspect {
                 network: name.into(),
@@ -56,18 +50,11 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Netwo
             });
         }
     }
-    let request = NetworkCreateRequest {
-        name: name.into(),
-        driver: Some("bridge".into()),
-        labels: Some(HashMap::from([(LABEL_ROLE.into(), "network".into())])),
-        ..Default::default()
-    };
-    match docker.create_network(request).await {
-        Ok(created) => Ok(created.id),
+    let labels = BTreeMap::from([(LABEL_ROLE.into(), "network".into())]);
+    match docker.create_network(name, "bridge", labels).await {
+        Ok(id) => Ok(id),
         // Lost a race with another butler process: theirs is as good as ours.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Box::pin(ensure_network(docker, name)).await,
+        Err(e) if e.is_conflict() => Box::pin(ensure_network(docker, name)).await,
         Err(source) => Err(NetworkError::Create {
             network: name.into(),
             source,
@@ -77,44 +64,38 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Netwo
 
 /// Whether `container` (id or name) is attached to `network` (name).
 pub async fn is_connected(
-    docker: &Docker,
+    docker: &dyn Engine,
     container: &str,
     network: &str,
 ) -> Result<bool, NetworkError> {
+    let failed = |source| NetworkError::Connect {
+        container: container.into(),
+        network: network.into(),
+        source,
+    };
     let info = docker
-        .inspect_container(container, None)
+        .inspect_container(container)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| failed(EngineError::not_found(container)))?;
+    Ok(info.networks.contains_key(network))
+}
+
+/// Attaches `container` to `network`; already attached is success.
+pub async fn connect(
+    docker: &dyn Engine,
+    container: &str,
+    network: &str,
+) -> Result<(), NetworkError> {
+    if is_connected(docker, container, network).await? {
+        return Ok(());
+    }
+    docker
+        .connect_network(network, container)
         .await
         .map_err(|source| NetworkError::Connect {
             container: container.into(),
             network: network.into(),
             source,
-        })?;
-    Ok(info
-        .network_settings
-        .and_then(|n| n.networks)
-        .is_some_and(|nets| nets.contains_key(network)))
-}
-
-/// Attaches `container` to `network`; already attached is success.
-pub async fn connect(docker: &Docker, container: &str, network: &str) -> Result<(), NetworkError> {
-    if is_connected(docker, container, network).await? {
-        return Ok(());
-    }
-    let request = NetworkConnectRequest {
-        container: container.into(),
-        ..Default::default()
-    };
-    match docker.connect_network(network, request).await {
-        Ok(()) => Ok(()),
-        // Connected between the check and the call (another reconcile): the goal is met.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message,
-        }) if status_code == 403 && message.contains("already exists") => Ok(()),
-        Err(source) => Err(NetworkError::Connect {
-            container: container.into(),
-            network: network.into(),
-            source,
-        }),
-    }
+        })
 }

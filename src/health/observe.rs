@@ -8,9 +8,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures_util::{StreamExt as _, stream};
 
 use super::model::{
@@ -18,7 +15,7 @@ use super::model::{
 };
 use super::{forecast, host, probe};
 use crate::config::Config;
-use crate::docker::discovery;
+use crate::docker::{ContainerInfo, EngineError, EngineHandle, discovery};
 use crate::labels::{ENV_VIRTUAL_PORT, LABEL_AUTORESTART, LABEL_PORT};
 use crate::nginx::{LIVE_CONF, Nginx, NginxSpec, NginxState};
 use crate::proxy::PlanSettings;
@@ -39,7 +36,7 @@ pub fn disk_metric(path: &str) -> String {
 /// Reads everything a round needs. Cheap to share: the health-monitor, the recovery worker (to
 /// verify a repair) and the CLI each hold one.
 pub struct Observer {
-    docker: Docker,
+    docker: EngineHandle,
     config: Arc<Config>,
     store: Store,
     nginx: Nginx,
@@ -58,7 +55,7 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn new(docker: Docker, config: Arc<Config>, store: Store) -> Self {
+    pub fn new(docker: EngineHandle, config: Arc<Config>, store: Store) -> Self {
         let nginx = Nginx::new(docker.clone(), NginxSpec::from_config(&config.proxy));
         Self {
             docker,
@@ -73,7 +70,7 @@ impl Observer {
         }
     }
 
-    pub fn docker(&self) -> &Docker {
+    pub fn engine(&self) -> &EngineHandle {
         &self.docker
     }
 
@@ -145,20 +142,13 @@ impl Observer {
         &self,
         known: &BTreeSet<String>,
         routes: &BTreeMap<String, RouteRow>,
-    ) -> Result<BTreeMap<String, Vec<String>>, bollard::errors::Error> {
-        let mut filters = HashMap::new();
-        if let Some(label) = &self.config.docker.only_label {
-            filters.insert("label", vec![label.as_str()]);
-        }
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let summaries = self.docker.list_containers(Some(options)).await?;
+    ) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
+        let labels: Vec<String> = self.config.docker.only_label.iter().cloned().collect();
+        let listed = self.docker.list_containers(&labels).await?;
         let settings = self.plan_settings();
         let mut members: BTreeMap<String, Vec<(bool, String)>> = BTreeMap::new();
-        for summary in summaries {
-            let snapshot = discovery::summary_snapshot(&summary);
+        for container in listed {
+            let snapshot = discovery::summary_snapshot(&container);
             let running = snapshot.running;
             if let Some(app) = app_of(&snapshot, &settings) {
                 members.entry(app).or_default().push((running, snapshot.id));
@@ -304,12 +294,14 @@ impl Observer {
         stop_marks: &crate::store::StopMarks,
     ) -> AppObs {
         let network = &self.config.proxy.network;
-        let inspected = futures_util::future::join_all(
-            ids.iter().map(|id| self.docker.inspect_container(id, None)),
-        )
-        .await;
-        let infos: Vec<ContainerInspectResponse> =
-            inspected.into_iter().filter_map(Result::ok).collect();
+        let inspected =
+            futures_util::future::join_all(ids.iter().map(|id| self.docker.inspect_container(id)))
+                .await;
+        let mut infos: Vec<ContainerInfo> = inspected
+            .into_iter()
+            .filter_map(|i| i.ok().flatten())
+            .collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
         let mut containers: Vec<ContainerObs> = {
             let previous = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
             infos
@@ -346,7 +338,7 @@ impl Observer {
             }
             // Why a connection failed is in the container's sockets: read them only then.
             if tcp.iter().any(|t| !t.ok) {
-                for (obs, info) in containers.iter_mut().zip(sorted(&infos)) {
+                for (obs, info) in containers.iter_mut().zip(&infos) {
                     if obs.running() {
                         let snapshot = discovery::snapshot_from_inspect(info, &[]);
                         obs.listening = discovery::listening_ports(info, &snapshot)
@@ -538,10 +530,10 @@ impl Observer {
         let root = self
             .docker_root
             .get_or_init(|| async {
-                let info = tokio::time::timeout(self.timeout(), self.docker.info()).await;
+                let info = tokio::time::timeout(self.timeout(), self.docker.root_dir()).await;
                 info.ok()
                     .and_then(Result::ok)
-                    .and_then(|i| i.docker_root_dir)
+                    .flatten()
                     .map(PathBuf::from)
                     // The engine's path means something here only when it runs on this host.
                     .filter(|p| p.exists())
@@ -647,104 +639,59 @@ pub fn tree_diff(
     changed
 }
 
-fn sorted(infos: &[ContainerInspectResponse]) -> Vec<&ContainerInspectResponse> {
-    let mut sorted: Vec<&ContainerInspectResponse> = infos.iter().collect();
-    sorted.sort_by_key(|i| {
-        i.name
-            .clone()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_owned()
-    });
-    sorted
-}
-
-fn network_ip(info: &ContainerInspectResponse, network: &str) -> Option<IpAddr> {
-    info.network_settings
-        .as_ref()?
-        .networks
-        .as_ref()?
-        .get(network)?
-        .ip_address
-        .as_deref()
-        .filter(|ip| !ip.is_empty())?
-        .parse()
-        .ok()
-}
-
 fn container_obs(
-    info: &ContainerInspectResponse,
+    info: &ContainerInfo,
     network: &str,
     previous: &HashMap<String, u64>,
     stop_marks: &crate::store::StopMarks,
 ) -> ContainerObs {
-    let id = info.id.clone().unwrap_or_default();
-    let state = info.state.clone().unwrap_or_default();
-    let restart_count = info.restart_count.unwrap_or(0).max(0) as u64;
-    let labels = info
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default();
-    let env_port = info
-        .config
-        .as_ref()
-        .and_then(|c| c.env.as_ref())
-        .and_then(|env| {
-            env.iter()
-                .find_map(|e| e.strip_prefix(&format!("{}=", ENV_VIRTUAL_PORT)))
-                .map(str::to_owned)
-        });
-    let running = state.running == Some(true);
-    let status = state
-        .status
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let id = info.id.clone();
+    let state = &info.state;
+    let restart_count = info.restart_count;
+    let running = state.running;
+    let since = |t: Option<&str>| {
+        let at = humantime::parse_rfc3339_weak(t?).ok()?;
+        Some(
+            std::time::SystemTime::now()
+                .duration_since(at)
+                .ok()?
+                .as_secs_f64(),
+        )
+    };
     ContainerObs {
-        name: info
-            .name
-            .as_deref()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_owned(),
-        state: if state.restarting == Some(true) {
-            "restarting".into()
-        } else {
-            status
+        name: info.name.clone(),
+        state: match state.status.as_str() {
+            _ if state.restarting => "restarting".into(),
+            "" => "unknown".into(),
+            status => status.to_owned(),
         },
-        exit_code: (!running).then_some(state.exit_code).flatten(),
-        oom_killed: state.oom_killed == Some(true),
+        exit_code: (!running).then_some(state.exit_code),
+        oom_killed: state.oom_killed,
         new_restarts: previous
             .get(&id)
             .map_or(0, |before| restart_count.saturating_sub(*before)),
         restart_count,
         up_secs: running
-            .then_some(state.started_at.as_deref())
-            .flatten()
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-            .and_then(|started| std::time::SystemTime::now().duration_since(started).ok())
-            .map(|up| up.as_secs_f64()),
-        started_at: state.started_at.filter(|t| !t.starts_with("0001-")),
-        ip: if running {
-            network_ip(info, network)
-        } else {
-            None
-        },
+            .then(|| since(state.started_at.as_deref()))
+            .flatten(),
+        started_at: state.started_at.clone(),
+        ip: running
+            .then(|| info.networks.get(network).copied())
+            .flatten(),
         listening: None,
-        autorestart: labels
+        autorestart: info
+            .labels
             .get(LABEL_AUTORESTART)
             .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        forced_port: labels.get(LABEL_PORT).cloned().or(env_port),
+        forced_port: info
+            .labels
+            .get(LABEL_PORT)
+            .or_else(|| info.env.get(ENV_VIRTUAL_PORT))
+            .cloned(),
         down_secs: (!running)
-            .then_some(state.finished_at.as_deref())
-            .flatten()
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-            .and_then(|ended| std::time::SystemTime::now().duration_since(ended).ok())
-            .map(|ago| ago.as_secs_f64()),
-        finished_at: (!running)
-            .then_some(state.finished_at)
-            .flatten()
-            .filter(|t| !t.starts_with("0001-")),
+            .then(|| since(state.finished_at.as_deref()))
+            .flatten(),
+        finished_at: (!running).then(|| state.finished_at.clone()).flatten(),
         stopped_by_user: !running && stop_marks.stopped.contains(&id),
         stop_requested: stop_marks.requested.contains(&id),
         id,

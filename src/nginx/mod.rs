@@ -4,28 +4,15 @@
 //! stopped or crash-looping. Layout inside the container:
 //! `/etc/butler-nginx/versions/<hash>/…` and the symlink `/etc/butler-nginx/live -> versions/<hash>`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
-    HostConfig, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-};
-use bollard::query_parameters::{
-    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
-};
-use futures_util::TryStreamExt;
-use tokio::io::AsyncWriteExt;
-
 use crate::config::ProxyConfig;
-use crate::docker::discovery::is_not_found;
+pub use crate::docker::ExecOutput;
+use crate::docker::{ContainerInfo, ContainerSpec, EngineError, EngineHandle, Restart};
 use crate::labels::{LABEL_ENABLE, LABEL_NGINX_SPEC, LABEL_ROLE};
 
 pub const CONFIG_ROOT: &str = "/etc/butler-nginx";
@@ -52,7 +39,7 @@ pub enum NginxError {
     Docker {
         container: String,
         op: &'static str,
-        source: bollard::errors::Error,
+        source: EngineError,
     },
     #[error(
         "a container named {container} exists but is not the butler's (no label {LABEL_ROLE}=nginx): rename or remove it, or set [proxy] container_name"
@@ -165,13 +152,6 @@ pub enum Ensured {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecOutput {
-    pub exit_code: i64,
-    /// stdout and stderr, interleaved as the process wrote them.
-    pub output: String,
-}
-
 /// What [`Nginx::activate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Activation {
@@ -211,7 +191,7 @@ const SHELL_NO: u8 = 2;
 /// Handle on the nginx container. Cheap to clone; clones share what was learned about the image.
 #[derive(Debug, Clone)]
 pub struct Nginx {
-    docker: Docker,
+    docker: EngineHandle,
     spec: NginxSpec,
     shell: Arc<AtomicU8>,
     /// Whether the image has `tar` for [`STAGE_AND_ACTIVATE_SCRIPT`] (same values).
@@ -219,7 +199,7 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    pub fn new(docker: Docker, spec: NginxSpec) -> Self {
+    pub fn new(docker: EngineHandle, spec: NginxSpec) -> Self {
         Self {
             docker,
             spec,
@@ -318,18 +298,11 @@ impl Nginx {
         &self.spec
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
-    }
-
     fn name(&self) -> &str {
         &self.spec.container_name
     }
 
-    fn docker_err(
-        &self,
-        op: &'static str,
-    ) -> impl FnOnce(bollard::errors::Error) -> NginxError + '_ {
+    fn docker_err(&self, op: &'static str) -> impl FnOnce(EngineError) -> NginxError + '_ {
         move |source| NginxError::Docker {
             container: self.spec.container_name.clone(),
             op,
@@ -337,12 +310,11 @@ impl Nginx {
         }
     }
 
-    async fn inspect(&self) -> Result<Option<ContainerInspectResponse>, NginxError> {
-        match self.docker.inspect_container(self.name(), None).await {
-            Ok(info) => Ok(Some(info)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.docker_err("inspect")(e)),
-        }
+    async fn inspect(&self) -> Result<Option<ContainerInfo>, NginxError> {
+        self.docker
+            .inspect_container(self.name())
+            .await
+            .map_err(self.docker_err("inspect"))
     }
 
     /// Where nginx is reached: its address on the proxy network (from the host and from a butler
@@ -350,18 +322,10 @@ impl Nginx {
     /// container it belongs to, which keeps it while that container runs. Without one (nginx
     /// missing, or off the network), its published port on 127.0.0.1, with no id.
     pub async fn addr(&self) -> Result<NginxAddr, NginxError> {
-        let ip = self.inspect().await?.and_then(|info| {
-            let id = info.id.clone().unwrap_or_default();
-            let ip = info
-                .network_settings?
-                .networks?
-                .remove(&self.spec.network)?
-                .ip_address
-                .filter(|ip| !ip.is_empty())?
-                .parse()
-                .ok()?;
-            Some((id, ip))
-        });
+        let ip = self
+            .inspect()
+            .await?
+            .and_then(|info| Some((info.id.clone(), *info.networks.get(&self.spec.network)?)));
         Ok(match ip {
             Some((id, ip)) => NginxAddr {
                 container_id: Some(id),
@@ -384,24 +348,20 @@ impl Nginx {
         let Some(info) = self.inspect().await? else {
             return Ok(NginxState::Missing);
         };
-        let labels = info
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
+        let labels = &info.labels;
         if labels.get(LABEL_ROLE).map(String::as_str) != Some("nginx") {
             return Err(NginxError::Foreign {
                 container: self.name().into(),
             });
         }
-        let id = info.id.clone().unwrap_or_default();
-        let state = info.state.clone().unwrap_or_default();
-        let restart_count = info.restart_count.unwrap_or(0).max(0) as u64;
-        if state.restarting == Some(true) || (state.running != Some(true) && restart_count >= 3) {
+        let id = info.id.clone();
+        let state = &info.state;
+        let restart_count = info.restart_count;
+        if state.restarting || (!state.running && restart_count >= 3) {
             return Ok(NginxState::CrashLooping { id, restart_count });
         }
-        if state.running != Some(true) || state.status == Some(ContainerStateStatusEnum::PAUSED) {
-            let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+        if !state.running || state.status == "paused" {
+            let status = state.status.clone();
             return Ok(NginxState::Stopped { id, status });
         }
         if labels.get(LABEL_NGINX_SPEC) != Some(&self.spec.digest()) {
@@ -409,7 +369,7 @@ impl Nginx {
         }
         Ok(NginxState::Running {
             id,
-            started_at: state.started_at.unwrap_or_default(),
+            started_at: state.started_at.clone().unwrap_or_default(),
         })
     }
 
@@ -425,19 +385,17 @@ impl Nginx {
             | NginxState::CrashLooping { id, .. }
             | NginxState::Outdated { id } => {
                 tracing::warn!(container = self.name(), state = ?was, "recreating nginx container");
-                let options = RemoveContainerOptionsBuilder::default().force(true).build();
-                match self.docker.remove_container(id, Some(options)).await {
-                    Ok(()) => {}
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(self.docker_err("remove")(e)),
-                }
+                self.docker
+                    .remove_container(id)
+                    .await
+                    .map_err(self.docker_err("remove"))?;
             }
         }
         self.create().await?;
         let archive = tree_archive(last_good, hash, true)?;
         self.upload("/etc", archive).await?;
         self.docker
-            .start_container(self.name(), None)
+            .start_container(self.name())
             .await
             .map_err(self.docker_err("start"))?;
         self.wait_serving().await?;
@@ -449,18 +407,12 @@ impl Nginx {
     async fn ensure_image(&self) -> Result<(), NginxError> {
         let image = &self.spec.image;
         match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
             Err(e) => return Err(self.docker_err("inspect image")(e)),
         }
         tracing::info!(%image, "pulling the nginx image");
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(image)
-            .build();
-        let pull = self
-            .docker
-            .create_image(Some(options), None, None)
-            .try_collect::<Vec<_>>();
+        let pull = self.docker.pull_image(image);
         let unavailable = |reason: String| NginxError::ImageUnavailable {
             image: image.clone(),
             reason,
@@ -474,16 +426,9 @@ impl Nginx {
 
     async fn create(&self) -> Result<(), NginxError> {
         self.ensure_image().await?;
-        let port_key = format!("{CONTAINER_HTTP_PORT}/tcp");
-        let bindings = HashMap::from([(
-            port_key.clone(),
-            Some(vec![PortBinding {
-                host_ip: None,
-                host_port: Some(self.spec.http_port.to_string()),
-            }]),
-        )]);
-        let body = ContainerCreateBody {
-            image: Some(self.spec.image.clone()),
+        let spec = ContainerSpec {
+            name: self.name().to_owned(),
+            image: self.spec.image.clone(),
             entrypoint: Some(vec!["nginx".into()]),
             cmd: Some(vec![
                 "-c".into(),
@@ -491,38 +436,23 @@ impl Nginx {
                 "-g".into(),
                 "daemon off;".into(),
             ]),
-            labels: Some(HashMap::from([
+            labels: BTreeMap::from([
                 (LABEL_ROLE.into(), "nginx".into()),
                 (LABEL_NGINX_SPEC.into(), self.spec.digest()),
                 // nginx is the proxy, never an app to route.
                 (LABEL_ENABLE.into(), "false".into()),
-            ])),
-            exposed_ports: Some(vec![port_key]),
+            ]),
+            publish: vec![(CONTAINER_HTTP_PORT, self.spec.http_port)],
             // SIGQUIT is nginx's graceful shutdown; SIGTERM would cut open requests.
             stop_signal: Some("SIGQUIT".into()),
-            host_config: Some(HostConfig {
-                port_bindings: Some(bindings),
-                // The butler heals nginx itself, from the last good config; a Docker restart
-                // policy would loop on a broken one.
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::NO),
-                    maximum_retry_count: None,
-                }),
-                ..Default::default()
-            }),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    self.spec.network.clone(),
-                    EndpointSettings::default(),
-                )])),
-            }),
+            // The butler heals nginx itself, from the last good config; a Docker restart
+            // policy would loop on a broken one.
+            restart: Restart::No,
+            network: Some(self.spec.network.clone()),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default()
-            .name(self.name())
-            .build();
         self.docker
-            .create_container(Some(options), body)
+            .create_container(&spec)
             .await
             .map_err(self.docker_err("create"))?;
         Ok(())
@@ -538,23 +468,12 @@ impl Nginx {
             // the shared network is reachable (the butler's container is on that network too).
             let on_network = info
                 .as_ref()
-                .and_then(|i| i.network_settings.as_ref()?.networks.as_ref())
-                .and_then(|nets| {
-                    nets.get(&self.spec.network)?
-                        .ip_address
-                        .as_deref()?
-                        .parse()
-                        .ok()
-                })
-                .map(|ip| SocketAddr::new(ip, CONTAINER_HTTP_PORT));
-            let state = info.and_then(|i| i.state).unwrap_or_default();
-            if state.running != Some(true) {
+                .and_then(|i| i.networks.get(&self.spec.network))
+                .map(|ip| SocketAddr::new(*ip, CONTAINER_HTTP_PORT));
+            let state = info.map(|i| i.state).unwrap_or_default();
+            if !state.running {
                 return Err(self
-                    .start_failed(format!(
-                        "{} (exit code {})",
-                        state.status.map(|s| s.to_string()).unwrap_or_default(),
-                        state.exit_code.unwrap_or_default()
-                    ))
+                    .start_failed(format!("{} (exit code {})", state.status, state.exit_code))
                     .await);
             }
             // An HTTP answer, not just a connect: Docker's userland proxy accepts on the published
@@ -589,30 +508,16 @@ impl Nginx {
 
     /// The container's last `lines` log lines, or a note why they cannot be read.
     pub async fn log_tail(&self, lines: usize) -> String {
-        let options = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .tail(&lines.to_string())
-            .build();
         self.docker
-            .logs(self.name(), Some(options))
-            .try_fold(String::new(), |mut acc, chunk| async move {
-                acc.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                Ok(acc)
-            })
+            .logs(self.name(), lines)
             .await
             .unwrap_or_else(|e| format!("(logs unavailable: {e})"))
     }
 
     /// Extracts a tar archive at `dir` inside the container (which must exist there).
     async fn upload(&self, dir: &str, archive: Vec<u8>) -> Result<(), NginxError> {
-        let options = UploadToContainerOptionsBuilder::default().path(dir).build();
         self.docker
-            .upload_to_container(
-                self.name(),
-                Some(options),
-                bollard::body_full(archive.into()),
-            )
+            .upload(self.name(), dir, archive)
             .await
             .map_err(self.docker_err("upload archive"))
     }
@@ -635,38 +540,28 @@ impl Nginx {
 
     /// The hash `live` points to, if any.
     pub async fn live_version(&self) -> Result<Option<String>, NginxError> {
-        let options = ContainerArchiveInfoOptionsBuilder::default()
-            .path(LIVE_LINK)
-            .build();
-        match self
+        let target = self
             .docker
-            .get_container_archive_info(self.name(), Some(options))
+            .link_target(self.name(), LIVE_LINK)
             .await
-        {
-            Ok(stat) => Ok(stat
-                .link_target
+            .map_err(self.docker_err("stat live link"))?;
+        Ok(target.and_then(|target| {
+            target
                 .trim_end_matches('/')
                 .rsplit('/')
                 .next()
                 .filter(|h| !h.is_empty())
-                .map(str::to_owned)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.docker_err("stat live link")(e)),
-        }
+                .map(str::to_owned)
+        }))
     }
 
     /// The files of `versions/<hash>` as they are now in the container (paths relative to the
     /// version directory). What the health-monitor compares with the recorded version.
     pub async fn read_version(&self, hash: &str) -> Result<ConfigTree, NginxError> {
         check_hash(hash)?;
-        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
-            .path(&format!("{VERSIONS_DIR}/{hash}"))
-            .build();
-        let bytes: Vec<u8> = self
+        let bytes = self
             .docker
-            .download_from_container(self.name(), Some(options))
-            .map_ok(|chunk| chunk.to_vec())
-            .try_concat()
+            .download(self.name(), &format!("{VERSIONS_DIR}/{hash}"))
             .await
             .map_err(self.docker_err("download config"))?;
         let mut tree = ConfigTree::new();
@@ -703,67 +598,10 @@ impl Nginx {
         input: Option<Vec<u8>>,
     ) -> Result<ExecOutput, NginxError> {
         let run = async {
-            let created = self
-                .docker
-                .create_exec(
-                    self.name(),
-                    CreateExecOptions {
-                        cmd: Some(argv.to_vec()),
-                        attach_stdin: Some(input.is_some()),
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        ..Default::default()
-                    },
-                )
+            self.docker
+                .exec(self.name(), argv, input)
                 .await
-                .map_err(self.docker_err("exec create"))?;
-            let started = self
-                .docker
-                .start_exec(&created.id, Some(StartExecOptions::default()))
-                .await
-                .map_err(self.docker_err("exec start"))?;
-            let mut output = String::new();
-            if let StartExecResults::Attached {
-                output: mut stream,
-                input: mut stdin,
-            } = started
-            {
-                if let Some(bytes) = &input {
-                    // Written before reading: the output of the commands run here is small, so
-                    // the engine's buffer cannot fill up and stall the writer.
-                    stdin
-                        .write_all(bytes)
-                        .await
-                        .map_err(|e| self.docker_err("exec stdin")(e.into()))?;
-                    stdin
-                        .shutdown()
-                        .await
-                        .map_err(|e| self.docker_err("exec stdin")(e.into()))?;
-                }
-                while let Some(chunk) = stream
-                    .try_next()
-                    .await
-                    .map_err(self.docker_err("exec read"))?
-                {
-                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                }
-            }
-            // The output ends when the process does, but the engine may record the exit code a
-            // moment later.
-            loop {
-                let inspected = self
-                    .docker
-                    .inspect_exec(&created.id)
-                    .await
-                    .map_err(self.docker_err("exec inspect"))?;
-                if inspected.running != Some(true) {
-                    return Ok(ExecOutput {
-                        exit_code: inspected.exit_code.unwrap_or(-1),
-                        output,
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+                .map_err(self.docker_err("exec"))
         };
         tokio::time::timeout(EXEC_TIMEOUT, run)
             .await
@@ -795,11 +633,8 @@ impl Nginx {
     }
 
     pub async fn send_hup(&self) -> Result<(), NginxError> {
-        let options = KillContainerOptionsBuilder::default()
-            .signal("SIGHUP")
-            .build();
         self.docker
-            .kill_container(self.name(), Some(options))
+            .kill_container(self.name(), "SIGHUP")
             .await
             .map_err(self.docker_err("kill -HUP"))
     }
@@ -836,24 +671,18 @@ impl Nginx {
     }
 
     async fn workers(&self, shutting_down: bool) -> Result<BTreeSet<String>, NginxError> {
-        let top = self
+        let processes = self
             .docker
-            .top_processes(self.name(), None)
+            .top(self.name())
             .await
             .map_err(self.docker_err("top"))?;
-        let titles = top.titles.unwrap_or_default();
-        let pid_col = titles.iter().position(|t| t == "PID").unwrap_or(1);
-        let cmd_col = titles.len().saturating_sub(1);
-        Ok(top
-            .processes
-            .unwrap_or_default()
+        Ok(processes
             .into_iter()
-            .filter(|row| {
-                row.get(cmd_col).is_some_and(|cmd| {
-                    cmd.contains("worker process") && cmd.contains("shutting down") == shutting_down
-                })
+            .filter(|p| {
+                p.command.contains("worker process")
+                    && p.command.contains("shutting down") == shutting_down
             })
-            .filter_map(|row| row.get(pid_col).cloned())
+            .map(|p| p.pid)
             .collect())
     }
 
@@ -892,11 +721,7 @@ impl Nginx {
 
     /// The container's start time as the engine reports it (changes only on a restart).
     pub async fn started_at(&self) -> Result<Option<String>, NginxError> {
-        Ok(self
-            .inspect()
-            .await?
-            .and_then(|i| i.state)
-            .and_then(|s| s.started_at))
+        Ok(self.inspect().await?.and_then(|i| i.state.started_at))
     }
 }
 

@@ -7,13 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use serde::Serialize;
 
 use super::apply::{Applier, ApplyOutcome, ApplyStatus, RouteProbe};
 use super::{Plan, PlanSettings, ProblemKind, RenderSettings, RenderedConfig, Route, Templates};
 use crate::config::Config;
-use crate::docker::{ContainerSnapshot, discovery, network};
+use crate::docker::{ContainerSnapshot, Engine, EngineHandle, discovery, network};
 use crate::nginx::{CONFIG_ROOT, CONTAINER_HTTP_PORT, Ensured, Nginx, NginxSpec, NginxState};
 use crate::store::{NewVersion, RouteRow, Store};
 
@@ -135,7 +134,7 @@ pub struct ReconcileTimings {
 type RouteTable = BTreeMap<String, (Vec<String>, Vec<String>)>;
 
 pub struct Reconciler {
-    docker: Docker,
+    docker: EngineHandle,
     config: std::sync::Arc<Config>,
     nginx: Nginx,
     store: Store,
@@ -171,7 +170,7 @@ const PORT_WATCH_MAX_DELAY: Duration = Duration::from_secs(2);
 const PORT_WATCH_FOR: Duration = Duration::from_secs(120);
 
 impl Reconciler {
-    pub fn new(docker: Docker, config: std::sync::Arc<Config>, store: Store) -> Self {
+    pub fn new(docker: EngineHandle, config: std::sync::Arc<Config>, store: Store) -> Self {
         let nginx = Nginx::new(docker.clone(), NginxSpec::from_config(&config.proxy));
         Self {
             docker,
@@ -191,7 +190,7 @@ impl Reconciler {
         &self.store
     }
 
-    pub fn docker(&self) -> &Docker {
+    pub fn engine(&self) -> &EngineHandle {
         &self.docker
     }
 
@@ -202,7 +201,7 @@ impl Reconciler {
         settings: &PlanSettings,
     ) -> Result<Vec<ContainerSnapshot>, ReconcileError> {
         self.known = None;
-        let snapshots = list_with_routed_exited(&self.docker, &self.config, settings).await?;
+        let snapshots = list_with_routed_exited(&*self.docker, &self.config, settings).await?;
         self.known = Some(
             snapshots
                 .iter()
@@ -220,7 +219,7 @@ impl Reconciler {
         let mut known = self.known.take().unwrap_or_default();
         for id in ids {
             // An error leaves `known` empty, so the next round lists everything again.
-            match discovery::snapshot_one(&self.docker, id).await? {
+            match discovery::snapshot_one(&*self.docker, id).await? {
                 Some(snapshot) => {
                     // Events may name a container by a short id; the remembered list is by full id.
                     known.retain(|key, _| !key.starts_with(id.as_str()) || *key == snapshot.id);
@@ -288,7 +287,7 @@ impl Reconciler {
                 .as_ref()
                 .and_then(|k| k.get(&id))
                 .map(|s| s.listening_ports.clone());
-            let after = match discovery::snapshot_one(&self.docker, &id).await {
+            let after = match discovery::snapshot_one(&*self.docker, &id).await {
                 Ok(Some(snapshot)) if snapshot.running => Some(snapshot.listening_ports),
                 Ok(_) => None,
                 // The engine did not answer: try again at the next step.
@@ -315,7 +314,7 @@ impl Reconciler {
             .into_iter()
             .map(|r| r.app)
             .collect();
-        let mut snapshots = list_with_routed_exited(&self.docker, &self.config, &settings).await?;
+        let mut snapshots = list_with_routed_exited(&*self.docker, &self.config, &settings).await?;
         mark_user_stops(&mut snapshots, &self.store.user_stopped().await?);
         Ok(super::plan(&snapshots, &settings))
     }
@@ -337,7 +336,7 @@ impl Reconciler {
         let proxy = self.config.proxy.clone();
 
         let started = Instant::now();
-        network::ensure_network(&self.docker, &proxy.network).await?;
+        network::ensure_network(&*self.docker, &proxy.network).await?;
         if self.applied_routes.is_none() {
             let stored = self.store.routes().await?;
             self.applied_routes = Some(
@@ -365,7 +364,7 @@ impl Reconciler {
             .collect();
         let mut connected = BTreeSet::new();
         for id in &off_network {
-            match network::connect(&self.docker, id, &proxy.network).await {
+            match network::connect(&*self.docker, id, &proxy.network).await {
                 Ok(()) => {
                     connected.insert(id.clone());
                 }
@@ -676,7 +675,7 @@ impl Reconciler {
 /// Every running container, and the exited ones of the apps in `settings.routed_apps` (judged by
 /// name and labels from the list, so other exited containers are never inspected).
 async fn list_with_routed_exited(
-    docker: &Docker,
+    docker: &dyn Engine,
     config: &Config,
     settings: &PlanSettings,
 ) -> Result<Vec<ContainerSnapshot>, ReconcileError> {

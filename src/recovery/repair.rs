@@ -7,8 +7,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::query_parameters::RestartContainerOptionsBuilder;
-
 use super::strategy::{Action, Facts};
 use crate::health::classify::{self, Rules};
 use crate::health::model::{AppObs, ContainerObs};
@@ -35,7 +33,7 @@ pub enum RepairError {
     Docker {
         op: &'static str,
         container: String,
-        source: bollard::errors::Error,
+        source: crate::docker::EngineError,
     },
     #[error("{0}")]
     Failed(String),
@@ -55,7 +53,7 @@ pub struct Repairer {
 impl Repairer {
     pub fn new(observer: Arc<Observer>) -> Self {
         let reconciler = Reconciler::new(
-            observer.docker().clone(),
+            observer.engine().clone(),
             observer.config().clone(),
             observer.store().clone(),
         );
@@ -144,7 +142,8 @@ impl Repairer {
                 let network = &self.observer.config().proxy.network;
                 let mut connected = Vec::new();
                 for c in containers.iter().filter(|c| c.running() && c.ip.is_none()) {
-                    crate::docker::network::connect(self.observer.docker(), &c.id, network).await?;
+                    crate::docker::network::connect(&**self.observer.engine(), &c.id, network)
+                        .await?;
                     connected.push(c.name.clone());
                 }
                 let done = self.reconcile(cause).await?;
@@ -179,7 +178,7 @@ impl Repairer {
             Action::RestartApp => {
                 let app = app_of(component)?;
                 let containers = self.containers(app).await?;
-                let docker = self.observer.docker();
+                let docker = self.observer.engine();
                 let mut done = Vec::new();
                 for c in &containers {
                     let err = |op| {
@@ -190,17 +189,13 @@ impl Repairer {
                         }
                     };
                     if c.running() {
-                        let options = RestartContainerOptionsBuilder::default().t(5).build();
                         docker
-                            .restart_container(&c.id, Some(options))
+                            .restart_container(&c.id, 5)
                             .await
                             .map_err(err("restart"))?;
                         done.push(format!("restarted {}", c.name));
                     } else {
-                        docker
-                            .start_container(&c.id, None)
-                            .await
-                            .map_err(err("start"))?;
+                        docker.start_container(&c.id).await.map_err(err("start"))?;
                         done.push(format!("started {}", c.name));
                     }
                 }

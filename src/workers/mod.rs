@@ -21,7 +21,9 @@ use crate::systemd::units::Worker;
 const ENGINE_WAIT: Duration = Duration::from_secs(20);
 
 /// Connects to the Docker engine, retrying for a while: at boot the butler may start before it.
-pub(crate) async fn connect_docker(ctx: &WorkerContext) -> anyhow::Result<bollard::Docker> {
+pub(crate) async fn connect_docker(
+    ctx: &WorkerContext,
+) -> anyhow::Result<crate::docker::EngineHandle> {
     let host = ctx.config.docker.host.as_deref();
     let deadline = Instant::now() + ENGINE_WAIT;
     loop {
