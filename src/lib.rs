@@ -16,5 +16,7 @@ pub mod proxy;
 pub mod recovery;
 pub mod store;
 pub mod systemd;
+#[cfg(test)]
+mod testbed;
 mod text_enum;
 pub mod workers;

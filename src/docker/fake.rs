@@ -19,10 +19,10 @@ use super::engine::{
 };
 use super::events::EngineEvent;
 
-/// Answers an exec: given the container and the command, what it printed and exited with, and
-/// whether it reloaded nginx (new workers).
+/// Answers an exec of `argv` in a container: what it printed and exited with. It may change the
+/// container as the command would (bump `generation` for a reload, point a link).
 pub type ExecHandler =
-    Arc<dyn Fn(&ContainerInfo, &[&str], Option<&[u8]>) -> (ExecOutput, bool) + Send + Sync>;
+    Arc<dyn Fn(&mut FakeContainer, &[&str], Option<&[u8]>) -> ExecOutput + Send + Sync>;
 
 #[derive(Default)]
 pub struct FakeEngine {
@@ -48,6 +48,11 @@ pub struct FakeState {
     pub failures: BTreeMap<String, VecDeque<EngineError>>,
     /// What a build streams.
     pub build: Vec<BuildProgress>,
+    /// Names of containers that are created with no address on their network.
+    pub detached: std::collections::BTreeSet<String>,
+    /// Containers that the next list still shows and that are gone right after it (removed
+    /// between a list and the inspect that follows).
+    pub vanish_after_list: std::collections::BTreeSet<String>,
     next: u32,
 }
 
@@ -59,6 +64,8 @@ pub struct FakeContainer {
     pub uploads: Vec<(String, Vec<u8>)>,
     /// The nginx worker generation: bumped by SIGHUP and by an exec that reloads.
     pub generation: u32,
+    /// Symlinks inside the container: path → target.
+    pub links: BTreeMap<String, String>,
 }
 
 const NOW: &str = "2026-12-03T12:00:00Z";
@@ -165,14 +172,12 @@ impl FakeState {
         format!("{:08x}{}", self.next, hex::encode(name))
     }
 
+    /// Unique across every fake engine of the process, so tests running side by side can each
+    /// listen on their containers' addresses.
     fn new_ip(&mut self) -> IpAddr {
-        self.next += 1;
-        IpAddr::V4(Ipv4Addr::new(
-            127,
-            77,
-            (self.next / 250) as u8,
-            (self.next % 250 + 2) as u8,
-        ))
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        IpAddr::V4(Ipv4Addr::new(127, 77, (n / 250) as u8, (n % 250 + 2) as u8))
     }
 
     /// A container by full id, unique id prefix or name.
@@ -229,7 +234,7 @@ impl Engine for FakeEngine {
                 None => info.labels.contains_key(filter),
             })
         };
-        Ok(state
+        let listed = state
             .containers
             .values()
             .filter(|c| matches(&c.info))
@@ -239,7 +244,11 @@ impl Engine for FakeEngine {
                 labels: c.info.labels.clone(),
                 state: c.info.state.status.clone(),
             })
-            .collect())
+            .collect();
+        for id in std::mem::take(&mut state.vanish_after_list) {
+            state.containers.remove(&id);
+        }
+        Ok(listed)
     }
 
     async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
@@ -292,7 +301,9 @@ impl Engine for FakeEngine {
             },
             ..Default::default()
         };
-        if let Some(network) = &spec.network {
+        if let Some(network) = &spec.network
+            && !state.detached.contains(&spec.name)
+        {
             let ip = state.new_ip();
             info.networks.insert(network.clone(), ip);
         }
@@ -369,20 +380,14 @@ impl Engine for FakeEngine {
         argv: &[&str],
         input: Option<Vec<u8>>,
     ) -> Result<ExecOutput, EngineError> {
-        let info = {
-            let mut state = self.state();
-            state.call("exec", &format!("{id} {}", argv.join(" ")))?;
-            state.existing(id)?.info.clone()
-        };
         let handler = self.exec.lock().unwrap().clone();
-        let (output, reloaded) = match handler {
-            Some(handler) => handler(&info, argv, input.as_deref()),
-            None => (ExecOutput::default(), false),
-        };
-        if reloaded {
-            self.state().existing(id)?.generation += 1;
-        }
-        Ok(output)
+        let mut state = self.state();
+        state.call("exec", &format!("{id} {}", argv.join(" ")))?;
+        let container = state.existing(id)?;
+        Ok(match handler {
+            Some(handler) => handler(container, argv, input.as_deref()),
+            None => ExecOutput::default(),
+        })
     }
 
     async fn top(&self, id: &str) -> Result<Vec<ProcessRow>, EngineError> {
@@ -419,8 +424,7 @@ impl Engine for FakeEngine {
     async fn link_target(&self, id: &str, path: &str) -> Result<Option<String>, EngineError> {
         let mut state = self.state();
         state.call("stat", &format!("{id} {path}"))?;
-        state.existing(id)?;
-        Ok(None)
+        Ok(state.existing(id)?.links.get(path).cloned())
     }
 
     async fn logs(&self, id: &str, _lines: usize) -> Result<String, EngineError> {

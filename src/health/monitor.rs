@@ -111,7 +111,11 @@ impl Monitor {
         if !gone.is_empty() {
             store.forget_check_subjects(gone).await?;
         }
-        store.replace_app_health(assessment.apps.clone()).await?;
+        // Without a container list nothing is known about the apps: their last verdicts stand
+        // (an engine that blinks must not empty the dashboard's app list for a round).
+        if obs.apps_listed {
+            store.replace_app_health(assessment.apps.clone()).await?;
+        }
 
         let mut summary = RoundSummary {
             apps: assessment.apps.len(),
@@ -490,5 +494,170 @@ pub fn layer_status(assessment: &Assessment, layer: Layer) -> AppStatus {
         None => AppStatus::Healthy,
         Some(s) if s >= Severity::High => AppStatus::Down,
         Some(_) => AppStatus::Degraded,
+    }
+}
+
+#[cfg(test)]
+mod round_tests {
+    use super::*;
+    use crate::docker::EngineError;
+    use crate::health::{IncidentState, Kind};
+    use crate::proxy::reconcile::Reconciler;
+    use crate::store::IncidentFilter;
+    use crate::testbed::Bed;
+
+    /// A monitor over `bed`, with the apps routed by a reconcile first (as the dynamic proxy
+    /// would have done).
+    async fn monitor(bed: &Bed) -> Monitor {
+        let mut reconciler = Reconciler::new(bed.handle(), bed.config.clone(), bed.store.clone());
+        assert!(reconciler.reconcile("setup").await.unwrap().succeeded());
+        let observer = Arc::new(Observer::new(
+            bed.handle(),
+            bed.config.clone(),
+            bed.store.clone(),
+        ));
+        Monitor::new(
+            observer,
+            Alerter::new(Vec::new(), bed.store.clone(), "test"),
+        )
+    }
+
+    async fn open_incident(bed: &Bed, kind: Kind, app: &str) -> Option<crate::store::Incident> {
+        bed.store
+            .incidents(IncidentFilter::unresolved())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.kind == kind.as_str() && i.component == app_component(app))
+    }
+
+    #[tokio::test]
+    async fn an_app_that_answers_is_healthy_and_its_checks_are_recorded() {
+        let bed = Bed::new().await;
+        let id = bed.run_app("shop", &[("butler.port", "8080")]);
+        bed.serve_app(&id, 8080, 200).await;
+        let mut monitor = monitor(&bed).await;
+
+        let summary = monitor.round().await.unwrap();
+
+        assert_eq!((summary.apps, summary.healthy), (1, 1), "{summary:?}");
+        let health = bed.store.app_health().await.unwrap();
+        assert_eq!(health[0].app, "shop");
+        assert_eq!(health[0].status, AppStatus::Healthy);
+        let checks = bed.store.checks().await.unwrap();
+        let app_checks: Vec<_> = checks.iter().filter(|c| c.subject == "app:shop").collect();
+        assert!(!app_checks.is_empty());
+        assert!(app_checks.iter().all(|c| c.ok), "{app_checks:?}");
+    }
+
+    #[tokio::test]
+    async fn a_crashed_container_opens_an_incident_and_its_return_resolves_it() {
+        let bed = Bed::new().await;
+        let id = bed.run_app("shop", &[("butler.port", "8080")]);
+        bed.serve_app(&id, 8080, 200).await;
+        let mut monitor = monitor(&bed).await;
+        monitor.round().await.unwrap();
+        bed.engine.edit(&id, |c| {
+            c.info.state.running = false;
+            c.info.state.status = "exited".into();
+            c.info.state.exit_code = 1;
+            c.info.state.finished_at = Some("2026-12-03T11:00:00Z".into());
+        });
+
+        let summary = monitor.round().await.unwrap();
+
+        assert_eq!(summary.opened, 1, "{summary:?}");
+        let incident = open_incident(&bed, Kind::ContainerDown, "shop").await;
+        assert!(incident.is_some(), "no container_down incident for shop");
+        assert_eq!(
+            bed.store.app_health().await.unwrap()[0].status,
+            AppStatus::Down
+        );
+
+        bed.engine.edit(&id, |c| {
+            c.info.state.running = true;
+            c.info.state.status = "running".into();
+        });
+        let summary = monitor.round().await.unwrap();
+
+        assert_eq!(summary.resolved, 1, "{summary:?}");
+        assert!(
+            open_incident(&bed, Kind::ContainerDown, "shop")
+                .await
+                .is_none()
+        );
+        let resolved = bed
+            .store
+            .incidents(IncidentFilter::default())
+            .await
+            .unwrap();
+        assert!(
+            resolved
+                .iter()
+                .any(|i| i.kind == "container_down" && i.state == IncidentState::Resolved)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_app_nothing_answers_for_is_unresponsive() {
+        let bed = Bed::new().await;
+        // Routed to 8080, but nothing listens at its address: connections are refused.
+        bed.run_app("mute", &[("butler.port", "8080")]);
+        let mut monitor = monitor(&bed).await;
+
+        let summary = monitor.round().await.unwrap();
+
+        assert_eq!(summary.healthy, 0, "{summary:?}");
+        assert!(
+            open_incident(&bed, Kind::AppUnresponsive, "mute")
+                .await
+                .is_some(),
+            "{:?}",
+            bed.store
+                .incidents(IncidentFilter::default())
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proxy_answering_502_for_an_app_that_answers_is_a_gateway_error() {
+        let bed = Bed::new().await;
+        let id = bed.run_app("shop", &[("butler.port", "8080")]);
+        bed.serve_app(&id, 8080, 200).await;
+        let mut monitor = monitor(&bed).await;
+        bed.proxy_status
+            .store(502, std::sync::atomic::Ordering::Relaxed);
+
+        monitor.round().await.unwrap();
+
+        assert!(
+            open_incident(&bed, Kind::GatewayError, "shop")
+                .await
+                .is_some()
+        );
+        assert!(open_incident(&bed, Kind::AppError, "shop").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_cannot_list_concludes_nothing_about_apps() {
+        let bed = Bed::new().await;
+        let id = bed.run_app("shop", &[("butler.port", "8080")]);
+        bed.serve_app(&id, 8080, 200).await;
+        let mut monitor = monitor(&bed).await;
+        monitor.round().await.unwrap();
+        bed.engine
+            .fail_next("list", EngineError::Transport("connection refused".into()));
+
+        monitor.round().await.unwrap();
+
+        // No app was seen, so none is called down or forgotten: the last verdict stands.
+        let health = bed.store.app_health().await.unwrap();
+        assert_eq!(health.len(), 1, "{health:?}");
+        assert!(
+            open_incident(&bed, Kind::ContainerDown, "shop")
+                .await
+                .is_none()
+        );
     }
 }

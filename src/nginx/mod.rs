@@ -104,7 +104,7 @@ impl NginxSpec {
         }
     }
 
-    fn digest(&self) -> String {
+    pub(crate) fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let text = format!("{}\n{}\n{}", self.image, self.network, self.http_port);
         hex::encode(&Sha256::digest(text.as_bytes())[..8])

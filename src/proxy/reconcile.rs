@@ -709,3 +709,221 @@ fn route_key(route: &Route) -> (Vec<String>, Vec<String>) {
         .collect();
     (route.hosts.clone(), servers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::EngineError;
+    use crate::testbed::{Bed, nginx_refuses};
+
+    fn reconciler(bed: &Bed) -> Reconciler {
+        Reconciler::new(bed.handle(), bed.config.clone(), bed.store.clone())
+    }
+
+    #[tokio::test]
+    async fn a_new_container_is_routed_applied_and_recorded() {
+        let bed = Bed::new().await;
+        let id = bed.run_app(
+            "shop-1",
+            &[("butler.name", "shop"), ("butler.port", "8080")],
+        );
+        let app = bed.serve_app(&id, 8080, 200).await;
+
+        let report = reconciler(&bed).reconcile("test").await.unwrap();
+
+        assert_eq!(
+            report.apply.as_ref().map(|a| &a.status),
+            Some(&ApplyStatus::Applied),
+            "{report:?}"
+        );
+        assert!(report.version.is_some());
+        assert_eq!(
+            report.changes,
+            vec![RouteChange::Added {
+                app: "shop".into(),
+                hosts: vec!["shop.localhost".into()],
+                servers: vec![app.to_string()],
+            }]
+        );
+        let routes = bed.store.routes().await.unwrap();
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].servers, vec![app.to_string()]);
+        // One exec staged, validated and activated the version; nothing was recreated.
+        let stages: Vec<String> = bed
+            .engine
+            .calls("exec")
+            .into_iter()
+            .filter(|c| c.contains(" sh -c "))
+            .collect();
+        assert_eq!(stages.len(), 1, "{stages:?}");
+        assert!(bed.engine.calls("create").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_same_containers_again_change_nothing() {
+        let bed = Bed::new().await;
+        bed.run_app(
+            "shop-1",
+            &[("butler.name", "shop"), ("butler.port", "8080")],
+        );
+        let mut reconciler = reconciler(&bed);
+        reconciler.reconcile("first").await.unwrap();
+
+        let again = reconciler.reconcile("second").await.unwrap();
+
+        assert!(again.changes.is_empty());
+        assert_eq!(again.apply.map(|a| a.status), Some(ApplyStatus::Unchanged));
+        assert_eq!(
+            again.version, None,
+            "an unchanged config is not recorded again"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_app_off_the_proxy_network_is_connected_then_routed() {
+        let bed = Bed::new().await;
+        let id = bed
+            .engine
+            .run("lonely", crate::testbed::APP_IMAGE, &["bridge"]);
+        bed.engine.edit(&id, |c| {
+            c.info.labels.insert("butler.port".into(), "8080".into());
+        });
+
+        let report = reconciler(&bed).reconcile("test").await.unwrap();
+
+        assert_eq!(report.connected, vec![id.clone()]);
+        let ip = bed.engine.container(&id).unwrap().info.networks[&bed.config.proxy.network];
+        let routes = bed.store.routes().await.unwrap();
+        assert_eq!(routes[0].app, "lonely");
+        assert_eq!(routes[0].servers, vec![format!("{ip}:8080")]);
+    }
+
+    #[tokio::test]
+    async fn a_config_nginx_refuses_is_kept_out_and_not_tried_again() {
+        let bed = Bed::new().await;
+        bed.engine
+            .on_exec(nginx_refuses("nginx: [emerg] unknown directive \"bogus\""));
+        bed.run_app("shop-1", &[("butler.port", "8080")]);
+        let mut reconciler = reconciler(&bed);
+
+        let first = reconciler.reconcile("first").await.unwrap();
+
+        assert!(!first.succeeded());
+        assert!(matches!(
+            first.apply.as_ref().map(|a| &a.status),
+            Some(ApplyStatus::Invalid { error }) if error.contains("unknown directive")
+        ));
+        assert!(first.version.is_some(), "a refused version is recorded");
+        assert!(
+            bed.store.routes().await.unwrap().is_empty(),
+            "routes are only what nginx serves"
+        );
+        let execs = bed.engine.calls("exec").len();
+
+        let second = reconciler.reconcile("second").await.unwrap();
+
+        assert!(!second.succeeded());
+        assert_eq!(second.version, None);
+        assert_eq!(
+            bed.engine.calls("exec").len(),
+            execs,
+            "the same tree is not staged and validated again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_nginx_is_recreated_before_anything_is_applied() {
+        let bed = Bed::new().await;
+        let name = bed.config.proxy.container_name.clone();
+        bed.engine
+            .state()
+            .containers
+            .retain(|_, c| c.info.name != name);
+        // Created off the network, the recreated nginx is reached on its published port, where the
+        // test bed's stand-in answers.
+        bed.engine.state().detached.insert(name.clone());
+
+        let report = reconciler(&bed).reconcile("test").await.unwrap();
+
+        assert_eq!(report.nginx_recreated.as_deref(), Some("Missing"));
+        assert_eq!(bed.engine.calls("create"), vec![name.clone()]);
+        // The config goes in before the first start: nginx never serves an unvalidated one.
+        let calls = bed.engine.state().calls.clone();
+        let upload = calls
+            .iter()
+            .position(|c| c.starts_with(&format!("upload {name}")));
+        let start = calls.iter().position(|c| *c == format!("start {name}"));
+        assert!(upload.is_some() && upload < start, "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_reinspects_only_the_containers_it_names() {
+        let bed = Bed::new().await;
+        let a = bed.run_app("a-1", &[("butler.port", "8080")]);
+        let b = bed.run_app("b-1", &[("butler.port", "8080")]);
+        let mut reconciler = reconciler(&bed);
+        reconciler.reconcile("full").await.unwrap();
+        bed.engine.state().calls.clear();
+        bed.engine.edit(&b, |c| {
+            c.info.state.running = false;
+            c.info.state.status = "exited".into();
+        });
+
+        let report = reconciler
+            .reconcile_changed("events", Some(&BTreeSet::from([b.clone()])))
+            .await
+            .unwrap();
+
+        let inspected = bed.engine.calls("inspect");
+        assert!(inspected.contains(&b), "{inspected:?}");
+        assert!(!inspected.contains(&a), "{inspected:?}");
+        assert!(bed.engine.calls("list").is_empty());
+        // A routed app whose container exited keeps its host, with no servers: it answers 503
+        // with the page that says it is down.
+        assert_eq!(
+            report.changes,
+            vec![RouteChange::Changed {
+                app: "b-1".into(),
+                hosts: vec!["b-1.localhost".into()],
+                servers: vec![],
+            }]
+        );
+        assert!(
+            report
+                .plan
+                .routes
+                .iter()
+                .any(|r| r.app == "b-1" && r.down.is_some())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_container_gone_between_list_and_inspect_is_skipped() {
+        let bed = Bed::new().await;
+        bed.run_app("a-1", &[("butler.port", "8080")]);
+        let gone = bed.run_app("gone-1", &[("butler.port", "8080")]);
+        // The list sees it; by the time it is inspected the engine no longer knows it.
+        bed.engine.state().vanish_after_list.insert(gone);
+
+        let report = reconciler(&bed).reconcile("test").await.unwrap();
+
+        assert!(report.succeeded());
+        assert_eq!(bed.store.routes().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_cannot_list_fails_the_round_and_changes_nothing() {
+        let bed = Bed::new().await;
+        bed.run_app("a-1", &[("butler.port", "8080")]);
+        bed.engine.fail_next(
+            "list",
+            EngineError::Transport("connection reset by peer".into()),
+        );
+
+        let error = reconciler(&bed).reconcile("test").await.unwrap_err();
+
+        assert!(error.to_string().contains("connection reset"), "{error}");
+        assert!(bed.engine.calls("exec").is_empty());
+        assert!(bed.store.routes().await.unwrap().is_empty());
+    }
+}
