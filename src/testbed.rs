@@ -127,6 +127,33 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// Makes every container created from now on answer `status` on `port` once it has an
+    /// address (what a deployed revision's instances do); the task ends with the test's runtime.
+    pub fn serve_new_containers(&self, port: u16, status: u16) {
+        let engine = self.engine.clone();
+        let network = self.config.proxy.network.clone();
+        let mut seen: std::collections::BTreeSet<String> =
+            engine.state().containers.keys().cloned().collect();
+        tokio::spawn(async move {
+            loop {
+                let fresh: Vec<(String, std::net::IpAddr)> = engine
+                    .state()
+                    .containers
+                    .values()
+                    .filter(|c| !seen.contains(&c.info.id))
+                    .filter_map(|c| Some((c.info.id.clone(), *c.info.networks.get(&network)?)))
+                    .collect();
+                for (id, ip) in fresh {
+                    seen.insert(id);
+                    serve_http(SocketAddr::new(ip, port), Arc::new(move |_: &str| status)).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        });
+    }
+}
+
 /// nginx accepts every config: the one-exec stage-and-activate (`sh -c SCRIPT sh ROOT HASH`)
 /// points `live` at the version and starts new workers; `nginx -t` and the rest exit 0.
 pub fn nginx_takes_everything() -> ExecHandler {

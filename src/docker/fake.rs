@@ -275,6 +275,7 @@ impl Engine for FakeEngine {
         let image = state
             .images
             .get(&spec.image)
+            .or_else(|| state.images.values().find(|i| i.id == spec.image))
             .cloned()
             .ok_or_else(|| EngineError::Refused {
                 status: 404,
