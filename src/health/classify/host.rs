@@ -1,5 +1,5 @@
 //! The host layer: free disk space and how soon it runs out, available memory, and load. Each
-//! limit is one decision here, which the findings are made from.
+//! limit is one decision here; the findings and the host's check rows are both made from it.
 
 use super::{Facts, Problem, Rules};
 use crate::health::model::{DiskObs, HostObs};

@@ -1,11 +1,13 @@
 //! From observations to conclusions: which findings (kind, severity, component, summary) a round
-//! makes, and each app's status with its reason. Pure functions over `model` data. The severity
-//! rules are all in [`severity`]; every limit (disk, memory, load, restarts, latency, grace
-//! times) is one function, next to the constant it applies.
+//! makes, each app's status with its reason, and the check rows a round stores. Pure functions
+//! over `model` data. The severity rules are all in [`severity`]; every limit (disk, memory,
+//! load, restarts, latency, grace times) is one function, next to the constant it applies. The
+//! host's and the units' check rows ask the same functions as their findings, so such a check
+//! fails exactly when it makes a finding.
 //!
 //! `app` composes an app's decisions, taken in `containers` (what its containers are doing),
 //! `routing` (its network, its route and the route's probes) and `answers` (its HTTP answers);
-//! `proxy`, `host` and `units` classify the other layers.
+//! `proxy`, `host` and `units` classify the other layers; `checks` makes the check rows.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,7 @@ use crate::store::AppHealth;
 
 mod answers;
 mod app;
+mod checks;
 mod containers;
 mod host;
 mod proxy;
@@ -26,6 +29,7 @@ mod fixtures;
 
 pub use answers::slow;
 pub use app::classify_app;
+pub use checks::check_rows;
 pub use containers::{CRASH_LOOP_RESTARTS, EXIT_SETTLE_SECS, crash_looping, exit_settling};
 pub use host::{
     DISK_LOW_FRACTION, LOAD_HIGH_PER_CPU, MEMORY_LOW_FRACTION, classify_host, disk_filling,
