@@ -7,14 +7,11 @@ use std::sync::Arc;
 
 use super::alerts::{AlertEvent, Alerter};
 use super::classify::{self, Assessment, Rules};
-use super::model::{AppObs, Observations, ProbeResult};
+use super::model::{AppObs, Observations};
 use super::observe::{Observer, disk_metric};
-use super::{
-    AppStatus, HOST_COMPONENT, IncidentState, Kind, Layer, PROXY_COMPONENT, Severity,
-    app_component, unit_component,
-};
+use super::{AppStatus, IncidentState, Kind, Layer, PROXY_COMPONENT, Severity};
 use crate::clock::now_ms;
-use crate::store::{CheckResult, IncidentFilter, StoreError};
+use crate::store::{IncidentFilter, StoreError};
 
 /// Host samples are stored at most this often, and kept this long.
 const SAMPLE_EVERY_MS: i64 = 60_000;
@@ -96,7 +93,7 @@ impl Monitor {
             );
         }
 
-        let checks = check_rows(&obs);
+        let checks = classify::check_rows(&obs, &self.rules);
         let subjects: BTreeSet<String> = checks.iter().map(|c| c.subject.clone()).collect();
         let gone: Vec<String> = store
             .checks()
@@ -269,216 +266,6 @@ fn observed(obs: &Observations, component: &str, kind: &str) -> bool {
         return obs.proxy.state != "unknown" && (!config_kind || obs.proxy.config_checked());
     }
     true
-}
-
-/// The stored check rows of one round: one per subject and check name.
-pub fn check_rows(obs: &Observations) -> Vec<CheckResult> {
-    let mut rows = Vec::new();
-    let mut row = |subject: &str, name: &str, ok: bool, latency_ms: Option<f64>, detail: String| {
-        rows.push(CheckResult {
-            subject: subject.to_owned(),
-            name: name.to_owned(),
-            ok,
-            latency_ms,
-            detail,
-            checked_at: String::new(),
-        })
-    };
-    for app in &obs.apps {
-        let subject = app_component(&app.app);
-        for (name, ok, latency, detail) in app_checks(app) {
-            row(&subject, name, ok, latency, detail);
-        }
-    }
-    let proxy = &obs.proxy;
-    row(
-        PROXY_COMPONENT,
-        "container",
-        proxy.serving(),
-        None,
-        proxy.detail.clone(),
-    );
-    if let Some(answer) = &proxy.answers {
-        row(
-            PROXY_COMPONENT,
-            "http",
-            answer.ok,
-            answer.latency_ms,
-            probe_text(answer),
-        );
-    }
-    if let Some(verdict) = &proxy.config_error {
-        row(
-            PROXY_COMPONENT,
-            "config_valid",
-            verdict.is_none(),
-            None,
-            verdict.clone().unwrap_or_else(|| "nginx -t passes".into()),
-        );
-    }
-    if proxy.live_hash.is_some() {
-        let drift = proxy.drift.clone().unwrap_or_default();
-        let same = proxy.live_hash == proxy.applied_hash && drift.is_empty();
-        row(
-            PROXY_COMPONENT,
-            "config_drift",
-            same,
-            None,
-            if same {
-                "the live config is the applied version".into()
-            } else if drift.is_empty() {
-                format!(
-                    "live {} but applied {}",
-                    proxy.live_hash.as_deref().unwrap_or("?"),
-                    proxy.applied_hash.as_deref().unwrap_or("?")
-                )
-            } else {
-                format!("changed: {}", drift.join(", "))
-            },
-        );
-    }
-    let host = &obs.host;
-    for disk in &host.disks {
-        let fraction = disk.free_bytes as f64 / disk.total_bytes.max(1) as f64;
-        row(
-            HOST_COMPONENT,
-            &format!("disk:{}", disk.path),
-            fraction >= classify::DISK_LOW_FRACTION,
-            None,
-            format!(
-                "{} free of {} ({}){}",
-                classify::human_bytes(disk.free_bytes),
-                classify::human_bytes(disk.total_bytes),
-                disk.role,
-                disk.hours_left
-                    .map(|h| format!("; full in {}", classify::human_hours(h)))
-                    .unwrap_or_default()
-            ),
-        );
-    }
-    if let (Some(total), Some(available)) = (host.mem_total_bytes, host.mem_available_bytes) {
-        row(
-            HOST_COMPONENT,
-            "memory",
-            available as f64 / total.max(1) as f64 >= classify::MEMORY_LOW_FRACTION,
-            None,
-            format!(
-                "{} available of {}",
-                classify::human_bytes(available),
-                classify::human_bytes(total)
-            ),
-        );
-    }
-    if let Some(load) = host.load1 {
-        row(
-            HOST_COMPONENT,
-            "load",
-            load / host.cpus.max(1) as f64 <= classify::LOAD_HIGH_PER_CPU,
-            None,
-            format!("load {load:.2} on {} CPUs", host.cpus),
-        );
-    }
-    for unit in obs.units.iter().flatten() {
-        if unit.load_state == "not-found" {
-            continue;
-        }
-        row(
-            &unit_component(&unit.unit),
-            "state",
-            unit.active_state != "failed",
-            None,
-            format!(
-                "{} ({}), {} restarts",
-                unit.active_state,
-                unit.sub_state,
-                unit.restarts.unwrap_or(0)
-            ),
-        );
-    }
-    rows
-}
-
-fn probe_text(p: &ProbeResult) -> String {
-    let mut text = format!("{}: {}", p.target, p.short());
-    if let Some(error) = &p.error {
-        text.push_str(&format!(" ({error})"));
-    }
-    text
-}
-
-fn all_ok(probes: &[ProbeResult]) -> (bool, Option<f64>, String) {
-    let latency = probes
-        .iter()
-        .filter_map(|p| p.latency_ms)
-        .fold(None, |max: Option<f64>, l| {
-            Some(max.map_or(l, |m| m.max(l)))
-        });
-    (
-        probes.iter().all(|p| p.ok),
-        latency,
-        probes.iter().map(probe_text).collect::<Vec<_>>().join("; "),
-    )
-}
-
-/// (check name, ok, latency, detail) for one app.
-fn app_checks(app: &AppObs) -> Vec<(&'static str, bool, Option<f64>, String)> {
-    let mut out = Vec::new();
-    let running = app.containers.iter().filter(|c| c.running()).count();
-    out.push((
-        "container",
-        running > 0 && running == app.containers.len(),
-        None,
-        app.containers
-            .iter()
-            .map(|c| format!("{} {} ({} restarts)", c.name, c.state, c.restart_count))
-            .collect::<Vec<_>>()
-            .join("; "),
-    ));
-    let on_network = app
-        .containers
-        .iter()
-        .filter(|c| c.running())
-        .all(|c| c.ip.is_some());
-    out.push((
-        "network",
-        on_network && running > 0,
-        None,
-        app.containers
-            .iter()
-            .filter(|c| c.running())
-            .map(|c| {
-                format!(
-                    "{} at {}",
-                    c.name,
-                    c.ip.map_or("no address".to_owned(), |ip| ip.to_string())
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-    ));
-    if let Some(dns) = app.dns {
-        let detail = if dns {
-            "container names resolve on the proxy network"
-        } else {
-            "a container name does not resolve on the proxy network"
-        };
-        out.push(("dns", dns, None, detail.to_owned()));
-    }
-    if app.route.is_some() {
-        let (ok, latency, detail) = all_ok(&app.tcp);
-        out.push(("tcp", ok, latency, detail));
-        let (ok, latency, detail) = all_ok(&app.http_direct);
-        out.push((
-            "http_direct",
-            ok && !app.http_direct.is_empty(),
-            latency,
-            detail,
-        ));
-    }
-    if let Some(p) = &app.http_proxy {
-        out.push(("http_proxy", p.ok, p.latency_ms, probe_text(p)));
-    }
-    out
 }
 
 /// The worst status of each layer, for `butler health`: down when a finding of the layer is high
