@@ -288,7 +288,7 @@ pub fn layer_status(assessment: &Assessment, layer: Layer) -> AppStatus {
 mod round_tests {
     use super::*;
     use crate::docker::EngineError;
-    use crate::health::{IncidentState, Kind};
+    use crate::health::{IncidentState, Kind, app_component};
     use crate::proxy::reconcile::Reconciler;
     use crate::store::IncidentFilter;
     use crate::testbed::Bed;
