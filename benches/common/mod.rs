@@ -1,6 +1,6 @@
 //! What the benchmark programs share: the tables they print, the cleanup that runs even when a
 //! release build aborts on a panic, percentiles, and starting many tiny app containers. Each bench
-//! declares `mod support;` (tests/support) before `mod common;`.
+//! declares `mod common;` and uses the testkit (`butler_testkit`) for the rest.
 
 #![allow(dead_code)] // each bench uses its own part
 
@@ -44,13 +44,13 @@ pub fn cleanup_everything() {
         .unwrap_or_else(|e| e.into_inner())
         .drain(..)
         .collect();
-    let ours = crate::support::docker(&[
+    let ours = butler_testkit::docker(&[
         "ps",
         "-aq",
         "--filter",
         &format!(
             "label={}={}",
-            crate::support::TEST_LABEL,
+            butler_testkit::TEST_LABEL,
             std::process::id()
         ),
     ]);
@@ -65,7 +65,7 @@ pub fn cleanup_everything() {
         .unwrap_or_else(|e| e.into_inner())
         .drain(..)
     {
-        let _ = crate::support::docker(&["network", "rm", &net]);
+        let _ = butler_testkit::docker(&["network", "rm", &net]);
     }
 }
 
@@ -73,11 +73,11 @@ pub fn remove_bulk(names: &[String]) {
     for chunk in names.chunks(50) {
         let mut args = vec!["rm", "-f", "-v"];
         args.extend(chunk.iter().map(String::as_str));
-        let _ = crate::support::docker(&args);
+        let _ = butler_testkit::docker(&args);
     }
 }
 
-// Statistics (pct, sorted, ms, row) are tests/support/stats.rs, shared with the other benches.
+// Statistics (pct, sorted, ms, row) are `butler_testkit::stats`, shared with the other benches.
 
 /// An RFC 3339 UTC timestamp as tracing's stderr logs print it (`2025-06-01T12:00:00.123456Z`).
 pub fn parse_utc(ts: &str) -> Option<SystemTime> {
@@ -121,10 +121,10 @@ pub fn run_many_labelled(
     network: Option<&str>,
     labels: &[String],
 ) -> Vec<String> {
-    let image = crate::support::ensure_image("app");
-    let label = format!("{}={}", crate::support::TEST_LABEL, std::process::id());
+    let image = butler_testkit::ensure_image("app");
+    let label = format!("{}={}", butler_testkit::TEST_LABEL, std::process::id());
     let names: Vec<String> = (0..n)
-        .map(|_| crate::support::unique_name(prefix))
+        .map(|_| butler_testkit::unique_name(prefix))
         .collect();
     let next = AtomicU64::new(0);
     std::thread::scope(|scope| {
@@ -145,7 +145,7 @@ pub fn run_many_labelled(
                         args.extend(["--label", extra.as_str()]);
                     }
                     args.push(&image);
-                    crate::support::docker_ok(&args);
+                    butler_testkit::docker_ok(&args);
                 }
             });
         }

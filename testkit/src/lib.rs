@@ -1,9 +1,9 @@
-//! Test support shared by every integration test file (`mod support;`): real Docker containers
-//! (the locally built test app and nginx images), the systemd test bed, and small HTTP/WebSocket
-//! clients. Everything here shells out to the `docker` CLI on purpose: the tests must not share code
-//! with the bollard client they are testing. Every resource made here is named by `unique_name`,
-//! labelled `devops-butler.test`, and removed on drop, also when a test panics.
-#![allow(dead_code)]
+//! What devops-butler's integration tests and benchmarks share (a dev-dependency of the root
+//! crate): real Docker containers (the locally built test app and nginx images), the systemd test
+//! bed, and small HTTP/WebSocket clients. Everything here shells out to the `docker` CLI on purpose:
+//! the tests must not share code with the bollard client they are testing. Every resource made here
+//! is named by `unique_name`, labelled `devops-butler.test`, and removed on drop, also when a test
+//! panics.
 
 pub mod browser;
 pub mod dashboard;
@@ -23,15 +23,19 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Label on every container and network the support code creates (value: the test process's pid).
+/// Label on every container and network the testkit creates (value: the test process's pid).
 pub const TEST_LABEL: &str = "devops-butler.test";
 /// The bridge network the butler routes through (DESIGN.md, "Network").
 pub const BUTLER_NETWORK: &str = "devops-butler-net";
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
-/// The repository's root (where Cargo.toml is), whichever directory the tests run from.
+/// The repository's root (where the butler's Cargo.toml is, one level above this crate's),
+/// whichever directory the tests run from.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ is inside the repository")
+        .to_path_buf()
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -161,7 +165,7 @@ pub fn ensure_image(kind: &str) -> String {
             "scripts/images/build.sh {kind} printed no tag"
         );
         eprintln!(
-            "support: image {kind} = {tag} ({} ms)",
+            "testkit: image {kind} = {tag} ({} ms)",
             start.elapsed().as_millis()
         );
         tag
@@ -951,7 +955,7 @@ impl Testbed {
             "cannot connect the test bed to {BUTLER_NETWORK}: {stderr}"
         );
         eprintln!(
-            "support: test bed {} running after {} ms (ready after {} ms)",
+            "testkit: test bed {} running after {} ms (ready after {} ms)",
             tb.name,
             booted.as_millis(),
             start.elapsed().as_millis()
@@ -970,7 +974,7 @@ impl Testbed {
                 "degraded" => {
                     let failed = self.exec(&["systemctl", "--failed", "--no-pager"]);
                     eprintln!(
-                        "support: test bed {} booted degraded; failed units:\n{}",
+                        "testkit: test bed {} booted degraded; failed units:\n{}",
                         self.name, failed.stdout
                     );
                     return;
@@ -1002,7 +1006,7 @@ impl Testbed {
             // A socket owned by group root cannot be shared with a group, and chgrp on the bind mount
             // would change the host's socket: only root in the test bed reaches it.
             eprintln!(
-                "support: {DOCKER_SOCKET} has gid 0; group docker in the test bed gets a free gid and no access"
+                "testkit: {DOCKER_SOCKET} has gid 0; group docker in the test bed gets a free gid and no access"
             );
             "getent group docker >/dev/null || groupadd --system docker".to_string()
         } else {
@@ -1415,7 +1419,7 @@ impl ButlerProcess {
     }
 }
 
-/// Stops a process this support code started (SIGTERM, then waits); while a test panics, prints
+/// Stops a process the testkit started (SIGTERM, then waits); while a test panics, prints
 /// `log` (what the process said) under `name`.
 fn stop_process(child: Option<std::process::Child>, name: &str, log: impl FnOnce() -> String) {
     if let Some(mut child) = child {

@@ -251,7 +251,7 @@ impl Tab {
         let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
         assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
         std::fs::write(path, png).unwrap();
-        eprintln!("support: screenshot {}", path.display());
+        eprintln!("testkit: screenshot {}", path.display());
     }
 }
 
