@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::{CmdOutput, docker, docker_ok, run_build_script};
+use crate::{CmdOutput, docker, docker_ok, run_build_script};
 
 /// The packages one `packaging/build.sh` run made.
 #[derive(Debug)]
