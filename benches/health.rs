@@ -13,8 +13,6 @@
 //! `devops-butler.test=<pid>` and is removed at the end, also when it panics. About 10 minutes on
 //! 2 cores; loopback and the bench's own bridge network only.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,12 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use butler_testkit::bench::{
+    CHILDREN, EXTRA_CONTAINERS, EXTRA_NETWORKS, bench_items, cleanup_everything, cleanup_on_panic,
+    parse_utc, print_tables, remove_bulk, run_many_labelled, status_field, table,
+};
 use butler_testkit::stats::{self, pct, sorted};
 use butler_testkit::{AppContainer, unique_name};
-use common::{
-    CHILDREN, EXTRA_CONTAINERS, EXTRA_NETWORKS, bench_items, cleanup_everything, cleanup_on_panic,
-    parse_utc, print_tables, run_many_labelled, status_field, table,
-};
 use serde_json::Value;
 
 const SCOPE_LABEL: &str = "devops-butler.scope";
@@ -588,7 +586,7 @@ fn item2_monitor(window: Duration) {
         ));
         stop(monitor);
     }
-    common::remove_bulk(&apps);
+    remove_bulk(&apps);
     let mut out = format!(
         "### 2. health-monitor CPU and memory (`butler worker health-monitor` as its own process, release build) — goal < 1% of a core and < 20 MB with {APPS} apps\n\n\
          The defaults (interval 10 s, timeout 5 s); tiny routed apps on the bench's own network. CPU is utime+stime from /proc/<pid>/stat \

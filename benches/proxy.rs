@@ -9,8 +9,6 @@
 //! Every container it starts carries `devops-butler.test=<pid>` and is removed at the end, also when
 //! it panics. About 10 minutes on 2 cores; loopback only.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use butler_testkit::load::{LoadOptions, LoadResult, run_load};
-use butler_testkit::stats::{ms, pct, row, sorted};
-use butler_testkit::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
-use common::{
+use butler_testkit::bench::{
     CHILDREN, EXTRA_CONTAINERS, bench_items, cleanup_everything, cleanup_on_panic, parse_utc,
     print_tables, remove_bulk, run_many, status_field, table,
 };
+use butler_testkit::load::{LoadOptions, LoadResult, run_load};
+use butler_testkit::stats::{ms, pct, row, sorted};
+use butler_testkit::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
 use devops_butler::config::Config;
 use devops_butler::docker::ContainerSnapshot;
 use devops_butler::docker::events::{self, Coalescer};

@@ -9,6 +9,7 @@
 //! `packages`, ...). One path per item: the private modules below only organise this file's
 //! exports.
 
+pub mod bench;
 pub mod browser;
 pub mod dashboard;
 pub mod deploy;
