@@ -6,17 +6,14 @@
 //!
 //! Goals (issue 5): p99 under 5 ms at 1,000 requests/s; dashboard RSS under 15 MB.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use butler_testkit::dashboard::DashboardProcess;
 use devops_butler::health::AppStatus;
 use devops_butler::store::{AppHealth, RouteRow, Store};
-use support::dashboard::DashboardProcess;
 
 const APPS: usize = 1_000;
 /// The open-loop run: this many requests per second, spread over `CONNECTIONS` keep-alive

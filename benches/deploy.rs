@@ -7,22 +7,19 @@
 //!     BENCH_DEPLOYS=5 cargo bench --bench deploy     # fewer timed deploys
 //!     BENCH_ITEMS=1a,2 cargo bench --bench deploy    # only some items (1a, 1b, 2)
 //!
-//! Needs the Docker engine and builds the test images like the integration tests (tests/support).
+//! Needs the Docker engine and builds the test images like the integration tests (testkit/).
 //! Everything it starts or builds is removed at the end. About 3 minutes on 2 cores; loopback only.
-
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use butler_testkit::deploy::{clean_app, revision_dockerfile, revision_image};
+use butler_testkit::load::{LoadOptions, run_load};
+use butler_testkit::stats::{ms, pct, row, sorted};
+use butler_testkit::{ButlerProcess, Cleanup, unique_name};
 use serde_json::Value;
-use support::deploy::{clean_app, revision_dockerfile, revision_image};
-use support::load::{LoadOptions, run_load};
-use support::stats::{ms, pct, row, sorted};
-use support::{ButlerProcess, Cleanup, unique_name};
 
 /// The app of every timed revision listens this long after it starts, like a real app.
 const APP_DELAY_MS: u64 = 300;

@@ -7,15 +7,11 @@
 //!     BENCH_ITEMS=3 cargo bench --bench health          # the port-mismatch and vanished-server rows
 //!     BENCH_REPS=5 BENCH_INTERVAL=5s cargo bench --bench health
 //!
-//! Needs the Docker engine and builds the test images like the integration tests (tests/support).
+//! Needs the Docker engine and builds the test images like the integration tests (testkit/).
 //! The butlers it runs see only its own containers (`docker.only_label`), so other containers on a
 //! shared engine neither slow the repairs down nor count as apps. Everything it starts carries
 //! `devops-butler.test=<pid>` and is removed at the end, also when it panics. About 10 minutes on
 //! 2 cores; loopback and the bench's own bridge network only.
-
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -24,13 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{
+use butler_testkit::bench::{
     CHILDREN, EXTRA_CONTAINERS, EXTRA_NETWORKS, bench_items, cleanup_everything, cleanup_on_panic,
-    parse_utc, print_tables, run_many_labelled, status_field, table,
+    parse_utc, print_tables, remove_bulk, run_many_labelled, status_field, table,
 };
+use butler_testkit::stats::{self, pct, sorted};
+use butler_testkit::{AppContainer, unique_name};
 use serde_json::Value;
-use support::stats::{self, pct, sorted};
-use support::{AppContainer, unique_name};
 
 const SCOPE_LABEL: &str = "devops-butler.scope";
 /// How long one fault may take to heal before the repetition counts as not healed.
@@ -67,18 +63,18 @@ impl Bench {
     fn new(prefix: &str, health: &str) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         let net = unique_name(&format!("{prefix}-net"));
-        support::docker_ok(&[
+        butler_testkit::docker_ok(&[
             "network",
             "create",
             "--label",
-            &format!("{}={}", support::TEST_LABEL, std::process::id()),
+            &format!("{}={}", butler_testkit::TEST_LABEL, std::process::id()),
             &net,
         ]);
         EXTRA_NETWORKS.lock().unwrap().push(net.clone());
         let nginx = unique_name(&format!("{prefix}-nginx"));
         EXTRA_CONTAINERS.lock().unwrap().push(nginx.clone());
         let scope = unique_name(prefix);
-        let http_port = support::free_port();
+        let http_port = butler_testkit::free_port();
         let config = dir.path().join("butler.toml");
         std::fs::write(
             &config,
@@ -90,9 +86,9 @@ impl Bench {
                  [docker]\nonly_label = \"{SCOPE_LABEL}={scope}\"\n\
                  [health]\n{health}\n\
                  [recovery]\nmax_attempts = 3\nbackoff = \"1s\"\n",
-                image = support::ensure_image("nginx"),
+                image = butler_testkit::ensure_image("nginx"),
                 templates = dir.path().join("templates").display(),
-                dashboard = support::free_port(),
+                dashboard = butler_testkit::free_port(),
                 state = dir.path().join("state").display(),
             ),
         )
@@ -321,23 +317,23 @@ fn inject(bench: &Bench, fault: Fault, app: &mut App) -> SystemTime {
         }
         Fault::Disconnected => {
             let t0 = SystemTime::now();
-            support::docker_ok(&["network", "disconnect", &bench.net, &name]);
+            butler_testkit::docker_ok(&["network", "disconnect", &bench.net, &name]);
             t0
         }
         Fault::NginxStopped => {
             let t0 = SystemTime::now();
-            support::docker_ok(&["stop", "-t", "1", &bench.nginx]);
+            butler_testkit::docker_ok(&["stop", "-t", "1", &bench.nginx]);
             t0
         }
         Fault::NginxRemoved => {
             let t0 = SystemTime::now();
-            support::docker_ok(&["rm", "-f", "-v", &bench.nginx]);
+            butler_testkit::docker_ok(&["rm", "-f", "-v", &bench.nginx]);
             t0
         }
         Fault::ConfigEdited => {
             let site = format!("/etc/butler-nginx/live/sites/{}.conf", app.name);
             let t0 = SystemTime::now();
-            support::docker_ok(&[
+            butler_testkit::docker_ok(&[
                 "exec",
                 &bench.nginx,
                 "sed",
@@ -349,7 +345,7 @@ fn inject(bench: &Bench, fault: Fault, app: &mut App) -> SystemTime {
         }
         Fault::AppKilled => {
             let t0 = SystemTime::now();
-            support::docker_ok(&["kill", &name]);
+            butler_testkit::docker_ok(&["kill", &name]);
             t0
         }
     }
@@ -433,7 +429,7 @@ fn item1_faults(reps: usize, interval: &str) {
     let mut opted_in = App::start(&bench, "bench-hf-auto", true);
     bench.cli(&["proxy-update"]);
     let (butler, log) = bench.spawn(&["run", "--only", "health-monitor,recovery"], "butler.log");
-    support::wait_until("the butler's workers", Duration::from_secs(60), || {
+    butler_testkit::wait_until("the butler's workers", Duration::from_secs(60), || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("recovery worker ready"))
     });
 
@@ -555,7 +551,7 @@ fn item2_monitor(window: Duration) {
         let (monitor, log) =
             bench.spawn(&["worker", "health-monitor"], &format!("monitor-{n}.log"));
         let pid = monitor.id();
-        support::wait_until("the health-monitor", Duration::from_secs(60), || {
+        butler_testkit::wait_until("the health-monitor", Duration::from_secs(60), || {
             std::fs::read_to_string(&log).is_ok_and(|l| l.contains("health-monitor worker ready"))
         });
         // Past the first rounds (the first one also reads Docker's data root, once).
@@ -590,7 +586,7 @@ fn item2_monitor(window: Duration) {
         ));
         stop(monitor);
     }
-    common::remove_bulk(&apps);
+    remove_bulk(&apps);
     let mut out = format!(
         "### 2. health-monitor CPU and memory (`butler worker health-monitor` as its own process, release build) — goal < 1% of a core and < 20 MB with {APPS} apps\n\n\
          The defaults (interval 10 s, timeout 5 s); tiny routed apps on the bench's own network. CPU is utime+stime from /proc/<pid>/stat \
@@ -637,7 +633,7 @@ fn timed_get(port: u16, host: &str) -> (Option<u16>, Duration) {
 fn item3_promises(reps: usize) {
     let bench = Bench::new("bench-pr", "");
     let (butler, log) = bench.spawn(&["run"], "promises.log");
-    support::wait_until("the butler's proxy", Duration::from_secs(90), || {
+    butler_testkit::wait_until("the butler's proxy", Duration::from_secs(90), || {
         timed_get(bench.http_port, "bench-readiness.invalid")
             .0
             .is_some()
@@ -684,14 +680,14 @@ fn item3_promises(reps: usize) {
                 .start()
         };
         let solo = instance(1);
-        support::wait_until("the app", Duration::from_secs(30), || {
+        butler_testkit::wait_until("the app", Duration::from_secs(30), || {
             bench.app_answers(&host)
         });
-        support::docker_ok(&["kill", solo.name()]);
+        butler_testkit::docker_ok(&["kill", solo.name()]);
         only.push(timed_get(bench.http_port, &host).1.as_secs_f64() * 1000.0);
         drop(solo);
         let pair = [instance(2), instance(3)];
-        support::wait_until("both instances", Duration::from_secs(30), || {
+        butler_testkit::wait_until("both instances", Duration::from_secs(30), || {
             bench
                 .cli(&["proxy", "routes", "--output", "json"])
                 .matches("\"container\"")
@@ -699,7 +695,7 @@ fn item3_promises(reps: usize) {
                 >= 2
                 && bench.app_answers(&host)
         });
-        support::docker_ok(&["kill", pair[0].name()]);
+        butler_testkit::docker_ok(&["kill", pair[0].name()]);
         let (status, took) = timed_get(bench.http_port, &host);
         one_of_two.push(took.as_secs_f64() * 1000.0);
         if status != Some(200) {
@@ -741,8 +737,8 @@ fn main() {
     let interval: String = env_or("BENCH_INTERVAL", "5s".to_owned());
     let window = Duration::from_secs(env_or("BENCH_WINDOW", 60));
     let started = Instant::now();
-    support::ensure_image("app");
-    support::ensure_image("nginx");
+    butler_testkit::ensure_image("app");
+    butler_testkit::ensure_image("nginx");
 
     if items.contains(&1) {
         eprintln!("item 1: fault to healed, {reps} repetitions per fault, interval {interval}");

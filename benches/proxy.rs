@@ -5,13 +5,9 @@
 //!     cargo bench --bench proxy
 //!     BENCH_ITEMS=3,4 cargo bench --bench proxy    # only some items
 //!
-//! Needs the Docker engine and builds the test images like the integration tests (tests/support).
+//! Needs the Docker engine and builds the test images like the integration tests (testkit/).
 //! Every container it starts carries `devops-butler.test=<pid>` and is removed at the end, also when
 //! it panics. About 10 minutes on 2 cores; loopback only.
-
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -21,10 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{
+use butler_testkit::bench::{
     CHILDREN, EXTRA_CONTAINERS, bench_items, cleanup_everything, cleanup_on_panic, parse_utc,
     print_tables, remove_bulk, run_many, status_field, table,
 };
+use butler_testkit::load::{LoadOptions, LoadResult, run_load};
+use butler_testkit::stats::{ms, pct, row, sorted};
+use butler_testkit::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
 use devops_butler::config::Config;
 use devops_butler::docker::ContainerSnapshot;
 use devops_butler::docker::events::{self, Coalescer};
@@ -32,9 +31,6 @@ use devops_butler::proxy::reconcile::Reconciler;
 use devops_butler::proxy::{PlanSettings, RenderSettings, Templates, plan, render};
 use devops_butler::store::Store;
 use futures_util::StreamExt;
-use support::load::{LoadOptions, LoadResult, run_load};
-use support::stats::{ms, pct, row, sorted};
-use support::{AppContainer, BUTLER_NETWORK, ButlerProcess, unique_name};
 
 /// A real app takes a moment to listen; every timed app here does too.
 const APP_DELAY_MS: u64 = 300;
@@ -79,7 +75,7 @@ fn poll_until(
     host: &str,
     from: Instant,
     timeout: Duration,
-    ok: impl Fn(&support::HttpResponse) -> bool,
+    ok: impl Fn(&butler_testkit::HttpResponse) -> bool,
 ) -> Option<Duration> {
     while from.elapsed() < timeout {
         if let Ok(r) = quick_get(addr, host)
@@ -92,8 +88,8 @@ fn poll_until(
     None
 }
 
-/// Like support::http_get with a short timeout (a poll must not hang on one attempt).
-fn quick_get(addr: &str, host: &str) -> std::io::Result<support::HttpResponse> {
+/// Like butler_testkit::http_get with a short timeout (a poll must not hang on one attempt).
+fn quick_get(addr: &str, host: &str) -> std::io::Result<butler_testkit::HttpResponse> {
     let sock: SocketAddr = addr.parse().map_err(std::io::Error::other)?;
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_millis(500))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -113,7 +109,7 @@ fn quick_get(addr: &str, host: &str) -> std::io::Result<support::HttpResponse> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    Ok(support::HttpResponse {
+    Ok(butler_testkit::HttpResponse {
         status,
         headers: Vec::new(),
         body_bytes: body.as_bytes().to_vec(),
@@ -121,12 +117,12 @@ fn quick_get(addr: &str, host: &str) -> std::io::Result<support::HttpResponse> {
     })
 }
 
-fn is_app(r: &support::HttpResponse) -> bool {
+fn is_app(r: &butler_testkit::HttpResponse) -> bool {
     r.status == 200 && r.body.starts_with("app=")
 }
 
 /// A timed app: exposes 3000 like a typical image's EXPOSE, listens after APP_DELAY_MS.
-fn timed_app(name: &str) -> support::AppBuilder {
+fn timed_app(name: &str) -> butler_testkit::AppBuilder {
     AppContainer::builder(name)
         .env("DELAY_MS", &APP_DELAY_MS.to_string())
         .expose(3000)
@@ -140,9 +136,9 @@ fn config_text(nginx: &str, http_port: u16, dir: &Path) -> String {
          [dashboard]\nlisten = \"127.0.0.1:{dashboard}\"\n\
          [state]\ndir = \"{state}\"\n\
          [health]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
-        image = support::ensure_image("nginx"),
+        image = butler_testkit::ensure_image("nginx"),
         templates = dir.join("templates").display(),
-        dashboard = support::free_port(),
+        dashboard = butler_testkit::free_port(),
         state = dir.join("state").display(),
     )
 }
@@ -245,7 +241,7 @@ fn item1_sequential(butler: &ButlerProcess, apps: &mut Vec<AppContainer>) -> Vec
             let via_proxy =
                 s.spawn(|| poll_until(&proxy, &host, t0, Duration::from_secs(20), is_app));
             let direct = s.spawn(|| {
-                let ip = support::container_ip(&name, "bridge");
+                let ip = butler_testkit::container_ip(&name, "bridge");
                 poll_until(
                     &format!("{ip}:3000"),
                     &host,
@@ -314,7 +310,7 @@ fn item1_split(apps: &mut Vec<AppContainer>) -> Split {
     let dir = tempfile::tempdir().unwrap();
     let nginx = unique_name("bench-nginx");
     EXTRA_CONTAINERS.lock().unwrap().push(nginx.clone());
-    let http_port = support::free_port();
+    let http_port = butler_testkit::free_port();
     let config_path = dir.path().join("butler.toml");
     let config = Config::parse(&config_text(&nginx, http_port, dir.path()), &config_path)
         .expect("bench config");
@@ -386,7 +382,7 @@ fn item1_split(apps: &mut Vec<AppContainer>) -> Split {
         }
     });
     drop(rt);
-    let _ = support::docker(&["rm", "-f", "-v", &nginx]);
+    let _ = butler_testkit::docker(&["rm", "-f", "-v", &nginx]);
     split
 }
 
@@ -601,9 +597,9 @@ fn item5_load(butler: &ButlerProcess, target: &AppContainer) {
         while butler.applied_count() - before < RECONFIGURATIONS && Instant::now() < deadline {
             let want = butler.applied_count() + 1;
             if k % 2 == 0 {
-                support::docker_ok(&["stop", "-t", "2", &churn_name]);
+                butler_testkit::docker_ok(&["stop", "-t", "2", &churn_name]);
             } else {
-                support::docker_ok(&["start", &churn_name]);
+                butler_testkit::docker_ok(&["start", &churn_name]);
             }
             k += 1;
             let t = Instant::now();
@@ -640,7 +636,7 @@ fn item4_rss() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = unique_name("bench-nginx");
     EXTRA_CONTAINERS.lock().unwrap().push(nginx.clone());
-    let http_port = support::free_port();
+    let http_port = butler_testkit::free_port();
     let config_path = dir.path().join("butler.toml");
     std::fs::write(&config_path, config_text(&nginx, http_port, dir.path())).unwrap();
     let log_path: PathBuf = dir.path().join("worker.log");
@@ -664,7 +660,7 @@ fn item4_rss() {
         let before = line.split(" apps routed, ").next()?;
         before.split_whitespace().last()?.parse().ok()
     };
-    support::wait_until("the worker is ready", Duration::from_secs(60), || {
+    butler_testkit::wait_until("the worker is ready", Duration::from_secs(60), || {
         read_log().contains("dynamic-proxy worker ready")
     });
 
@@ -691,7 +687,7 @@ fn item4_rss() {
         let routing = t.elapsed();
         // Settled: a few periodic rounds (every 2 s) with nothing new.
         std::thread::sleep(Duration::from_secs(8));
-        let running = support::docker(&["ps", "-q"]);
+        let running = butler_testkit::docker(&["ps", "-q"]);
         let running = String::from_utf8_lossy(&running.stdout).lines().count();
         rows.push(format!(
             "| {n} | {} | {running} | {:.1} | {:.1} | {} | {:.0} s + {:.0} s |",
@@ -707,7 +703,7 @@ fn item4_rss() {
     let _ = child.wait();
     CHILDREN.lock().unwrap().retain(|&p| p != pid);
     remove_bulk(&names);
-    let _ = support::docker(&["rm", "-f", "-v", &nginx]);
+    let _ = butler_testkit::docker(&["rm", "-f", "-v", &nginx]);
     let mut out = String::from(
         "### 4. dynamic-proxy worker memory (`butler worker dynamic-proxy` as its own process, release build) — goal < 20 MB at 200\n\n\
          Tiny containers: the static test app (1.4 MB image), started on the proxy network. Read from /proc/<pid>/status 8 s after all were routed.\n\n\
@@ -729,9 +725,9 @@ fn main() {
     let items = bench_items(&[1, 2, 3, 4, 5]);
     let want = |i: usize| items.contains(&i);
     let started = Instant::now();
-    support::ensure_image("app");
-    support::ensure_image("nginx");
-    support::ensure_butler_network();
+    butler_testkit::ensure_image("app");
+    butler_testkit::ensure_image("nginx");
+    butler_testkit::ensure_butler_network();
 
     if want(3) {
         eprintln!("item 3: plan+render of {SYNTHETIC_APPS} synthetic apps");

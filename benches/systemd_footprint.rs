@@ -3,10 +3,7 @@
 //!
 //!     cargo bench --bench systemd_footprint
 //!
-//! Runs in the systemd test bed (see tests/support), with the release binary.
-
-#[path = "../tests/support/mod.rs"]
-mod support;
+//! Runs in the systemd test bed (see testkit/), with the release binary.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,9 +15,9 @@ const IDLE: Duration = Duration::from_secs(15);
 fn main() {
     let config = format!(
         "[proxy]\ncontainer_name = \"{}\"\nhttp_port = 18080\n",
-        support::unique_name("bench-nginx")
+        butler_testkit::unique_name("bench-nginx")
     );
-    let tb = support::Testbed::start(Path::new(env!("CARGO_BIN_EXE_butler")), &config);
+    let tb = butler_testkit::Testbed::start(Path::new(env!("CARGO_BIN_EXE_butler")), &config);
     tb.exec(&["systemctl", "start", "butler.target"])
         .expect_success("systemctl start butler.target");
     tb.wait_until("every worker active", Duration::from_secs(30), || {

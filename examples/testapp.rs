@@ -14,7 +14,7 @@
 //! IGNORE_SIGTERM=1: then, as PID 1 without a handler, it ignores SIGTERM and `docker stop` ends
 //! it with SIGKILL after the timeout (exit code 137), as many real apps do.
 
-#[path = "../tests/support/ws_codec.rs"]
+#[path = "../testkit/src/ws_codec.rs"]
 mod ws_codec;
 
 use std::io::{BufRead, BufReader, Read, Write};

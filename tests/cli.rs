@@ -1,15 +1,13 @@
 //! The CLI as a user meets it on a host without systemd: config checking, `butler run` in the
 //! foreground, and clean shutdown on SIGTERM. Real processes, real sockets.
 
-mod support;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Cleanup, ensure_image, free_port, http_get, unique_name, wait_until};
+use butler_testkit::{Cleanup, ensure_image, free_port, http_get, unique_name, wait_until};
 
 fn butler() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_butler"));

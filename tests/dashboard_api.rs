@@ -3,15 +3,13 @@
 //! bad parameter, the bearer token, and actions end to end (the proxy update through a real
 //! `butler run`; the recovery worker's actions through the queue helper it will call).
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use butler_testkit::ButlerProcess;
+use butler_testkit::dashboard::{DashboardProcess, block_on, json_body, seed_demo, write_token};
 use devops_butler::dashboard::actions::{self, Action, Outcome};
-use support::ButlerProcess;
-use support::dashboard::{DashboardProcess, block_on, json_body, seed_demo, write_token};
 
 fn butler_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_butler"))
@@ -681,15 +679,15 @@ fn proxy_update_through_the_api_runs_in_the_dynamic_proxy_worker() {
         "",
     );
     // An app, so the butler applies (and records) a config version.
-    let name = support::unique_name("dash-update");
-    let _app = support::AppContainer::builder(&name)
+    let name = butler_testkit::unique_name("dash-update");
+    let _app = butler_testkit::AppContainer::builder(&name)
         .env("APP_NAME", &name)
         .start();
     butler.wait_for_app(&format!("{name}.localhost"));
     // Pin the config as `butler proxy rollback` does: the update must lift it, like the CLI's.
     let store = devops_butler::store::Store::open(&butler.state_dir()).unwrap();
     let mut versions = Vec::new();
-    support::wait_until(
+    butler_testkit::wait_until(
         "the butler's config version for the app",
         Duration::from_secs(60),
         || {
@@ -699,7 +697,7 @@ fn proxy_update_through_the_api_runs_in_the_dynamic_proxy_worker() {
     );
     let pinned = versions[0].id;
     block_on(store.pin_version(Some(pinned))).unwrap();
-    let response = support::http_request(
+    let response = butler_testkit::http_request(
         &butler.dashboard_addr(),
         "POST",
         "/api/proxy/update",

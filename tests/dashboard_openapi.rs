@@ -3,12 +3,10 @@
 //! status, content type, headers and body against what the document promises. The store is seeded
 //! so the answers carry real data. Reports go to `target/test-artifacts/openapi/`.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::dashboard::{DashboardProcess, artifacts_dir, seed_demo, write_token};
+use butler_testkit::dashboard::{DashboardProcess, artifacts_dir, seed_demo, write_token};
 
 fn butler_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_butler"))

@@ -3,16 +3,14 @@
 //! recommendations), that it reads without JavaScript, that it refreshes its data without a reload,
 //! and an app routed by a real `butler run`. Screenshots go to `target/test-artifacts/dashboard/`.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use butler_testkit::browser::Browser;
+use butler_testkit::dashboard::{DashboardProcess, artifacts_dir, block_on, seed_demo};
+use butler_testkit::{AppContainer, ButlerProcess, Cleanup, http_get, unique_name, wait_until_or};
 use devops_butler::health::AppStatus;
 use devops_butler::store::{AppHealth, RouteRow};
-use support::browser::Browser;
-use support::dashboard::{DashboardProcess, artifacts_dir, block_on, seed_demo};
-use support::{AppContainer, ButlerProcess, Cleanup, http_get, unique_name, wait_until_or};
 
 fn butler_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_butler"))
@@ -22,14 +20,14 @@ const DESKTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (390, 844);
 
 /// The `href`s of the links in the app row of `app` with class `class`.
-fn link(tab: &mut support::browser::Tab, app: &str, class: &str) -> String {
+fn link(tab: &mut butler_testkit::browser::Tab, app: &str, class: &str) -> String {
     tab.text(&format!(
         "(document.querySelector('tr[data-app=\"{app}\"] a.{class}') || {{href: 'none'}}).href"
     ))
 }
 
 /// The rendered text of the app row of `app`.
-fn row_text(tab: &mut support::browser::Tab, app: &str) -> String {
+fn row_text(tab: &mut butler_testkit::browser::Tab, app: &str) -> String {
     tab.text(&format!(
         "document.querySelector('tr[data-app=\"{app}\"]').innerText"
     ))
@@ -260,7 +258,7 @@ fn an_app_routed_by_a_real_butler_shows_with_working_links() {
         .to_owned();
     assert_eq!(
         direct_addr,
-        format!("{}:3000", app.ip(support::BUTLER_NETWORK))
+        format!("{}:3000", app.ip(butler_testkit::BUTLER_NETWORK))
     );
     let answer = http_get(&direct_addr, "direct", "/").unwrap();
     assert!(

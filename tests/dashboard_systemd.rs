@@ -2,13 +2,11 @@
 //! its sandbox (user butler, no docker group, ProtectSystem=strict). It reads the units through
 //! systemd without privileges, and it reads a token file that only its owner may read.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::dashboard::json_body;
-use support::{HttpResponse, Testbed, http_request, wait_until_or};
+use butler_testkit::dashboard::json_body;
+use butler_testkit::{HttpResponse, Testbed, http_request, wait_until_or};
 
 const TOKEN_FILE: &str = "/etc/butler/api-token";
 

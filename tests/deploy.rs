@@ -2,17 +2,15 @@
 //! `butler run` with its own nginx routes what the deploys start. Each test deploys under names
 //! only it uses and removes what it built; other engineers' containers on the engine are ignored.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use butler_testkit::deploy::{GitRepo, app_containers, clean_app, revision_image};
+use butler_testkit::load::{LoadOptions, LoadResult, run_load};
+use butler_testkit::{ButlerProcess, Cleanup, CmdOutput, ensure_image, unique_name};
 use serde_json::Value;
-use support::deploy::{GitRepo, app_containers, clean_app, revision_image};
-use support::load::{LoadOptions, LoadResult, run_load};
-use support::{ButlerProcess, Cleanup, CmdOutput, ensure_image, unique_name};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_butler"))
@@ -177,7 +175,7 @@ fn deploys_a_dockerfile_directory_built_through_the_engine() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("Dockerfile"),
-        support::deploy::revision_dockerfile("fromdir", ""),
+        butler_testkit::deploy::revision_dockerfile("fromdir", ""),
     )
     .unwrap();
     clean_app(&mut cleanup, &app);
@@ -190,7 +188,7 @@ fn deploys_a_dockerfile_directory_built_through_the_engine() {
     let image_id = report["image_id"].as_str().unwrap();
     assert!(image_id.trim_start_matches("sha256:").starts_with(revision));
     // The built image is tagged, so a rollback finds it after a prune of dangling images.
-    let tagged = support::docker_ok(&[
+    let tagged = butler_testkit::docker_ok(&[
         "image",
         "inspect",
         "-f",
@@ -387,7 +385,7 @@ fn a_revision_that_never_becomes_healthy_leaves_the_old_one_serving() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    support::wait_until(
+    butler_testkit::wait_until(
         "the first deploy started its instance",
         Duration::from_secs(30),
         || app_containers(app).len() > serving.len(),
@@ -557,7 +555,7 @@ fn a_butler_scoped_to_a_label_puts_it_on_what_it_deploys() {
     let report = deployed(&butler, &[&image]);
     wait_for_answer(&butler, &app, "scoped");
     let container = report["containers"][0].as_str().unwrap();
-    let label = support::docker_ok(&[
+    let label = butler_testkit::docker_ok(&[
         "inspect",
         "-f",
         "{{index .Config.Labels \"butler.group\"}}",

@@ -1,14 +1,13 @@
 //! The Docker edge against the real engine: discovery, events, the network, and the nginx
 //! container fed, validated, reloaded, rolled back and healed through the Docker API only.
-//! Containers run the shared test app and nginx images (`tests/support`); every container and
+//! Containers run the shared test app and nginx images (`butler_testkit`); every container and
 //! network a test makes has a unique name and is removed when the test ends, also on panic.
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use butler_testkit::*;
 use devops_butler::docker::EngineHandle;
 use devops_butler::docker::events::{Coalescer, EngineEvent, watch};
 use devops_butler::docker::{discovery, network};
@@ -17,9 +16,8 @@ use devops_butler::proxy::apply::{Applier, ApplyStatus, RouteProbe};
 use devops_butler::store::{NewVersion, Store};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use support::*;
 
-/// The butler's own engine client, the thing under test; `support` uses the CLI.
+/// The butler's own engine client, the thing under test; the testkit uses the CLI.
 async fn engine() -> EngineHandle {
     devops_butler::docker::client::connect(None)
         .await
@@ -363,7 +361,12 @@ async fn a_bad_tree_is_refused_and_a_good_one_goes_live_on_hup_without_a_restart
 async fn an_image_without_a_shell_is_validated_swapped_and_reloaded_step_by_step() {
     let mut cleanup = Cleanup::new();
     let a = tree("version A", &[]);
-    let p = proxy_with_image(&mut cleanup, &a, &support::nginx_image_without_shell()).await;
+    let p = proxy_with_image(
+        &mut cleanup,
+        &a,
+        &butler_testkit::nginx_image_without_shell(),
+    )
+    .await;
     let b = tree("version B", &[]);
     let out = p.applier.apply(&b, &hash(&b), &[]).await;
     assert_eq!(out.status, ApplyStatus::Applied, "{out:#?}");

@@ -1,15 +1,15 @@
 //! A Docker engine that goes away and comes back: the butler keeps running, nginx keeps serving
 //! meanwhile, and once the engine answers again the butler reconnects, re-lists and follows new
 //! containers, without being restarted. Runs against a private dockerd in a network namespace of
-//! its own, so the shared engine is never stopped (see `support::private_engine`).
-
-mod support;
+//! its own, so the shared engine is never stopped (see `butler_testkit::private_engine`).
 
 use std::path::Path;
 use std::time::Duration;
 
-use support::private_engine::{PrivateEngine, in_netns};
-use support::{BUTLER_NETWORK, ButlerProcess, ensure_image, http_get, unique_name, wait_until_or};
+use butler_testkit::private_engine::{PrivateEngine, in_netns};
+use butler_testkit::{
+    BUTLER_NETWORK, ButlerProcess, ensure_image, http_get, unique_name, wait_until_or,
+};
 
 fn run_app(engine: &PrivateEngine, name: &str) {
     let out = engine.docker(&[

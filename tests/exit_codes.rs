@@ -3,13 +3,13 @@
 //! (or stdout, for a verdict) names what was wrong and what to do. The first tests need nothing
 //! but the binary; the last ones use the shared Docker engine, isolated with `docker.only_label`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{AppContainer, Cleanup, ensure_butler_network, ensure_image, free_port, unique_name};
+use butler_testkit::{
+    AppContainer, Cleanup, ensure_butler_network, ensure_image, free_port, unique_name,
+};
 
 /// An engine endpoint nothing answers on: "the engine is down" without stopping anyone's engine.
 const NO_ENGINE: &str = "unix:///nonexistent/docker.sock";

@@ -11,12 +11,12 @@
 //! repair could (a burst of 50 containers from another test made `config-edit` and
 //! `unfixable-port` time out that way).
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::{AppBuilder, AppContainer, ButlerProcess, Cleanup, docker, docker_ok, unique_name};
+use butler_testkit::{
+    AppBuilder, AppContainer, ButlerProcess, Cleanup, docker, docker_ok, unique_name,
+};
 
 const BUTLER: &str = env!("CARGO_BIN_EXE_butler");
 /// Generous: a fault is normally found and repaired within a few seconds.
@@ -92,7 +92,7 @@ fn butler_with_app(
     // started on a new port (both seen). Start from a settled butler: nothing on the proxy or
     // the app open or being repaired (host incidents, load or disk, are not repaired).
     let app_component = format!("app:{name}");
-    support::wait_until_or(
+    butler_testkit::wait_until_or(
         "no repair pending on the proxy or the new app",
         WAIT,
         || {
@@ -111,7 +111,7 @@ fn butler_with_app(
 /// the record may come a moment after the resolution.
 fn assert_repaired(butler: &ButlerProcess, incident: &serde_json::Value) {
     let id = incident["id"].as_i64().unwrap();
-    support::wait_until_or(
+    butler_testkit::wait_until_or(
         &format!("a successful recovery of incident {id}"),
         Duration::from_secs(30),
         || {
@@ -358,7 +358,7 @@ fn fix_502_repairs_a_port_change_a_disconnect_and_a_stopped_or_removed_nginx() {
     // 1. The app comes back on another port.
     drop(first);
     let _moved = own.app(&port_app).listen(4000).start();
-    support::wait_until("the moved app's route to fail", WAIT, || {
+    butler_testkit::wait_until("the moved app's route to fail", WAIT, || {
         butler.get(&port_host, "/").is_ok_and(|r| r.status == 502)
     });
     fix("port_mismatch", &port_host);

@@ -3,19 +3,17 @@
 //! build), lintian's verdict, and the .rpm's contents and scriptlets next to the .deb's. The
 //! packages are built by `packaging/build.sh`, once per test run.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::packages::{self, AptRepo, apt_get, in_container};
-use support::{
+use butler_testkit::packages::{self, AptRepo, apt_get, in_container};
+use butler_testkit::{
     AppContainer, Cleanup, CmdOutput, Testbed, docker_ok, ensure_image, free_port, http_get,
     repo_root, unique_name, wait_until,
 };
+use serde_json::Value;
 
 const WORKERS: [&str; 4] = ["dynamic-proxy", "health-monitor", "recovery", "dashboard"];
 /// Generous: two cores shared with other engineers' builds and tests.
@@ -265,7 +263,7 @@ fn install_without_a_running_systemd_creates_the_user_enables_and_starts_nothing
         "--name",
         &name,
         "--label",
-        &format!("{}={}", support::TEST_LABEL, std::process::id()),
+        &format!("{}={}", butler_testkit::TEST_LABEL, std::process::id()),
         "--entrypoint",
         "sleep",
         &ensure_image("systemd"),

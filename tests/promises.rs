@@ -4,12 +4,12 @@
 //! of its own and sees only its own test's containers (`docker.only_label`): the engine is
 //! shared with the other tests, whose butlers would otherwise route and repair these apps too.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{AppBuilder, AppContainer, ButlerProcess, Cleanup, docker_ok, http_get, unique_name};
+use butler_testkit::{
+    AppBuilder, AppContainer, ButlerProcess, Cleanup, docker_ok, http_get, unique_name,
+};
 
 const SCOPE_LABEL: &str = "devops-butler.scope";
 const WAIT: Duration = Duration::from_secs(60);
@@ -145,7 +145,7 @@ fn an_app_that_binds_late_is_routed_once_it_does_without_a_restart() {
         .butler
         .wait_for(&host, Duration::from_secs(10), |r| r.status == 502);
     assert!(early.body.contains("not answering"), "{}", early.body);
-    support::wait_until("the app to bind 9100", Duration::from_secs(40), || {
+    butler_testkit::wait_until("the app to bind 9100", Duration::from_secs(40), || {
         app.logs().contains("listening on :9100")
     });
     let bound = Instant::now();
@@ -232,7 +232,7 @@ fn a_killed_app_is_down_everywhere_and_its_host_says_so() {
     assert_eq!(code, 1, "health exits 1 while an app is down: {row}");
     assert_eq!(row["status"], "down", "{row}");
     assert!(row["reason"].as_str().unwrap().contains("since"), "{row}");
-    support::wait_until("status to show the app down", WAIT, || {
+    butler_testkit::wait_until("status to show the app down", WAIT, || {
         own.status(&name)["status"] == "down"
     });
     let route = own.route(&name).expect("a down app keeps its route");
@@ -274,7 +274,7 @@ fn a_docker_stopped_app_is_stopped_with_no_incident_even_when_it_ignores_sigterm
         own.butler.wait_for(&format!("{app}.localhost"), WAIT, |r| {
             r.status == 503 && r.body.contains(&stopped)
         });
-        support::wait_until("health to show the app stopped", WAIT, || {
+        butler_testkit::wait_until("health to show the app stopped", WAIT, || {
             own.health(app).1["status"] == "stopped"
         });
         assert_eq!(own.route(app).unwrap()["state"], "stopped");
@@ -351,7 +351,7 @@ fn with_two_instances_one_killed_costs_no_request() {
         .app(&format!("{name}-2"))
         .label("butler.name", &name)
         .start();
-    support::wait_until("both instances in the upstream", WAIT, || {
+    butler_testkit::wait_until("both instances in the upstream", WAIT, || {
         own.route(&name)
             .is_some_and(|r| r["servers"].as_array().is_some_and(|s| s.len() == 2))
     });

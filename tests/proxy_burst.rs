@@ -2,12 +2,10 @@
 //! handful of reloads, not one per container. Its own test binary, so no other test of this crate
 //! adds containers while it counts (other processes' containers are told apart by name).
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{AppContainer, ButlerProcess, Cleanup, ensure_image, unique_name};
+use butler_testkit::{AppContainer, ButlerProcess, Cleanup, ensure_image, unique_name};
 
 const BURST: usize = 50;
 const MAX_RELOADS: usize = 3;

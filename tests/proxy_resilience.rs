@@ -3,12 +3,10 @@
 //! nginx, real apps; every assertion is about what a user sees through the proxy or the CLI.
 //! Every butler sees every container on the shared engine, so only our own apps are asserted on.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{
+use butler_testkit::{
     AppContainer, BUTLER_NETWORK, ButlerProcess, HttpResponse, docker_ok, repo_root, unique_name,
 };
 
@@ -53,7 +51,7 @@ fn assert_not_routed(butler: &ButlerProcess, name: &str) {
 /// An app container with `APP_NAME` = its container name, listening on its exposed port 3000.
 /// Started on the proxy network itself: these tests are about what happens to nginx, and need not
 /// wait for (or depend on) the butler connecting apps from Docker's default bridge.
-fn app(name: &str) -> support::AppBuilder {
+fn app(name: &str) -> butler_testkit::AppBuilder {
     AppContainer::builder(name)
         .env("APP_NAME", name)
         .expose(3000)
@@ -218,7 +216,7 @@ fn break_and_time_heal(butler: &ButlerProcess, app: &str, args: &[&str]) -> Dura
     // The new container serves a version that was applied before, never an unvalidated render.
     // (A round may apply a newer one meanwhile: it is recorded a moment after it goes live.)
     let live = std::cell::RefCell::new(String::new());
-    support::wait_until_or(
+    butler_testkit::wait_until_or(
         "the live config to be an applied version",
         Duration::from_secs(5),
         || {
@@ -302,7 +300,7 @@ fn a_crash_looping_nginx_is_recreated_with_the_last_good_config() {
         "restart policy {policy:?}"
     );
     // A round may apply a newer version meanwhile: it is recorded a moment after it goes live.
-    support::wait_until_or(
+    butler_testkit::wait_until_or(
         "the live config to be an applied version",
         Duration::from_secs(10),
         || {
@@ -355,7 +353,7 @@ fn an_override_nginx_refuses_is_not_applied_and_the_last_good_config_keeps_servi
     let new = unique_name("new");
     let _new = start_app(&new);
     let mut refused = None;
-    support::wait_until(
+    butler_testkit::wait_until(
         "a refused config version in butler proxy history",
         Duration::from_secs(20),
         || {
@@ -412,7 +410,7 @@ fn a_template_that_does_not_parse_is_reported_by_file_and_nginx_keeps_serving() 
     butler.write_template("site.conf", "{% if %}\nserver { }\n");
     let path = butler.templates_dir().join("site.conf");
     let path = path.display().to_string();
-    support::wait_until_or(
+    butler_testkit::wait_until_or(
         "the butler to log that the override does not parse",
         Duration::from_secs(10),
         || {
@@ -462,7 +460,7 @@ fn history_lists_versions_and_rollback_pins_until_proxy_update() {
 
     // History: applied versions with their cause and what changed. A version goes live a moment
     // before it is recorded.
-    let adds = |history: &support::ConfigHistory, app: &str| {
+    let adds = |history: &butler_testkit::ConfigHistory, app: &str| {
         let needle = format!("+ {app}: {}", host(app));
         history
             .applied()
@@ -470,7 +468,7 @@ fn history_lists_versions_and_rollback_pins_until_proxy_update() {
             .find(|v| v.summary.contains(&needle))
             .cloned()
     };
-    support::wait_until(
+    butler_testkit::wait_until(
         "butler proxy history to list the versions adding A and B",
         Duration::from_secs(5),
         || {
@@ -574,7 +572,7 @@ fn history_lists_versions_and_rollback_pins_until_proxy_update() {
     assert_eq!(butler.history(bin).pinned, None);
     // Whoever got there first (this proxy-update or the worker's next round, which may still be
     // recording it) records C's route as a new version.
-    support::wait_until_or(
+    butler_testkit::wait_until_or(
         "a version after the pin that adds C",
         Duration::from_secs(10),
         || {

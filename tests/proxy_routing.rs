@@ -3,18 +3,16 @@
 //! Every butler sees every container of the tests running in parallel, so each test names its
 //! apps with `unique_name` and asserts only about its own.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use devops_butler::proxy::PortReason;
-use devops_butler::proxy::sanitize::sanitize_app_name;
-use support::{
+use butler_testkit::{
     AppContainer, BUTLER_NETWORK, ButlerProcess, Cleanup, HttpResponse, container_ip, docker_ok,
     unique_name, wait_until, wait_until_or, websocket_echo,
 };
+use devops_butler::proxy::PortReason;
+use devops_butler::proxy::sanitize::sanitize_app_name;
 
 fn butler_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_butler"))

@@ -1,10 +1,8 @@
-//! Proves the shared test support works against the real engine before any butler test relies on
+//! Proves the testkit (`butler_testkit`) works against the real engine before any butler test relies on
 //! it: the app image, the nginx image, the WebSocket client, and the systemd test bed.
 
-mod support;
-
+use butler_testkit::*;
 use std::time::Duration;
-use support::*;
 
 #[test]
 fn codecs_match_known_vectors() {

@@ -2,15 +2,13 @@
 //! the way an operator would: systemctl, `butler services`, kill, journalctl. Each test boots its own
 //! test bed, so tests run in parallel without sharing unit state.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{
+use butler_testkit::{
     AppContainer, Cleanup, CmdOutput, Testbed, ensure_image, free_port, http_get, unique_name,
 };
+use serde_json::Value;
 
 const WORKERS: [&str; 4] = ["dynamic-proxy", "health-monitor", "recovery", "dashboard"];
 /// What the units say: WatchdogSec=10s, RestartSec=2s.

@@ -87,7 +87,7 @@ inputs_nginx() { echo "$NGINX_PACKAGES $SUITE"; fn_text build_nginx debootstrap_
 after_nginx() { docker tag "$1" "$NGINX_STABLE_TAG"; }
 
 # --- app: the test app (examples/testapp.rs), one static binary and nothing else --------------------
-APP_SOURCES="examples/testapp.rs tests/support/ws_codec.rs"
+APP_SOURCES="examples/testapp.rs testkit/src/ws_codec.rs"
 RUSTC_FLAGS="-C opt-level=2 -C target-feature=+crt-static -C panic=abort -C strip=symbols"
 build_app() {
     local dir=$1 tag=$2

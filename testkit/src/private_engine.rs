@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use super::wait_until_or;
+use crate::wait_until_or;
 
 /// `nsenter` joins only the network namespace: `ip netns exec` also mounts a fresh /sys, which
 /// hides the cgroup mounts dockerd needs.
-pub fn netns_arg(netns: &str) -> String {
+pub(crate) fn netns_arg(netns: &str) -> String {
     format!("--net=/run/netns/{netns}")
 }
 

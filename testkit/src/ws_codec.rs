@@ -1,7 +1,7 @@
 //! The two small codecs a WebSocket handshake needs (SHA-1 and base64), std-only, shared by the test
-//! app (`examples/testapp.rs`, through `#[path]`) and the test client in `tests/support`, so both ends
-//! compute `Sec-WebSocket-Accept` with the same code and that code is tested once.
-#![allow(dead_code)]
+//! app (`examples/testapp.rs`, through `#[path]`: it is compiled by rustc alone, without cargo) and
+//! the testkit's WebSocket client, so both ends compute `Sec-WebSocket-Accept` with the same code and
+//! that code is tested once.
 
 /// The GUID RFC 6455 appends to the client's key before hashing.
 pub const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

@@ -1,14 +1,15 @@
-//! What the benchmark programs share: the tables they print, the cleanup that runs even when a
-//! release build aborts on a panic, percentiles, and starting many tiny app containers. Each bench
-//! declares `mod support;` (tests/support) before `mod common;`.
-
-#![allow(dead_code)] // each bench uses its own part
+//! What the benchmark programs (benches/) share beyond the rest of the testkit: the tables they
+//! print, the cleanup that runs even when a release build aborts on a panic, log timestamps,
+//! process memory, and starting many tiny app containers.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::unique::test_label;
+use crate::{docker, docker_ok, ensure_image, unique_name};
 
 // ---------------------------------------------------------------------------------------------------
 // Output and cleanup
@@ -44,16 +45,7 @@ pub fn cleanup_everything() {
         .unwrap_or_else(|e| e.into_inner())
         .drain(..)
         .collect();
-    let ours = crate::support::docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!(
-            "label={}={}",
-            crate::support::TEST_LABEL,
-            std::process::id()
-        ),
-    ]);
+    let ours = docker(&["ps", "-aq", "--filter", &format!("label={}", test_label())]);
     names.extend(
         String::from_utf8_lossy(&ours.stdout)
             .split_whitespace()
@@ -65,7 +57,7 @@ pub fn cleanup_everything() {
         .unwrap_or_else(|e| e.into_inner())
         .drain(..)
     {
-        let _ = crate::support::docker(&["network", "rm", &net]);
+        let _ = docker(&["network", "rm", &net]);
     }
 }
 
@@ -73,11 +65,11 @@ pub fn remove_bulk(names: &[String]) {
     for chunk in names.chunks(50) {
         let mut args = vec!["rm", "-f", "-v"];
         args.extend(chunk.iter().map(String::as_str));
-        let _ = crate::support::docker(&args);
+        let _ = docker(&args);
     }
 }
 
-// Statistics (pct, sorted, ms, row) are tests/support/stats.rs, shared with the other benches.
+// Statistics (pct, sorted, ms, row) are the `stats` module, next to this one.
 
 /// An RFC 3339 UTC timestamp as tracing's stderr logs print it (`2025-06-01T12:00:00.123456Z`).
 pub fn parse_utc(ts: &str) -> Option<SystemTime> {
@@ -121,11 +113,9 @@ pub fn run_many_labelled(
     network: Option<&str>,
     labels: &[String],
 ) -> Vec<String> {
-    let image = crate::support::ensure_image("app");
-    let label = format!("{}={}", crate::support::TEST_LABEL, std::process::id());
-    let names: Vec<String> = (0..n)
-        .map(|_| crate::support::unique_name(prefix))
-        .collect();
+    let image = ensure_image("app");
+    let label = test_label();
+    let names: Vec<String> = (0..n).map(|_| unique_name(prefix)).collect();
     let next = AtomicU64::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads.min(n.max(1)) {
@@ -145,7 +135,7 @@ pub fn run_many_labelled(
                         args.extend(["--label", extra.as_str()]);
                     }
                     args.push(&image);
-                    crate::support::docker_ok(&args);
+                    docker_ok(&args);
                 }
             });
         }

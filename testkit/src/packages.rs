@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::{CmdOutput, docker, docker_ok, run_build_script};
+use crate::{CmdOutput, docker, docker_ok, run_build_script};
 
 /// The packages one `packaging/build.sh` run made.
 #[derive(Debug)]
@@ -18,10 +18,17 @@ pub struct Packages {
     pub version: String,
 }
 
-/// Where the tests' packages go: under cargo's tmp dir for integration tests, apart from
-/// `target/packages` (what a person building by hand gets).
+/// Where the tests' packages go: under cargo's tmp dir for integration tests (`<target>/tmp`),
+/// apart from `target/packages` (what a person building by hand gets). `CARGO_TARGET_TMPDIR` is set
+/// only when cargo compiles a test or bench, not this library, so the directory is found from the
+/// test binary, which cargo puts in `<target>/<profile>/deps/`.
 fn out_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("packages")
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .unwrap_or_else(|| panic!("{} is not in <target>/<profile>/deps/", exe.display()));
+    target.join("tmp").join("packages")
 }
 
 /// The cargo profile of the packaged binary: release without LTO, at opt-level 1 (Cargo.toml), so
@@ -39,7 +46,7 @@ fn build(env: &[(&str, &str)]) -> Vec<PathBuf> {
     let printed = run_build_script("packaging/build.sh", &[&out_dir.to_string_lossy()], &env);
     let paths: Vec<PathBuf> = printed.lines().map(PathBuf::from).collect();
     eprintln!(
-        "support: built {paths:?} in {} ms",
+        "testkit: built {paths:?} in {} ms",
         start.elapsed().as_millis()
     );
     paths

@@ -13,7 +13,7 @@ use devops_butler::store::{
     VersionTimings,
 };
 
-use super::{HttpResponse, free_port, http_request, repo_root, wait_until_or};
+use crate::{HttpResponse, free_port, http_request, repo_root, wait_until_or};
 
 /// Runs a future to completion on a small runtime of its own (the tests are synchronous).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -157,7 +157,7 @@ impl DashboardProcess {
 
 impl Drop for DashboardProcess {
     fn drop(&mut self) {
-        super::stop_process(self.child.take(), "dashboard log", || self.log());
+        crate::butler::stop_process(self.child.take(), "dashboard log", || self.log());
     }
 }
 

@@ -5,12 +5,12 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{Cleanup, build_image, docker, ensure_image};
+use crate::{Cleanup, build_image, docker, ensure_image};
 
 /// Label every container `butler deploy` starts carries, with the app's name.
-pub const DEPLOY_APP_LABEL: &str = "butler.deploy.app";
+const DEPLOY_APP_LABEL: &str = "butler.deploy.app";
 /// Repository of the images a deploy builds from a directory or a git repository.
-pub const BUILT_IMAGE_REPO: &str = "butler-deploy";
+const BUILT_IMAGE_REPO: &str = "butler-deploy";
 
 /// A Dockerfile for a revision of the test app: it answers `app=<name>`, exposes 3000, and
 /// `extra` adds lines (`ENV DELAY_MS=300`, `HEALTHCHECK ...`).

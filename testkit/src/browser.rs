@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{client_frame, http_request, wait_until_or, websocket_connect, ws_codec};
+use crate::websocket::{client_frame, websocket_connect};
+use crate::{http_request, wait_until_or, ws_codec};
 
 /// The Chromium binary: `$CHROMIUM`, else `chromium` on the PATH.
-pub fn chromium_binary() -> PathBuf {
+fn chromium_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("CHROMIUM") {
         return PathBuf::from(path);
     }
@@ -251,7 +252,7 @@ impl Tab {
         let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
         assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
         std::fs::write(path, png).unwrap();
-        eprintln!("support: screenshot {}", path.display());
+        eprintln!("testkit: screenshot {}", path.display());
     }
 }
 

@@ -1,0 +1,82 @@
+//! The locally built test images (`scripts/images/build.sh`: systemd, nginx, the test app), the
+//! nginx image without a shell, and images built from a Dockerfile alone.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::{CmdOutput, docker, docker_ok, docker_with_stdin, run_build_script, unique_name};
+
+/// The tag of a locally built image of `kind` (`systemd`, `nginx`, `app`), built by
+/// `scripts/images/build.sh` if its inputs changed; the script runs once per kind and process.
+pub fn ensure_image(kind: &str) -> String {
+    static SYSTEMD: OnceLock<String> = OnceLock::new();
+    static NGINX: OnceLock<String> = OnceLock::new();
+    static APP: OnceLock<String> = OnceLock::new();
+    let cell = match kind {
+        "systemd" => &SYSTEMD,
+        "nginx" => &NGINX,
+        "app" => &APP,
+        other => panic!("ensure_image: unknown image kind '{other}' (systemd, nginx, app)"),
+    };
+    // get_or_init blocks other threads asking for the same kind until the first build is done.
+    cell.get_or_init(|| {
+        let start = Instant::now();
+        let tag = run_build_script("scripts/images/build.sh", &[kind], &[]);
+        assert!(
+            !tag.is_empty(),
+            "scripts/images/build.sh {kind} printed no tag"
+        );
+        eprintln!(
+            "testkit: image {kind} = {tag} ({} ms)",
+            start.elapsed().as_millis()
+        );
+        tag
+    })
+    .clone()
+}
+
+/// The nginx test image without a shell (no `sh`, no `dash`), like a distroless nginx: the butler
+/// must then validate, swap and reload with one Docker call per step. Derived from
+/// `ensure_image("nginx")` by committing a container that deleted them; cached by that image's tag.
+pub fn nginx_image_without_shell() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let base = ensure_image("nginx");
+        let version = base.rsplit(':').next().unwrap_or("latest");
+        let tag = format!("devops-butler-test/nginx-noshell:{version}");
+        if docker(&["image", "inspect", &tag]).status.success() {
+            return tag;
+        }
+        let scratch = unique_name("noshell");
+        docker_ok(&[
+            "run",
+            "--name",
+            &scratch,
+            "--entrypoint",
+            "/usr/bin/rm",
+            &base,
+            "-f",
+            "/usr/bin/sh",
+            "/usr/bin/dash",
+            "/bin/sh",
+            "/bin/dash",
+        ]);
+        let committed = docker(&["commit", "--change", "ENTRYPOINT []", &scratch, &tag]);
+        let _ = docker(&["rm", "-f", &scratch]);
+        assert!(
+            committed.status.success(),
+            "docker commit {tag}: {}",
+            String::from_utf8_lossy(&committed.stderr)
+        );
+        tag
+    })
+    .clone()
+}
+
+/// Builds image `tag` from `dockerfile` alone (no context: `FROM` a local image, `ENV`, `EXPOSE`,
+/// ...); works offline when the base is local. Register the tag with `Cleanup::add_image`.
+pub fn build_image(tag: &str, dockerfile: &str) {
+    let out: CmdOutput =
+        docker_with_stdin(&["build", "-q", "-t", tag, "-"], dockerfile.as_bytes()).into();
+    out.expect_success(&format!("docker build -t {tag}"));
+}
