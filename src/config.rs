@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use crate::health::Severity;
+pub use crate::vocabulary::Severity;
+
+/// Dashboard action requests nobody claimed for this long are expired rather than run late: an
+/// operator who asked for a restart five minutes ago and was told nobody answered does not
+/// expect it to happen now. `dashboard.action_timeout` may not exceed it.
+pub const REQUEST_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// Where the config lives when neither `--config` nor `BUTLER_CONFIG` names another file.
 pub const DEFAULT_PATH: &str = "/etc/butler/butler.toml";
@@ -311,7 +316,7 @@ impl Config {
             ));
         }
         if self.dashboard.action_timeout.0 < Duration::from_secs(1)
-            || self.dashboard.action_timeout.0 > crate::store::REQUEST_MAX_AGE
+            || self.dashboard.action_timeout.0 > REQUEST_MAX_AGE
         {
             return Err(invalid(
                 "dashboard.action_timeout",

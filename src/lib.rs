@@ -19,4 +19,5 @@ pub mod systemd;
 #[cfg(test)]
 mod testbed;
 mod text_enum;
+pub mod vocabulary;
 pub mod workers;

@@ -155,7 +155,7 @@ async fn inspect(
             Some(port),
         ) = (
             &listening,
-            crate::proxy::ports::port_from_logs(&snapshot.log_tail),
+            super::log_ports::port_from_logs(&snapshot.log_tail),
         ) && let Some(ports) = snapshot.listening_ports.as_mut()
             && !ports.contains(&port)
             && !probe_ports(*ip, BTreeSet::from([port])).await.is_empty()

@@ -9,6 +9,7 @@ pub mod events;
 #[cfg(test)]
 pub mod fake;
 pub mod inspect;
+pub mod log_ports;
 pub mod network;
 pub mod snapshot;
 

@@ -11,14 +11,13 @@ pub mod model;
 pub mod monitor;
 pub mod observe;
 pub mod probe;
-pub mod vocabulary;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use vocabulary::{AppStatus, Finding, IncidentState, Severity};
+pub use crate::vocabulary::{AppStatus, Finding, IncidentState, Severity};
 
 /// What kind of problem an incident is. Stored as its snake_case name; one recovery strategy each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

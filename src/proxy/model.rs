@@ -79,55 +79,7 @@ pub struct Route {
     pub down: Option<Down>,
 }
 
-/// How an app's last container ended. Every field passed validation (`since` is a plain
-/// timestamp), so it may be rendered into the app's 503 page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Down {
-    /// The container that ended last.
-    pub container_name: String,
-    pub exit_code: i64,
-    pub oom_killed: bool,
-    /// A user stopped it (`docker stop`), or it exited cleanly: `stopped`, not a failure.
-    pub stopped: bool,
-    /// When it ended, `YYYY-MM-DD HH:MM:SS UTC`; `None` when the engine gave no valid time.
-    pub since: Option<String>,
-}
-
-impl Down {
-    /// `down` or `stopped`.
-    pub fn state(&self) -> &'static str {
-        if self.stopped { "stopped" } else { "down" }
-    }
-
-    /// One line for people: "container shop-1 exited with code 137 (killed, out of memory) at
-    /// 2026-12-02 11:40:20 UTC".
-    pub fn describe(&self) -> String {
-        let mut text = format!(
-            "container {} {} with code {}",
-            self.container_name,
-            if self.stopped && self.exit_code != 0 {
-                "was stopped"
-            } else {
-                "exited"
-            },
-            self.exit_code
-        );
-        let mut notes = Vec::new();
-        if self.exit_code == 137 && !self.stopped {
-            notes.push("killed");
-        }
-        if self.oom_killed {
-            notes.push("out of memory");
-        }
-        if !notes.is_empty() {
-            text.push_str(&format!(" ({})", notes.join(", ")));
-        }
-        if let Some(since) = &self.since {
-            text.push_str(&format!(" at {since}"));
-        }
-        text
-    }
-}
+pub use crate::store::Down;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamServer {

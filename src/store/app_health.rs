@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, parse_text, query_err};
 use crate::clock::now_rfc3339;
-use crate::health::vocabulary::AppStatus;
+use crate::vocabulary::AppStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppHealth {

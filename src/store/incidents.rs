@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DEFAULT_LIMIT, Store, StoreError, parse_text, query_err};
 use crate::clock::now_rfc3339;
-use crate::health::vocabulary::{Finding, IncidentState, Severity};
+use crate::vocabulary::{Finding, IncidentState, Severity};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {

@@ -28,7 +28,7 @@ pub use deployments::{DeployOutcome, Deployment, Gate, NewDeployment};
 pub use incidents::{Incident, IncidentFilter};
 pub use recoveries::{NewRecovery, Recovery, RecoveryOutcome, SuccessRate};
 pub use requests::{ActionRequest, REQUEST_MAX_AGE, RequestState};
-pub use routes::{RouteRow, StopMarks};
+pub use routes::{Down, RouteRow, StopMarks};
 pub use samples::Sample;
 pub use stats::{IncidentCount, RecoveryCount, VersionStats};
 pub use versions::{ConfigVersion, NewVersion, VersionInfo, VersionTimings};

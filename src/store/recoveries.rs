@@ -149,8 +149,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::vocabulary::Severity;
     use crate::store::incidents::tests::finding;
+    use crate::vocabulary::Severity;
 
     #[tokio::test]
     async fn recoveries_give_success_rates_per_kind() {

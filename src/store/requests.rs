@@ -3,7 +3,7 @@
 //! for its result; the worker allowed to act (dynamic-proxy, recovery) claims it, runs it and
 //! finishes it. A request is claimed by one executor only: the claim is one UPDATE.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension as _, Row, params};
 use serde::Serialize;
@@ -11,9 +11,7 @@ use serde::Serialize;
 use super::{Store, StoreError, query_err};
 use crate::clock::now_rfc3339;
 
-/// Requests nobody claimed for this long are expired rather than run late: an operator who asked
-/// for a restart five minutes ago and was told nobody answered does not expect it to happen now.
-pub const REQUEST_MAX_AGE: Duration = Duration::from_secs(300);
+pub use crate::config::REQUEST_MAX_AGE;
 
 /// Where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -323,7 +321,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let old = store.enqueue_request("fix_502".into(), None).await.unwrap();
         let long_ago = humantime::format_rfc3339_millis(
-            SystemTime::now() - REQUEST_MAX_AGE - Duration::from_secs(1),
+            SystemTime::now() - REQUEST_MAX_AGE - std::time::Duration::from_secs(1),
         )
         .to_string();
         store

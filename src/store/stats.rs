@@ -4,7 +4,7 @@
 use super::RecoveryOutcome;
 use super::parse_text;
 use super::{Store, StoreError, VersionTimings, query_err};
-use crate::health::vocabulary::{IncidentState, Severity};
+use crate::vocabulary::{IncidentState, Severity};
 
 /// Counts over every recorded config version.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -156,8 +156,8 @@ fn counted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::vocabulary::Finding;
     use crate::store::{NewRecovery, NewVersion};
+    use crate::vocabulary::Finding;
 
     #[tokio::test]
     async fn counts_group_versions_incidents_and_recoveries() {

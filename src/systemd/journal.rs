@@ -63,8 +63,8 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 /// syslog priority of an incident of `severity` in the journal: critical 2 (crit), high 3 (err),
 /// medium 4 (warning), low 5 (notice). `journalctl -p err` then lists high and critical ones.
-pub fn priority(severity: crate::health::Severity) -> u8 {
-    use crate::health::Severity;
+pub fn priority(severity: crate::vocabulary::Severity) -> u8 {
+    use crate::vocabulary::Severity;
     match severity {
         Severity::Critical => 2,
         Severity::High => 3,
