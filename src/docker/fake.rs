@@ -28,7 +28,6 @@ pub type ExecHandler =
 pub struct FakeEngine {
     state: Mutex<FakeState>,
     exec: Mutex<Option<ExecHandler>>,
-    events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Result<EngineEvent, EngineError>>>>,
 }
 
 impl std::fmt::Debug for FakeEngine {
@@ -146,13 +145,6 @@ impl FakeEngine {
 
     pub fn add_image(&self, reference: &str, image: ImageInfo) {
         self.state().images.insert(reference.to_owned(), image);
-    }
-
-    /// Sends an event to whoever holds the stream from [`Engine::events`].
-    pub fn send_event(&self, event: EngineEvent) {
-        if let Some(tx) = self.events.lock().unwrap().as_ref() {
-            let _ = tx.send(Ok(event));
-        }
     }
 }
 
@@ -520,9 +512,8 @@ impl Engine for FakeEngine {
         Ok(None)
     }
 
+    /// No events: the tests drive reconciles and rounds themselves.
     fn events(&self, _since: u64) -> BoxStream<'static, Result<EngineEvent, EngineError>> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        *self.events.lock().unwrap() = Some(tx);
-        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+        futures_util::stream::pending().boxed()
     }
 }
