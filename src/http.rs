@@ -1,6 +1,7 @@
 //! The one HTTP/1.1 client: a `GET` whose answer's status code is all that matters (route probes
 //! after a reload, health probes, the deploy gate, nginx's start-up check) and a JSON `POST` (alert
-//! webhooks). One request per connection, no TLS, no body read: only the status line. Timeouts are
+//! webhooks), and a text `PUT` read whole (nginx's routes data). One request per connection, no
+//! TLS; the `GET`s and the `POST` read only the status line. Timeouts are
 //! the callers', who know what they wait for. A leaf: it imports nothing from the crate.
 
 use std::io;
@@ -15,6 +16,8 @@ const PROBE_AGENT: &str = "devops-butler-verify";
 const AGENT: &str = "devops-butler";
 /// Most bytes read while looking for the end of the status line.
 const HEAD_MAX: usize = 1024;
+/// Most bytes of a whole answer read by [`put_text`].
+const ANSWER_MAX: u64 = 64 * 1024;
 
 /// The start of an answer: its status line and whatever came with it in the same reads, or less
 /// when the peer closed first.
@@ -27,6 +30,13 @@ impl Answer {
     /// The status code as sent (`"204"`), or `""` when there is none.
     pub fn status_text(&self) -> &str {
         self.head.split_whitespace().nth(1).unwrap_or("")
+    }
+
+    /// What came after the head (the body, when the whole answer was read).
+    pub fn body(&self) -> &str {
+        self.head
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
     }
 
     /// The status line, `None` when nothing came.
@@ -74,6 +84,37 @@ pub async fn post_json(
         body.len()
     );
     exchange(&mut stream, &[head.as_bytes(), body]).await
+}
+
+/// `PUT path` of `body` with `Host: host` and extra `headers` to `addr`; the whole answer, read
+/// until the peer closes (HTTP/1.0, so that it comes unchunked), at most `ANSWER_MAX` bytes.
+pub async fn put_text(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Answer> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut head = format!(
+        "PUT {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: {AGENT}\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut answer = Vec::with_capacity(256);
+    (&mut stream)
+        .take(ANSWER_MAX)
+        .read_to_end(&mut answer)
+        .await?;
+    Ok(Answer {
+        head: String::from_utf8_lossy(&answer).into_owned(),
+    })
 }
 
 /// `http://host[:port]/path` → (host, port, path).

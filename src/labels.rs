@@ -21,6 +21,8 @@ pub const LABEL_ROLE: &str = "butler.role";
 pub const LABEL_AUTORESTART: &str = "butler.autorestart";
 /// On the nginx container: the digest of the spec it was created from.
 pub const LABEL_NGINX_SPEC: &str = "butler.nginx-spec";
+/// On the butler's nginx container: the token its control port wants (see `nginx::data`).
+pub const LABEL_NGINX_CONTROL: &str = "butler.nginx-control-token";
 
 /// nginx-proxy's conventions, honoured for migration.
 pub const ENV_VIRTUAL_HOST: &str = "VIRTUAL_HOST";

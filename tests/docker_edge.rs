@@ -236,7 +236,7 @@ struct Proxy {
 /// A fresh nginx container (the shared nginx image) on its own network and a free host port,
 /// serving `initial`. Both are made by the code under test and registered with `cleanup`.
 async fn proxy(cleanup: &mut Cleanup, initial: &ConfigTree) -> Proxy {
-    proxy_with_image(cleanup, initial, &ensure_image("nginx")).await
+    proxy_with_image(cleanup, initial, &butler_testkit::proxy_image()).await
 }
 
 async fn proxy_with_image(cleanup: &mut Cleanup, initial: &ConfigTree, image: &str) -> Proxy {

@@ -169,10 +169,23 @@ fn hostile_labels_never_reach_nginx_while_neighbours_keep_serving() {
 
     // Nothing hostile reached nginx's files, live or staged; the live config is the real one.
     let live = butler.live_nginx_config();
-    assert!(
-        live.contains(&format!("server_name {}", host(&late))),
-        "nginx -T does not show the late app's server block:\n{live}"
-    );
+    match butler.live_routes_data() {
+        // The data path: hosts are data, checked by nginx's Lua side as well.
+        Some(data) => {
+            assert!(
+                data.contains(&format!("\nhost {} ", host(&late))),
+                "the live routes data does not route the late app:\n{data}"
+            );
+            assert!(
+                !data.contains(&marker),
+                "hostile value in the routes data:\n{data}"
+            );
+        }
+        None => assert!(
+            live.contains(&format!("server_name {}", host(&late))),
+            "nginx -T does not show the late app's server block:\n{live}"
+        ),
+    }
     assert!(
         !live.contains(&marker),
         "hostile value in nginx -T:\n{live}"

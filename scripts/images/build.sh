@@ -71,7 +71,7 @@ build_systemd() {
 inputs_systemd() { echo "$SYSTEMD_PACKAGES $SYSTEMD_MASKED $SUITE"; fn_text build_systemd debootstrap_root import_root; }
 
 # --- nginx: Debian's nginx, the proxy the butler drives ----------------------------------------------
-NGINX_PACKAGES=nginx-light
+NGINX_PACKAGES=nginx-light,libnginx-mod-http-lua
 NGINX_STABLE_TAG=devops-butler/nginx:bookworm
 build_nginx() {
     local dir=$1 tag=$2

@@ -2,10 +2,10 @@
 //! pulled if missing, the config uploaded before the first start, then waited for until it
 //! answers).
 
-use super::versions::tree_archive;
+use super::versions::{token_archive, tree_archive};
 use super::*;
 use crate::docker::{ContainerSpec, Restart};
-use crate::labels::{LABEL_ENABLE, LABEL_NGINX_SPEC, LABEL_ROLE};
+use crate::labels::{LABEL_ENABLE, LABEL_NGINX_CONTROL, LABEL_NGINX_SPEC, LABEL_ROLE};
 
 impl Nginx {
     /// Where the container stands; a same-named container that is not the butler's is an error.
@@ -56,9 +56,10 @@ impl Nginx {
                     .map_err(self.docker_err("remove"))?;
             }
         }
-        self.create().await?;
+        let token = self.create().await?;
         let archive = tree_archive(last_good, hash, true)?;
         self.upload("/etc", archive).await?;
+        self.upload("/etc", token_archive(&token)?).await?;
         self.docker
             .start_container(self.name())
             .await
@@ -89,8 +90,10 @@ impl Nginx {
         }
     }
 
-    async fn create(&self) -> Result<(), NginxError> {
+    /// Creates the container; its control token (see `data`).
+    async fn create(&self) -> Result<String, NginxError> {
         self.ensure_image().await?;
+        let token = Self::new_control_token()?;
         let spec = ContainerSpec {
             name: self.name().to_owned(),
             image: self.spec.image.clone(),
@@ -104,6 +107,7 @@ impl Nginx {
             labels: BTreeMap::from([
                 (LABEL_ROLE.into(), "nginx".into()),
                 (LABEL_NGINX_SPEC.into(), self.spec.digest()),
+                (LABEL_NGINX_CONTROL.into(), token.clone()),
                 // nginx is the proxy, never an app to route.
                 (LABEL_ENABLE.into(), "false".into()),
             ]),
@@ -120,7 +124,7 @@ impl Nginx {
             .create_container(&spec)
             .await
             .map_err(self.docker_err("create"))?;
-        Ok(())
+        Ok(token)
     }
 
     /// Waits until the container runs and answers HTTP on its published port.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::time::Duration;
 
+mod data;
 mod lifecycle;
 mod process;
 mod versions;
@@ -18,6 +19,7 @@ use crate::config::ProxyConfig;
 pub use crate::docker::ExecOutput;
 use crate::docker::{ContainerInfo, EngineError, EngineHandle};
 use crate::labels::LABEL_ROLE;
+pub use data::{DataPush, LUA_MODULE};
 use versions::SHELL_UNKNOWN;
 
 pub const CONFIG_ROOT: &str = "/etc/butler-nginx";
@@ -27,6 +29,14 @@ pub const LIVE_LINK: &str = "/etc/butler-nginx/live";
 pub const LIVE_CONF: &str = "/etc/butler-nginx/live/nginx.conf";
 /// The port nginx listens on inside the container; the rendered config must `listen 80`.
 pub const CONTAINER_HTTP_PORT: u16 = 80;
+/// The data path's control port inside the container: never published (see `data`).
+pub const CONTROL_PORT: u16 = 8081;
+pub const CONTROL_PATH: &str = "/butler/routes";
+/// Outside `versions/`: the token never shows in a config version or its diff.
+pub const CONTROL_TOKEN_FILE: &str = "/etc/butler-nginx/control.token";
+/// Changes when what a created container holds changes (the control token since the data path),
+/// so that a container made by an older butler is recreated once.
+const CONTAINER_LAYOUT: &str = "data-path-1";
 /// Label holding a digest of what the container was created from, to notice a changed config.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,7 +121,10 @@ impl NginxSpec {
 
     pub(crate) fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
-        let text = format!("{}\n{}\n{}", self.image, self.network, self.http_port);
+        let text = format!(
+            "{}\n{}\n{}\n{CONTAINER_LAYOUT}",
+            self.image, self.network, self.http_port
+        );
         hex::encode(&Sha256::digest(text.as_bytes())[..8])
     }
 }
@@ -177,6 +190,8 @@ pub struct Nginx {
     shell: Arc<AtomicU8>,
     /// Whether the image has `tar` for [`STAGE_AND_ACTIVATE_SCRIPT`] (same values).
     tar: Arc<AtomicU8>,
+    /// (container id, whether its image has the Lua module), see [`Nginx::has_data_path`].
+    data_path: Arc<std::sync::Mutex<Option<(String, bool)>>>,
 }
 
 impl Nginx {
@@ -186,6 +201,7 @@ impl Nginx {
             spec,
             shell: Arc::new(AtomicU8::new(SHELL_UNKNOWN)),
             tar: Arc::new(AtomicU8::new(SHELL_UNKNOWN)),
+            data_path: Arc::default(),
         }
     }
 

@@ -296,6 +296,20 @@ pub(super) fn tree_archive(
     Ok(builder.into_inner()?)
 }
 
+/// The control token file (see `data`), readable by root only: nginx's master reads it at start,
+/// before its workers drop privileges.
+pub(super) fn token_archive(token: &str) -> Result<Vec<u8>, NginxError> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o600);
+    header.set_size(token.len() as u64);
+    header.set_mtime(crate::clock::now_since_epoch().as_secs());
+    let path = CONTROL_TOKEN_FILE.trim_start_matches("/etc/");
+    builder.append_data(&mut header, path, token.as_bytes())?;
+    Ok(builder.into_inner()?)
+}
+
 fn append_symlink(
     builder: &mut tar::Builder<Vec<u8>>,
     path: &str,

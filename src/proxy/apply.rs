@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::nginx::{Activation, ConfigTree, Nginx, NginxError, VERSIONS_DIR};
+use crate::nginx::{Activation, ConfigTree, DataPush, Nginx, NginxError, VERSIONS_DIR};
+use crate::proxy::render::DATA_FILE;
 use crate::store::VersionTimings;
 
 /// Versions kept in the container besides the live and the previous one, for a quick rollback.
@@ -90,6 +91,8 @@ pub struct ApplyOutcome {
     pub status: ApplyStatus,
     pub probes: Vec<ProbeResult>,
     pub timings: StepTimings,
+    /// Applied as routes data to the running nginx (no reload, no worker restarted).
+    pub as_data: bool,
 }
 
 impl ApplyOutcome {
@@ -158,6 +161,7 @@ impl Applier {
             status: ApplyStatus::Applied,
             probes: Vec::new(),
             timings: StepTimings::default(),
+            as_data: false,
         };
         if let Err(e) = self.run(files, hash, probes, &mut outcome).await {
             outcome.status = ApplyStatus::Failed {
@@ -165,6 +169,111 @@ impl Applier {
             };
         }
         outcome
+    }
+
+    /// Applies a tree that differs from the live version `live` only in its routes data: the data
+    /// goes to the running nginx (validated there, the old data kept when refused), the probes
+    /// check it, and the version is stored in the container and made `live` without a reload, so
+    /// no worker restarts and no client's connection is closed. `previous_data` is put back when a
+    /// probe fails. Anything that keeps the data path from being used (another version live, no
+    /// control token) applies the whole tree with a reload instead.
+    pub async fn apply_data(
+        &self,
+        files: &ConfigTree,
+        hash: &str,
+        live: &str,
+        previous_data: &str,
+        probes: &[RouteProbe],
+    ) -> ApplyOutcome {
+        let mut outcome = ApplyOutcome {
+            hash: hash.to_owned(),
+            previous: Some(live.to_owned()),
+            live: Some(live.to_owned()),
+            status: ApplyStatus::Applied,
+            probes: Vec::new(),
+            timings: StepTimings::default(),
+            as_data: true,
+        };
+        let serial = self.lock.lock().await;
+        match self
+            .run_data(files, hash, previous_data, probes, &mut outcome)
+            .await
+        {
+            Ok(true) => outcome,
+            Ok(false) => {
+                drop(serial);
+                self.apply(files, hash, probes).await
+            }
+            Err(e) => {
+                outcome.status = ApplyStatus::Failed {
+                    error: e.to_string(),
+                };
+                outcome
+            }
+        }
+    }
+
+    /// `Ok(false)`: the data path cannot be used here; nothing was changed.
+    async fn run_data(
+        &self,
+        files: &ConfigTree,
+        hash: &str,
+        previous_data: &str,
+        probes: &[RouteProbe],
+        out: &mut ApplyOutcome,
+    ) -> Result<bool, NginxError> {
+        let nginx = &self.nginx;
+        let Some(text) = files.get(DATA_FILE) else {
+            return Ok(false);
+        };
+        // Another process may have applied a version since (a rollback, a deploy): its structure
+        // may differ, and then only a reload applies this tree.
+        if nginx.live_version().await?.as_deref() != out.previous.as_deref() {
+            return Ok(false);
+        }
+        if out.previous.as_deref() == Some(hash) {
+            out.status = ApplyStatus::Unchanged;
+            return Ok(true);
+        }
+        let t = Instant::now();
+        let pushed = nginx.push_routes(text).await?;
+        out.timings.validate = t.elapsed();
+        match pushed {
+            DataPush::Accepted => {}
+            DataPush::Refused(why) => {
+                out.status = ApplyStatus::Invalid {
+                    error: format!("nginx's data path refused the routes: {why}"),
+                };
+                return Ok(true);
+            }
+            DataPush::Unavailable(why) => {
+                tracing::info!(reason = %why, "routes data cannot go to nginx at run time; applying with a reload");
+                return Ok(false);
+            }
+        }
+
+        let t = Instant::now();
+        out.probes = self.verify(probes).await;
+        out.timings.verify = t.elapsed();
+        if let Some(reason) = failed_probes(&out.probes) {
+            let t = Instant::now();
+            nginx.push_routes(previous_data).await?;
+            out.timings.rollback = t.elapsed();
+            out.status = ApplyStatus::RolledBack {
+                reason,
+                restored: out.previous.clone(),
+            };
+            return Ok(true);
+        }
+
+        // Served already; stored so that a restart or a reload of nginx serves it too.
+        let t = Instant::now();
+        nginx.stage(files, hash).await?;
+        nginx.point_live(hash).await?;
+        out.live = Some(hash.to_owned());
+        out.timings.swap = t.elapsed();
+        self.prune_after(hash, out.previous.clone());
+        Ok(true)
     }
 
     async fn run(
@@ -234,17 +343,7 @@ impl Applier {
                 let t = Instant::now();
                 out.probes = self.verify(probes).await;
                 out.timings.verify = t.elapsed();
-                let failed: Vec<String> = out
-                    .probes
-                    .iter()
-                    .filter(|p| !p.ok)
-                    .map(|p| match (&p.status, &p.error) {
-                        (Some(status), _) => format!("{} answered {status}", p.host),
-                        (None, Some(error)) => format!("{}: {error}", p.host),
-                        (None, None) => format!("{}: no answer", p.host),
-                    })
-                    .collect();
-                (!failed.is_empty()).then(|| format!("route check failed: {}", failed.join("; ")))
+                failed_probes(&out.probes)
             }
         };
 
@@ -267,18 +366,20 @@ impl Applier {
             return Ok(());
         }
 
-        // Old versions go after the apply returns: the route is live and nothing waits for this.
-        let keep: Vec<String> = std::iter::once(hash.to_owned())
-            .chain(out.previous.clone())
-            .collect();
-        let pruner = nginx.clone();
+        self.prune_after(hash, out.previous.clone());
+        Ok(())
+    }
+
+    /// Old versions go after the apply returns: the route is live and nothing waits for this.
+    fn prune_after(&self, hash: &str, previous: Option<String>) {
+        let keep: Vec<String> = std::iter::once(hash.to_owned()).chain(previous).collect();
+        let pruner = self.nginx.clone();
         tokio::spawn(async move {
             let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
             if let Err(e) = pruner.prune_versions(&keep, KEEP_NEWEST).await {
                 tracing::warn!(error = %e, "could not prune old nginx config versions");
             }
         });
-        Ok(())
     }
 
     async fn verify(&self, probes: &[RouteProbe]) -> Vec<ProbeResult> {
@@ -287,6 +388,20 @@ impl Applier {
             .map(|p| probe_until_good(self.probe_addr, &self.probe_path, p, self.verify_timeout));
         futures_util::future::join_all(checks).await
     }
+}
+
+/// Why the route check failed, `None` when every probe passed.
+fn failed_probes(probes: &[ProbeResult]) -> Option<String> {
+    let failed: Vec<String> = probes
+        .iter()
+        .filter(|p| !p.ok)
+        .map(|p| match (&p.status, &p.error) {
+            (Some(status), _) => format!("{} answered {status}", p.host),
+            (None, Some(error)) => format!("{}: {error}", p.host),
+            (None, None) => format!("{}: no answer", p.host),
+        })
+        .collect();
+    (!failed.is_empty()).then(|| format!("route check failed: {}", failed.join("; ")))
 }
 
 fn is_good(probe: &RouteProbe, status: u16) -> bool {

@@ -9,6 +9,7 @@ pub mod plan;
 pub mod ports;
 pub mod reconcile;
 pub mod render;
+pub mod routes_data;
 pub mod sanitize;
 
 pub use model::{Down, Plan, PlanSettings, Problem, ProblemKind, Route, UpstreamServer};

@@ -153,6 +153,29 @@ pub struct Reconciler {
     /// than it declares), by container id: re-inspected soon, so the route follows the socket
     /// once it is there instead of at the next timed round.
     port_watch: BTreeMap<String, PortWatch>,
+    /// Whether the running nginx has the Lua module, as of this round: the tree is then rendered
+    /// for the data path (unless a structural template is overridden).
+    data_path: bool,
+    /// The last applied tree's version, structure and routes data: a new tree of the same
+    /// structure is applied as data, without a reload. Read from the store with `applied_routes`.
+    applied_tree: Option<AppliedTree>,
+}
+
+#[derive(Debug, Clone)]
+struct AppliedTree {
+    hash: String,
+    structure: String,
+    data: Option<String>,
+}
+
+impl AppliedTree {
+    fn of(files: &crate::nginx::ConfigTree, hash: &str) -> Self {
+        Self {
+            hash: hash.to_owned(),
+            structure: super::render::structure_hash(files),
+            data: files.get(super::render::DATA_FILE).cloned(),
+        }
+    }
 }
 
 /// When to look again at a container whose routed port is not listening.
@@ -183,6 +206,8 @@ impl Reconciler {
             nginx_id: None,
             nginx_addr: None,
             port_watch: BTreeMap::new(),
+            data_path: false,
+            applied_tree: None,
         }
     }
 
@@ -345,6 +370,11 @@ impl Reconciler {
                     .map(|r| (r.app, (r.hosts, r.servers)))
                     .collect(),
             );
+            self.applied_tree = self
+                .store
+                .last_good()
+                .await?
+                .map(|version| AppliedTree::of(&version.files, &version.info.hash));
         }
         let mut settings = self.plan_settings().await?;
         settings.routed_apps = self.routed_apps();
@@ -390,6 +420,7 @@ impl Reconciler {
         // stopped nginx down (it comes back with the last good config either way).
         let started = Instant::now();
         let nginx_recreated = self.ensure_nginx().await?;
+        self.data_path = self.nginx.has_data_path().await?;
         timings.ensure_nginx = started.elapsed();
 
         let started = Instant::now();
@@ -456,9 +487,29 @@ impl Reconciler {
                 expected_status: Some(ROUTE_PROBE_STATUS),
             })
             .collect();
-        let outcome = applier
-            .apply(&rendered.files, &rendered.hash, &probes)
-            .await;
+        let as_data = self.applied_tree.as_ref().and_then(|applied| {
+            let data = applied.data.as_deref()?;
+            (applied.structure == super::render::structure_hash(&rendered.files))
+                .then_some((applied.hash.as_str(), data))
+        });
+        let outcome = match as_data {
+            Some((live, previous_data)) => {
+                applier
+                    .apply_data(
+                        &rendered.files,
+                        &rendered.hash,
+                        live,
+                        previous_data,
+                        &probes,
+                    )
+                    .await
+            }
+            None => {
+                applier
+                    .apply(&rendered.files, &rendered.hash, &probes)
+                    .await
+            }
+        };
         timings.apply = started.elapsed();
         self.refused =
             matches!(outcome.status, ApplyStatus::Invalid { .. }).then(|| outcome.clone());
@@ -500,12 +551,13 @@ impl Reconciler {
             .collect()
     }
 
-    fn render_settings(&self) -> RenderSettings {
+    fn render_settings(&self, templates: &Templates) -> RenderSettings {
         RenderSettings {
             config_root: live_root(),
             listen_port: CONTAINER_HTTP_PORT,
             public_port: self.config.proxy.http_port,
             domain: self.config.proxy.domain.clone(),
+            data_path: self.data_path && templates.allow_data_path(),
         }
     }
 
@@ -513,7 +565,11 @@ impl Reconciler {
     /// effect without a restart (and a broken one is refused before anything reaches nginx).
     fn render(&self, plan: &Plan) -> Result<RenderedConfig, ReconcileError> {
         let templates = Templates::load(Some(&self.config.proxy.templates_dir))?;
-        Ok(super::render(plan, &self.render_settings(), &templates)?)
+        Ok(super::render(
+            plan,
+            &self.render_settings(&templates),
+            &templates,
+        )?)
     }
 
     /// Keeps nginx running. A missing, stopped or crash-looping container is recreated with the last
@@ -528,11 +584,11 @@ impl Reconciler {
         let tree = match self.store.last_good().await? {
             Some(version) => (version.files, version.info.hash),
             None => {
-                let empty = super::render(
-                    &Plan::default(),
-                    &self.render_settings(),
-                    &Templates::load(None)?,
-                )?;
+                // The image is not known yet: the reload path's tree works with any.
+                let shipped = Templates::load(None)?;
+                let mut settings = self.render_settings(&shipped);
+                settings.data_path = false;
+                let empty = super::render(&Plan::default(), &settings, &shipped)?;
                 (empty.files, empty.hash)
             }
         };
@@ -617,7 +673,7 @@ impl Reconciler {
             }
             ApplyStatus::Failed { error } => (false, Some(error.clone())),
         };
-        let summary = if changes.is_empty() {
+        let mut summary = if changes.is_empty() {
             "no route changes".to_owned()
         } else {
             changes
@@ -626,6 +682,9 @@ impl Reconciler {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
+        if outcome.as_data {
+            summary.push_str(" (as data, no reload)");
+        }
         let id = self
             .store
             .record_version(NewVersion {
@@ -639,6 +698,7 @@ impl Reconciler {
             })
             .await?;
         if applied {
+            self.applied_tree = Some(AppliedTree::of(&rendered.files, &rendered.hash));
             self.remember(plan);
             let rows = plan
                 .routes

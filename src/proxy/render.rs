@@ -12,6 +12,7 @@ use tera::{Context, ErrorKind, Tera};
 
 use crate::proxy::model::{Plan, Route};
 use crate::proxy::plan::RESERVED_APP_NAMES;
+use crate::proxy::routes_data::RoutesData;
 use crate::proxy::sanitize::{self, quote};
 
 pub const NGINX_CONF: &str = "nginx.conf";
@@ -19,15 +20,29 @@ pub const DEFAULT_SITE: &str = "default.conf";
 pub const SITE: &str = "site.conf";
 pub const INDEX_PAGE: &str = "index.html";
 pub const ERROR_PAGE: &str = "error-page.html";
+pub const DATA_SITE: &str = "dynamic.conf";
+/// The data nginx routes by on the data path, in the tree like any file so that it is versioned,
+/// validated and restored with the rest (see `routes_data`).
+pub const DATA_FILE: &str = "routes.txt";
+/// The data path's Lua code, in the tree under this path.
+pub const DATA_LUA: &str = "lua/butler.lua";
 
 /// The shipped templates, by the file name an override must have to replace one.
-const SHIPPED: [(&str, &str); 5] = [
+const SHIPPED: [(&str, &str); 6] = [
     (NGINX_CONF, include_str!("../../templates/nginx.conf")),
     (DEFAULT_SITE, include_str!("../../templates/default.conf")),
     (SITE, include_str!("../../templates/site.conf")),
     (INDEX_PAGE, include_str!("../../templates/index.html")),
     (ERROR_PAGE, include_str!("../../templates/error-page.html")),
+    (DATA_SITE, include_str!("../../templates/dynamic.conf")),
 ];
+
+/// Not a template: the code is the same for every tree.
+const LUA_CODE: &str = include_str!("../../templates/butler.lua");
+
+/// Overriding any of these changes the shape of the config (server blocks per app), which the
+/// data path does without: with such an override the butler renders for the reload path.
+pub const STRUCTURAL_TEMPLATES: [&str; 3] = [NGINX_CONF, DEFAULT_SITE, SITE];
 
 /// Rendered path of the default server; sorts before every app file (app names cannot be
 /// "000-default": the planner reserves it).
@@ -70,6 +85,10 @@ pub struct RenderSettings {
     pub public_port: u16,
     /// Shown on the app directory page.
     pub domain: String,
+    /// Render for the data path (nginx with the Lua module): one server block routing by the
+    /// data in [`DATA_FILE`], which changes without a reload. Off: a server block per app.
+    #[serde(default)]
+    pub data_path: bool,
 }
 
 fn default_public_port() -> u16 {
@@ -83,6 +102,7 @@ impl Default for RenderSettings {
             listen_port: 80,
             public_port: 80,
             domain: "localhost".into(),
+            data_path: false,
         }
     }
 }
@@ -180,6 +200,14 @@ impl Templates {
         &self.overrides
     }
 
+    /// Whether these templates can render for the data path: none of the structural ones is
+    /// overridden.
+    pub fn allow_data_path(&self) -> bool {
+        !STRUCTURAL_TEMPLATES
+            .iter()
+            .any(|name| self.overrides.contains_key(name))
+    }
+
     fn render(&self, name: &str, what: &str, ctx: &Context) -> Result<String, RenderError> {
         self.tera.render(name, ctx).map_err(|e| {
             let (origin, hint) = match self.overrides.get(name) {
@@ -243,15 +271,21 @@ pub fn render(
         p => format!(":{p}"),
     };
 
-    let longest = plan
-        .routes
+    // On the data path no server block names an app's host: the hash sizes stay the same as apps
+    // come and go, so that a new host is not a change to nginx.conf (which would cost a reload).
+    let named_routes = if settings.data_path {
+        &[][..]
+    } else {
+        &plan.routes[..]
+    };
+    let longest = named_routes
         .iter()
         .flat_map(|r| &r.hosts)
         .map(String::len)
         .chain(std::iter::once("_".len()))
         .max()
         .unwrap_or(1);
-    let name_count: usize = plan.routes.iter().map(|r| r.hosts.len()).sum::<usize>() + 1;
+    let name_count: usize = named_routes.iter().map(|r| r.hosts.len()).sum::<usize>() + 1;
     let mut ctx = Context::new();
     ctx.insert("config_root", &settings.config_root);
     ctx.insert("listen_port", &settings.listen_port);
@@ -259,6 +293,9 @@ pub fn render(
     ctx.insert("server_name_count", &name_count);
     ctx.insert("server_names_hash_bucket_size", &hash_bucket_size(longest));
     ctx.insert("server_names_hash_max_size", &hash_max_size(name_count));
+    ctx.insert("data_path", &settings.data_path);
+    ctx.insert("data_file", DATA_FILE);
+    ctx.insert("control_token_file", crate::nginx::CONTROL_TOKEN_FILE);
     files.insert(
         NGINX_CONF.to_string(),
         templates.render(NGINX_CONF, "nginx.conf", &ctx)?,
@@ -267,13 +304,26 @@ pub fn render(
     let mut base = Context::new();
     base.insert("config_root", &settings.config_root);
     base.insert("listen_port", &settings.listen_port);
-    files.insert(
-        DEFAULT_SITE_PATH.to_string(),
-        templates.render(DEFAULT_SITE, DEFAULT_SITE_PATH, &base)?,
-    );
+    if settings.data_path {
+        base.insert("control_port", &crate::nginx::CONTROL_PORT);
+        files.insert(
+            DEFAULT_SITE_PATH.to_string(),
+            templates.render(DATA_SITE, DEFAULT_SITE_PATH, &base)?,
+        );
+        files.insert(DATA_LUA.to_string(), LUA_CODE.to_string());
+    } else {
+        files.insert(
+            DEFAULT_SITE_PATH.to_string(),
+            templates.render(DEFAULT_SITE, DEFAULT_SITE_PATH, &base)?,
+        );
+    }
+    let mut data = RoutesData::default();
 
     let mut index_apps = Vec::with_capacity(plan.routes.len());
     for route in &plan.routes {
+        if settings.data_path {
+            data.add_route(route);
+        }
         let path = format!("sites/{}.conf", route.app);
         let servers: Vec<SiteServer> = route
             .servers
@@ -294,8 +344,10 @@ pub fn render(
                 &serde_json::json!({ "state": down.state(), "since": down.since }),
             );
         }
-        let text = templates.render(SITE, &path, &ctx)?;
-        files.insert(path, text);
+        if !settings.data_path {
+            let text = templates.render(SITE, &path, &ctx)?;
+            files.insert(path, text);
+        }
         if let Some(down) = &route.down {
             let path = format!("html/down-{}.html", route.app);
             let mut ctx = Context::new();
@@ -304,7 +356,11 @@ pub fn render(
             ctx.insert("explanation", &down_explanation(down));
             ctx.insert("reload_seconds", &ERROR_PAGE_RELOAD_SECONDS);
             let text = templates.render(ERROR_PAGE, &path, &ctx)?;
-            files.insert(path, text);
+            if settings.data_path {
+                data.add_down_page(&route.app, text);
+            } else {
+                files.insert(path, text);
+            }
         }
 
         index_apps.push(IndexApp {
@@ -322,10 +378,13 @@ pub fn render(
     let mut ctx = Context::new();
     ctx.insert("domain", &settings.domain);
     ctx.insert("apps", &index_apps);
-    files.insert(
-        "html/index.html".to_string(),
-        templates.render(INDEX_PAGE, "html/index.html", &ctx)?,
-    );
+    let index = templates.render(INDEX_PAGE, "html/index.html", &ctx)?;
+    if settings.data_path {
+        data.index = Some(index);
+        files.insert(DATA_FILE.to_string(), data.encode());
+    } else {
+        files.insert("html/index.html".to_string(), index);
+    }
 
     for (status, title, explanation) in ERROR_PAGES {
         let path = format!("html/{status}.html");
@@ -388,8 +447,18 @@ fn hash_max_size(names: usize) -> usize {
     (names * 4).next_power_of_two().max(1024)
 }
 
+/// The hash of everything in a tree but its routes data: two trees with the same structure hash
+/// differ only in data, which the data path applies without a reload.
+pub fn structure_hash(files: &BTreeMap<String, String>) -> String {
+    hash_of(files.iter().filter(|(path, _)| path.as_str() != DATA_FILE))
+}
+
 /// Length-prefixed so that no two different trees hash alike (a path cannot run into a content).
 fn tree_hash(files: &BTreeMap<String, String>) -> String {
+    hash_of(files.iter())
+}
+
+fn hash_of<'a>(files: impl Iterator<Item = (&'a String, &'a String)>) -> String {
     let mut h = Sha256::new();
     for (path, content) in files {
         h.update((path.len() as u64).to_le_bytes());
@@ -488,6 +557,7 @@ fn validate_route(r: &Route) -> Result<(), RenderError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
@@ -534,6 +604,113 @@ mod tests {
             }),
             ..route(app, &[&format!("{app}.localhost")], 0)
         }
+    }
+
+    fn data_path() -> RenderSettings {
+        RenderSettings {
+            data_path: true,
+            ..RenderSettings::default()
+        }
+    }
+
+    #[test]
+    fn on_the_data_path_apps_coming_and_going_change_only_the_routes_data() {
+        let plans = [
+            Plan::default(),
+            one_app_plan(),
+            Plan {
+                routes: vec![route("web", &["web.localhost", "www.example.com"], 3)],
+                problems: vec![],
+            },
+            Plan {
+                routes: vec![
+                    down_route("shop"),
+                    route("a-much-longer-app-name-than-before", &["x.localhost"], 1),
+                ],
+                problems: vec![],
+            },
+        ];
+        let rendered: Vec<RenderedConfig> = plans
+            .iter()
+            .map(|p| render(p, &data_path(), &shipped()).unwrap())
+            .collect();
+        let structures: BTreeSet<String> =
+            rendered.iter().map(|r| structure_hash(&r.files)).collect();
+        assert_eq!(structures.len(), 1, "the structure changed with the routes");
+        let hashes: BTreeSet<&str> = rendered.iter().map(|r| r.hash.as_str()).collect();
+        assert_eq!(hashes.len(), plans.len(), "every plan is its own version");
+        for out in &rendered {
+            let paths: Vec<&str> = out.files.keys().map(String::as_str).collect();
+            assert_eq!(
+                paths,
+                [
+                    "html/502.html",
+                    "html/503.html",
+                    "html/504.html",
+                    "lua/butler.lua",
+                    "nginx.conf",
+                    "routes.txt",
+                    "sites/000-default.conf",
+                ],
+                "no file per app on the data path"
+            );
+        }
+        // The reload path's trees differ in structure as apps come and go.
+        let reload: BTreeSet<String> = plans
+            .iter()
+            .map(|p| {
+                structure_hash(
+                    &render(p, &RenderSettings::default(), &shipped())
+                        .unwrap()
+                        .files,
+                )
+            })
+            .collect();
+        assert_eq!(reload.len(), plans.len());
+    }
+
+    #[test]
+    fn the_routes_data_names_every_host_and_server_and_carries_the_pages() {
+        let plan = Plan {
+            routes: vec![down_route("shop"), route("web", &["web.localhost"], 2)],
+            problems: vec![],
+        };
+        let out = render(&plan, &data_path(), &shipped()).unwrap();
+        let data = &out.files[DATA_FILE];
+        assert!(
+            data.starts_with("butler-routes 1\nupstream web 10.0.0.2:8080 10.0.0.3:8080\n"),
+            "{data}"
+        );
+        assert!(
+            data.contains("\nhost shop.localhost shop\nhost web.localhost web\n"),
+            "{data}"
+        );
+        assert!(data.contains("\ndown shop "), "{data}");
+        assert!(
+            data.contains("out of memory"),
+            "the down page says how it ended: {data}"
+        );
+        assert!(data.contains("\nindex "), "{data}");
+        assert!(data.ends_with("end\n"), "{data}");
+        let conf = &out.files[NGINX_CONF];
+        assert!(conf.contains("load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"));
+        assert!(conf.contains(crate::nginx::CONTROL_TOKEN_FILE));
+        let site = &out.files[DEFAULT_SITE_PATH];
+        assert!(site.contains("balancer_by_lua_block"), "{site}");
+        assert!(
+            site.contains(&format!("listen {};", crate::nginx::CONTROL_PORT)),
+            "{site}"
+        );
+    }
+
+    #[test]
+    fn a_structural_override_keeps_the_reload_path() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Templates::load(Some(dir.path())).unwrap().allow_data_path());
+        std::fs::write(dir.path().join(INDEX_PAGE), "<p>{{ domain }}</p>").unwrap();
+        assert!(Templates::load(Some(dir.path())).unwrap().allow_data_path());
+        std::fs::write(dir.path().join(SITE), "server { listen 80; }").unwrap();
+        assert!(!Templates::load(Some(dir.path())).unwrap().allow_data_path());
     }
 
     #[test]

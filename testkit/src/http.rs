@@ -58,6 +58,19 @@ pub fn http_request(
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
+    http_request_with_body(addr, method, path, headers, b"", timeout)
+}
+
+/// [`http_request`] with a body (its `Content-Length` is set for every method but `GET` and
+/// `HEAD`).
+pub fn http_request_with_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
     let mut stream = connect(addr, timeout)?;
     let mut head = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
@@ -68,10 +81,11 @@ pub fn http_request(
     }
     head.push_str("User-Agent: butler-tests\r\nConnection: close\r\n");
     if method != "GET" && method != "HEAD" {
-        head.push_str("Content-Length: 0\r\n");
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
     parse_response(&read_response(&mut stream)?)
 }
 

@@ -73,6 +73,57 @@ pub fn nginx_image_without_shell() -> String {
     .clone()
 }
 
+/// The nginx image the butler under test runs: the test image, with nginx's Lua module (the data
+/// path); with `BUTLER_TEST_NGINX=reload`, the same without it, as the official nginx image is,
+/// so that the same tests prove the reload path (scripts/test runs the proxy tests both ways).
+pub fn proxy_image() -> String {
+    match std::env::var("BUTLER_TEST_NGINX").as_deref() {
+        Ok("reload") => {
+            let tag = nginx_image_without_lua();
+            eprintln!("testkit: BUTLER_TEST_NGINX=reload: nginx image {tag} (no Lua module)");
+            tag
+        }
+        Ok("") | Ok("data") | Err(_) => ensure_image("nginx"),
+        Ok(other) => panic!("BUTLER_TEST_NGINX={other:?}: use \"reload\" or \"data\""),
+    }
+}
+
+/// The nginx test image without the Lua module, like the official nginx image: the butler then
+/// renders a server block per app and applies every change with a reload. Derived from
+/// `ensure_image("nginx")` like [`nginx_image_without_shell`].
+pub fn nginx_image_without_lua() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let base = ensure_image("nginx");
+        let version = base.rsplit(':').next().unwrap_or("latest");
+        let tag = format!("devops-butler-test/nginx-nolua:{version}");
+        if docker(&["image", "inspect", &tag]).status.success() {
+            return tag;
+        }
+        let scratch = unique_name("nolua");
+        docker_ok(&[
+            "run",
+            "--name",
+            &scratch,
+            "--entrypoint",
+            "/usr/bin/rm",
+            &base,
+            "-f",
+            "/usr/lib/nginx/modules/ngx_http_lua_module.so",
+            "/etc/nginx/modules-enabled/50-mod-http-lua.conf",
+        ]);
+        let committed = docker(&["commit", "--change", "ENTRYPOINT []", &scratch, &tag]);
+        let _ = docker(&["rm", "-f", &scratch]);
+        assert!(
+            committed.status.success(),
+            "docker commit {tag}: {}",
+            String::from_utf8_lossy(&committed.stderr)
+        );
+        tag
+    })
+    .clone()
+}
+
 /// Builds image `tag` from `dockerfile` alone (no context: `FROM` a local image, `ENV`, `EXPOSE`,
 /// ...); works offline when the base is local. Register the tag with `Cleanup::add_image`.
 pub fn build_image(tag: &str, dockerfile: &str) {

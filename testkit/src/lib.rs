@@ -37,8 +37,10 @@ pub use docker::{
     BUTLER_NETWORK, CmdOutput, container_ip, docker, docker_ok, docker_with_stdin,
     ensure_butler_network,
 };
-pub use http::{HttpResponse, http_get, http_request};
-pub use images::{build_image, ensure_image, nginx_image_without_shell};
+pub use http::{HttpResponse, http_get, http_request, http_request_with_body};
+pub use images::{
+    build_image, ensure_image, nginx_image_without_lua, nginx_image_without_shell, proxy_image,
+};
 pub use testbed::Testbed;
 pub use unique::{TEST_LABEL, free_port, unique_name};
 pub use wait::{wait_until, wait_until_or};

@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::{
-    CmdOutput, HttpResponse, docker, ensure_butler_network, ensure_image, free_port, http_get,
-    private_engine, unique_name, wait_until, wait_until_or,
+    CmdOutput, HttpResponse, docker, ensure_butler_network, free_port, http_get, private_engine,
+    unique_name, wait_until, wait_until_or,
 };
 
 /// `butler run` as a child process with everything that could collide made unique: its own nginx
@@ -108,7 +108,7 @@ impl ButlerProcess {
         let nginx = unique_name("butler-nginx");
         let http_port = free_port();
         let dashboard_port = free_port();
-        let image = ensure_image("nginx");
+        let image = crate::proxy_image();
         let config = format!(
             "[proxy]\nhttp_port = {http_port}\nimage = \"{image}\"\ncontainer_name = \"{nginx}\"\n\
              templates_dir = \"{templates}\"\n{proxy_extra}\n\

@@ -91,6 +91,19 @@ impl ButlerProcess {
             .stdout
     }
 
+    /// The routes data of the live version (the data path's `routes.txt`), `None` on the reload
+    /// path, whose trees have none.
+    pub fn live_routes_data(&self) -> Option<String> {
+        let out: CmdOutput = docker(&[
+            "exec",
+            &self.nginx,
+            "cat",
+            "/etc/butler-nginx/live/routes.txt",
+        ])
+        .into();
+        out.success().then_some(out.stdout)
+    }
+
     /// The config version the nginx container serves: the hash its `live` link points to.
     pub fn live_hash(&self) -> String {
         let out: CmdOutput =
