@@ -82,6 +82,9 @@ pub struct ContainerInfo {
     pub exposed_ports: Vec<u16>,
     /// Network name → the container's address on it.
     pub networks: BTreeMap<String, IpAddr>,
+    /// Every network the container is attached to, with an address or not yet (a container
+    /// created and not started has none).
+    pub attached: std::collections::BTreeSet<String>,
     pub state: ContainerState,
     /// Docker's HEALTHCHECK verdict, when the image has one.
     pub health: Option<ContainerHealth>,
@@ -89,6 +92,11 @@ pub struct ContainerInfo {
 }
 
 impl ContainerInfo {
+    /// Attached to `network`, whether or not it has an address there yet.
+    pub fn is_attached(&self, network: &str) -> bool {
+        self.networks.contains_key(network) || self.attached.contains(network)
+    }
+
     /// Exited or dead: a container that ran and ended (not one created and never started).
     pub fn has_ended(&self) -> bool {
         !self.state.running && matches!(self.state.status.as_str(), "exited" | "dead")

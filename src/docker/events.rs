@@ -19,7 +19,8 @@ const REPLAY_SECS: u64 = 2;
 
 /// Container actions that change routes. `health_status` arrives as `health_status: healthy`.
 /// `kill` changes no route, but a non-SIGKILL one says a stop may follow (see `StopMark`).
-const CONTAINER_ACTIONS: [&str; 7] = [
+const CONTAINER_ACTIONS: [&str; 8] = [
+    "create",
     "start",
     "die",
     "stop",
@@ -35,7 +36,7 @@ pub enum EngineEvent {
     /// The stream (re)connected: events may have been missed, list everything again.
     Resync,
     Container {
-        /// `start`, `die`, `stop`, `destroy`, `rename` or `health_status: <status>`.
+        /// `create`, `start`, `die`, `stop`, `destroy`, `rename` or `health_status: <status>`.
         action: String,
         id: String,
         /// The container's name when the engine reports it (after a rename: the new one).
@@ -155,6 +156,9 @@ pub struct Batch {
     pub events: usize,
     /// Container id → what the batch's last event about it says of a user stopping it.
     pub user_stops: BTreeMap<String, StopMark>,
+    /// Containers just created (not started yet): connected to the proxy network before their
+    /// `start`, so that they start on it (see `Reconciler::connect_created`).
+    pub created: BTreeSet<String>,
 }
 
 /// What the engine's events tell of a container being stopped on purpose. `docker stop` sends
@@ -195,6 +199,11 @@ impl Batch {
                 signal,
             } => {
                 let mark = match action.as_str() {
+                    // A created container has no route yet; its `start` follows.
+                    "create" => {
+                        self.created.insert(id);
+                        return;
+                    }
                     "kill" => {
                         let sigkill = matches!(signal.as_deref(), Some("9" | "SIGKILL" | "KILL"));
                         if !sigkill {
@@ -259,6 +268,10 @@ impl Default for Coalescer {
     }
 }
 
+/// On the data path a reconcile costs a PUT, not a reload: bursts need not be gathered for long.
+pub const DATA_PATH_QUIET: Duration = Duration::from_millis(25);
+pub const DATA_PATH_MAX_DELAY: Duration = Duration::from_millis(250);
+
 impl Coalescer {
     pub fn new(quiet: Duration, max_delay: Duration) -> Self {
         Self {
@@ -316,8 +329,28 @@ impl Coalescer {
                 Ok(None) | Err(_) => break,
             }
         }
-        self.last_batch = Some(Instant::now());
-        self.pending.take().map(|pending| pending.batch)
+        let batch = self.pending.take().map(|pending| pending.batch)?;
+        // A batch that reconciles nothing (a `create` before its `start`, a `kill` before its
+        // `die`) does not end an idle spell: the `start` that follows is still a lone change.
+        if batch.resync || !batch.containers.is_empty() {
+            self.last_batch = Some(Instant::now());
+        }
+        Some(batch)
+    }
+
+    pub fn quiet(&self) -> Duration {
+        self.quiet
+    }
+
+    pub fn max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// Changes the windows of the bursts to come (the one being gathered keeps its cap).
+    pub fn tune(&mut self, quiet: Duration, max_delay: Duration) {
+        self.quiet = quiet;
+        self.max_delay = max_delay;
+        self.lone_quiet = self.lone_quiet.min(quiet);
     }
 }
 
@@ -469,6 +502,44 @@ mod tests {
         assert_eq!(began.elapsed(), Duration::from_millis(150));
         drop(tx);
         assert_eq!(coalescer.next_batch(&mut events).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_before_its_start_leaves_the_start_a_lone_change() {
+        let (tx, rx) = mpsc::channel(10);
+        let mut events = ReceiverStream(rx);
+        let mut coalescer = Coalescer::default();
+        tx.send(EngineEvent::Container {
+            action: "create".into(),
+            id: "c1".into(),
+            name: Some("c1".into()),
+            signal: None,
+        })
+        .await
+        .unwrap();
+        let created = coalescer.next_batch(&mut events).await.unwrap();
+        assert_eq!(created.created, BTreeSet::from(["c1".to_owned()]));
+        assert!(
+            created.containers.is_empty(),
+            "a create alone reconciles nothing"
+        );
+
+        tx.send(start("c1")).await.unwrap();
+        let began = Instant::now();
+        let started = coalescer.next_batch(&mut events).await.unwrap();
+        assert_eq!(started.containers, BTreeSet::from(["c1".to_owned()]));
+        assert_eq!(
+            began.elapsed(),
+            Duration::from_millis(25),
+            "the start after a create is still a lone change"
+        );
+
+        // Tuned for the data path, a burst closes after 25 ms of quiet.
+        coalescer.tune(DATA_PATH_QUIET, DATA_PATH_MAX_DELAY);
+        tx.send(start("c2")).await.unwrap();
+        let began = Instant::now();
+        coalescer.next_batch(&mut events).await.unwrap();
+        assert_eq!(began.elapsed(), DATA_PATH_QUIET);
     }
 
     /// The workers race `next_batch` against their timers in a `select!`; a timer winning

@@ -41,6 +41,13 @@ pub fn container(info: &ContainerInspectResponse) -> ContainerInfo {
             Some((name.clone(), ip))
         })
         .collect();
+    let attached = info
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .into_iter()
+        .flat_map(|n| n.keys().cloned())
+        .collect();
     let health = state.and_then(|s| s.health.as_ref()).and_then(|h| {
         let status = match h.status? {
             HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => return None,
@@ -84,6 +91,7 @@ pub fn container(info: &ContainerInspectResponse) -> ContainerInfo {
                 .flatten(),
         ),
         networks,
+        attached,
         state: ContainerState {
             status: state
                 .and_then(|s| s.status)

@@ -78,7 +78,7 @@ pub async fn is_connected(
         .await
         .map_err(failed)?
         .ok_or_else(|| failed(EngineError::not_found(container)))?;
-    Ok(info.networks.contains_key(network))
+    Ok(info.is_attached(network))
 }
 
 /// Attaches `container` to `network`; already attached is success.

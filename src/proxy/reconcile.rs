@@ -211,6 +211,11 @@ impl Reconciler {
         }
     }
 
+    /// Whether the live config is the data path's (changes applied without a reload).
+    pub fn data_path(&self) -> bool {
+        self.applied_tree.as_ref().is_some_and(|t| t.data.is_some())
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -256,6 +261,42 @@ impl Reconciler {
         let snapshots = known.values().cloned().collect();
         self.known = Some(known);
         Ok(snapshots)
+    }
+
+    /// Connects containers just created (the engine's `create` event comes before `start`) to the
+    /// proxy network when they will be apps: they then start on it, and their route needs no
+    /// connect and no second inspect after `start`. Best effort: whatever this misses, the
+    /// reconcile after `start` connects as before.
+    pub async fn connect_created(&self, ids: &BTreeSet<String>) {
+        let network = &self.config.proxy.network;
+        let Ok(settings) = self.plan_settings().await else {
+            return;
+        };
+        for id in ids {
+            let Ok(Some(info)) = self.docker.inspect_container(id).await else {
+                continue;
+            };
+            if info.state.status != "created" || info.is_attached(network) {
+                continue;
+            }
+            let candidate = ContainerSnapshot {
+                id: info.id.clone(),
+                name: info.name.clone(),
+                labels: info.labels.clone(),
+                ..ContainerSnapshot::default()
+            };
+            if super::plan::app_of(&candidate, &settings).is_none() {
+                continue;
+            }
+            match self.docker.connect_network(network, &info.id).await {
+                Ok(()) => {
+                    tracing::debug!(container = %info.name, %network, "connected before its start")
+                }
+                Err(error) => {
+                    tracing::debug!(container = %info.name, %error, "cannot connect a created container; its start will")
+                }
+            }
+        }
     }
 
     /// Keeps `port_watch` to the servers of `plan` whose port their container does not listen on.
@@ -836,6 +877,54 @@ mod tests {
         assert_eq!(
             again.version, None,
             "an unchanged config is not recorded again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_created_app_is_connected_before_its_start_and_others_are_left_alone() {
+        let bed = Bed::new().await;
+        let created = |name: &str| {
+            let id = bed.engine.run(name, crate::testbed::APP_IMAGE, &["bridge"]);
+            bed.engine
+                .edit(&id, |c| c.info.state.status = "created".into());
+            id
+        };
+        let app = created("shop");
+        let opted_out = created("db");
+        bed.engine.edit(&opted_out, |c| {
+            c.info.labels.insert("butler.enable".into(), "false".into());
+        });
+        let running = bed
+            .engine
+            .run("running", crate::testbed::APP_IMAGE, &["bridge"]);
+        let proxy_net = bed.config.proxy.network.clone();
+
+        reconciler(&bed)
+            .connect_created(&BTreeSet::from([
+                app.clone(),
+                opted_out.clone(),
+                running.clone(),
+            ]))
+            .await;
+
+        let on_proxy = |id: &str| {
+            bed.engine
+                .container(id)
+                .unwrap()
+                .info
+                .is_attached(&proxy_net)
+        };
+        assert!(
+            on_proxy(&app),
+            "the created app starts on the proxy network"
+        );
+        assert!(
+            !on_proxy(&opted_out),
+            "butler.enable=false is never connected"
+        );
+        assert!(
+            !on_proxy(&running),
+            "a running container is the reconcile's to connect, not this"
         );
     }
 

@@ -124,7 +124,7 @@ mod tests {
              host shop.localhost shop\n\
              host shop.example.test shop\n\
              host old.localhost old\n\
-             down old 17\n<p>down\nhere</p>\
+             down old 16\n<p>down\nhere</p>\
              index 14\n<h1>apps</h1>\n\
              end\n"
         );

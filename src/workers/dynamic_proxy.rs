@@ -21,6 +21,12 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
     tracing::info!("dynamic-proxy worker ready");
 
     let mut coalescer = Coalescer::default();
+    let mut tuned_for_data_path = false;
+    tune_coalescer(
+        &mut coalescer,
+        &mut tuned_for_data_path,
+        reconciler.data_path(),
+    );
     let mut ticker = ctx.ticker(ctx.config.health.interval.0);
     // `POST /api/proxy/update` on the dashboard, which may not act itself, queues a request here.
     let mut requests = tokio::time::interval(actions::POLL_INTERVAL);
@@ -42,6 +48,7 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
                     ("engine reconnected".to_owned(), None)
                 }
                 Some(batch) => {
+                    reconciler.connect_created(&batch.created).await;
                     record_user_stops(&reconciler, &batch).await;
                     if batch.containers.is_empty() {
                         // Only `kill` events: no route changes until the `die` that follows.
@@ -76,8 +83,29 @@ pub async fn run(ctx: WorkerContext) -> anyhow::Result<()> {
             () = ctx.shutdown.cancelled() => break,
         };
         ticker.done(status);
+        tune_coalescer(
+            &mut coalescer,
+            &mut tuned_for_data_path,
+            reconciler.data_path(),
+        );
     }
     Ok(())
+}
+
+/// Short windows while nginx takes changes as data (each reconcile is then a PUT of a few
+/// kilobytes); the default ones, which spare reloads, otherwise.
+fn tune_coalescer(coalescer: &mut Coalescer, tuned: &mut bool, data_path: bool) {
+    if data_path == *tuned {
+        return;
+    }
+    let default = Coalescer::default();
+    let (quiet, max_delay) = if data_path {
+        (events::DATA_PATH_QUIET, events::DATA_PATH_MAX_DELAY)
+    } else {
+        (default.quiet(), default.max_delay())
+    };
+    coalescer.tune(quiet, max_delay);
+    *tuned = data_path;
 }
 
 /// Sleeps until `at`, or forever without one.
