@@ -2,6 +2,9 @@
 //! deploy tests: `connections` threads each send `GET path` at `rate_per_connection` per second to
 //! one host through the proxy until told to stop, and count what came back, including which app
 //! answered (the test app's `app=NAME` word), so a test can see traffic switch between revisions.
+//! By default a request that a reused connection lost before any byte of the answer is sent once
+//! more on a new connection, as browsers and curl do; `retry: false` is a client that never
+//! re-sends (many HTTP libraries and monitoring probes): such a request counts as failed.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -15,6 +18,10 @@ pub struct LoadOptions {
     pub connections: usize,
     pub rate_per_connection: u64,
     pub path: String,
+    /// Re-send (once, on a new connection) a request whose reused keep-alive connection was closed
+    /// before any byte of the answer. `false`: never re-send; that request is an IO error, counted
+    /// in `closed_early` too.
+    pub retry: bool,
 }
 
 impl Default for LoadOptions {
@@ -23,6 +30,7 @@ impl Default for LoadOptions {
             connections: 4,
             rate_per_connection: 200,
             path: "/".into(),
+            retry: true,
         }
     }
 }
@@ -51,6 +59,9 @@ pub struct LoadResult {
     /// shutting down at a reload); the request was sent again on a new connection, as HTTP clients
     /// do for an idempotent request.
     pub retried: u64,
+    /// With `retry: false`: requests lost that way (a reused connection closed before any byte of
+    /// the answer), a part of `io_errors`.
+    pub closed_early: u64,
     pub latencies_us: Vec<u64>,
     pub elapsed: Duration,
     /// Answers by who gave them: `app=NAME` for the test app, else `status NNN`.
@@ -95,6 +106,7 @@ impl LoadResult {
         self.non_2xx += other.non_2xx;
         self.io_errors += other.io_errors;
         self.retried += other.retried;
+        self.closed_early += other.closed_early;
         self.latencies_us.extend(other.latencies_us);
         for (label, seen) in other.answers {
             match self.answers.entry(label) {
@@ -202,7 +214,8 @@ pub fn run_load(
         let handles: Vec<_> = (0..options.connections)
             .map(|_| {
                 let request = &request;
-                s.spawn(move || one_connection(addr, request, interval, started, stop))
+                let retry = options.retry;
+                s.spawn(move || one_connection(addr, request, interval, retry, started, stop))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -219,6 +232,7 @@ fn one_connection(
     addr: SocketAddr,
     request: &[u8],
     interval: Duration,
+    retry: bool,
     started: Instant,
     stop: &AtomicBool,
 ) -> LoadResult {
@@ -238,7 +252,7 @@ fn one_connection(
         let t = Instant::now();
         let mut outcome = Attempt::Error;
         // At most one retry, and only for a reused connection closed before answering.
-        for attempt in 0..2 {
+        for attempt in 0..(1 + usize::from(retry)) {
             let fresh = conn.is_none();
             if fresh {
                 conn = connect_proxy(addr).ok();
@@ -250,9 +264,14 @@ fn one_connection(
             outcome = keepalive_get(stream, request, &mut buf);
             match outcome {
                 Attempt::Answer(..) => break,
-                Attempt::ClosedEarly if !fresh && attempt == 0 => {
+                Attempt::ClosedEarly if !fresh && retry && attempt == 0 => {
                     r.retried += 1;
                     conn = None;
+                }
+                Attempt::ClosedEarly if !fresh => {
+                    r.closed_early += 1;
+                    conn = None;
+                    break;
                 }
                 _ => {
                     conn = None;
