@@ -4,7 +4,9 @@
 //! answered (the test app's `app=NAME` word), so a test can see traffic switch between revisions.
 //! By default a request that a reused connection lost before any byte of the answer is sent once
 //! more on a new connection, as browsers and curl do; `retry: false` is a client that never
-//! re-sends (many HTTP libraries and monitoring probes): such a request counts as failed.
+//! re-sends (many HTTP libraries and monitoring probes): such a request counts as failed. An
+//! answer that says `Connection: close` ends its connection, as it does for any HTTP/1.1 client
+//! (nginx says it after `keepalive_requests` answers on one connection).
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -125,8 +127,9 @@ impl LoadResult {
 }
 
 enum Attempt {
-    /// The status and who answered.
-    Answer(u16, String),
+    /// The status, who answered, and whether the server said `Connection: close` (then the
+    /// connection is not used again, as any HTTP/1.1 client does).
+    Answer(u16, String, bool),
     /// Closed before any byte of the answer.
     ClosedEarly,
     Error,
@@ -184,7 +187,11 @@ fn keepalive_get(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> A
                 .split_whitespace()
                 .find(|w| w.starts_with("app="))
                 .map_or_else(|| format!("status {status}"), str::to_owned);
-            return Attempt::Answer(status, label);
+            let close = head.lines().any(|l| {
+                l.strip_prefix("connection:")
+                    .is_some_and(|v| v.split(',').any(|t| t.trim() == "close"))
+            });
+            return Attempt::Answer(status, label, close);
         }
     }
 }
@@ -263,7 +270,12 @@ fn one_connection(
             };
             outcome = keepalive_get(stream, request, &mut buf);
             match outcome {
-                Attempt::Answer(..) => break,
+                Attempt::Answer(_, _, close) => {
+                    if close {
+                        conn = None;
+                    }
+                    break;
+                }
                 Attempt::ClosedEarly if !fresh && retry && attempt == 0 => {
                     r.retried += 1;
                     conn = None;
@@ -280,7 +292,7 @@ fn one_connection(
             }
         }
         match outcome {
-            Attempt::Answer(status, label) => {
+            Attempt::Answer(status, label, _) => {
                 if (200..300).contains(&status) {
                     r.ok += 1;
                 } else {
