@@ -17,6 +17,7 @@ pub mod load;
 pub mod packages;
 pub mod private_engine;
 pub mod stats;
+pub mod traefik;
 pub mod ws_codec;
 
 mod app;
