@@ -14,10 +14,12 @@ pub mod browser;
 pub mod dashboard;
 pub mod deploy;
 pub mod load;
+pub mod netns;
 pub mod packages;
 pub mod private_engine;
 pub mod stats;
 pub mod traefik;
+pub mod wrk;
 pub mod ws_codec;
 
 mod app;
