@@ -13,6 +13,7 @@ pub mod bench;
 pub mod browser;
 pub mod dashboard;
 pub mod deploy;
+pub mod engine_api;
 pub mod load;
 pub mod netns;
 pub mod packages;
