@@ -16,7 +16,7 @@
 //!    0.4 s apart; 7. `docker run` returning → first 200 through each proxy, against the floor (the
 //!    container's own address), 40 starts; 8. req/s and p99 with `wrk` (Debian's package) to an
 //!    nginx serving a static page, from loopback and from a network namespace over a veth pair
-//!    (`BENCH_WRK_ROUNDS=N`, default 3); 9. RSS of the butler and its nginx against Traefik's.
+//!    (`BENCH_WRK_ROUNDS=N`, default 5); 9. RSS of the butler and its nginx against Traefik's.
 //!
 //! Needs the Docker engine and builds the test images like the integration tests (testkit/); items
 //! 6-9 also need root (`ip netns`) and wrk. Every container and network it makes carries
@@ -755,7 +755,7 @@ const SIDE_START_GAP: Duration = Duration::from_millis(3000);
 const WRK: WrkOptions = WrkOptions {
     threads: 2,
     connections: 16,
-    duration: Duration::from_secs(10),
+    duration: Duration::from_secs(6),
 };
 const STATIC_PAGE: &str = "<!doctype html>\n<html><head><title>bench</title></head><body>\n\
 <h1>A small static page</h1>\n<p>Served by nginx from a file, the fast backend of the proxy bench \
@@ -1257,7 +1257,7 @@ fn item8_throughput(side: &mut Side<'_>, backend: &str) {
     let rounds: usize = std::env::var("BENCH_WRK_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let run = |p: &Route, options: &WrkOptions| {
         run_wrk(&p.url, &host, options, p.in_ns.then(|| ns.command("wrk")))
     };
@@ -1280,48 +1280,58 @@ fn item8_throughput(side: &mut Side<'_>, backend: &str) {
             results[i].push(r);
         }
     }
-    // The median run by req/s (its p99 with it).
-    let median = |v: &[WrkResult]| -> WrkResult {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
-        v[v.len() / 2].clone()
+    // Per path: the median over the rounds of req/s and of p99, each with its range (the machine
+    // is shared: a round another process crowded shows as the range, not as the figure).
+    let spread = |i: usize, f: fn(&WrkResult) -> f64, digits: usize| -> (f64, String) {
+        let v = sorted(results[i].iter().map(f).collect());
+        let median = v[v.len() / 2];
+        let text = format!(
+            "**{median:.digits$}** ({:.digits$}–{:.digits$})",
+            v[0],
+            v[v.len() - 1]
+        );
+        (median, text)
     };
-    let m: Vec<WrkResult> = results.iter().map(|v| median(v)).collect();
-    let rps = |r: &WrkResult| format!("**{:.0}**", r.requests_per_sec);
-    let p99 = |r: &WrkResult| format!("**{:.2}**", r.p99_ms);
-    side.row(8,
-        "req/s, loopback (127.0.0.1: the published port, through Docker's userland proxy / Traefik's port)",
-        rps(&m[0]),
-        rps(&m[1]),
-        "butler > Traefik",
-    );
+    let rps = |i: usize| spread(i, |r| r.requests_per_sec, 0);
+    let p99 = |i: usize| spread(i, |r| r.p99_ms, 2);
+    let share = |b: f64, t: f64| format!("butler/Traefik {:.2}×", b / t);
+    for (what, bi, ti) in [
+        (
+            "loopback (127.0.0.1: the published port, through Docker's userland proxy / Traefik's port)",
+            0,
+            1,
+        ),
+        (
+            "from outside (a network namespace over a veth pair to the host's address: DNAT to the nginx container / Traefik's port)",
+            2,
+            3,
+        ),
+    ] {
+        let (b, t) = (rps(bi), rps(ti));
+        side.row(
+            8,
+            &format!("req/s, {what}; median (range) of {rounds} runs"),
+            b.1,
+            t.1,
+            &format!("butler > Traefik ({})", share(b.0, t.0)),
+        );
+        let (b, t) = (p99(bi), p99(ti));
+        side.row(
+            8,
+            &format!("p99 (ms), {}", what.split(' ').next().unwrap_or(what)),
+            b.1,
+            t.1,
+            "butler ≤ Traefik",
+        );
+    }
     side.row(
         8,
-        "p99 (ms), loopback",
-        p99(&m[0]),
-        p99(&m[1]),
-        "butler ≤ Traefik",
-    );
-    side.row(8,
-        "req/s, from outside (a network namespace over a veth pair to the host's address; DNAT to nginx / Traefik's port)",
-        rps(&m[2]),
-        rps(&m[3]),
-        "butler > Traefik",
-    );
-    side.row(
-        8,
-        "p99 (ms), from outside",
-        p99(&m[2]),
-        p99(&m[3]),
-        "butler ≤ Traefik",
-    );
-    side.row(8,
         "reference: straight at the butler's nginx container (its address on the proxy network), req/s / p99 (ms)",
-        format!("{:.0} / {:.2}", m[4].requests_per_sec, m[4].p99_ms),
+        format!("{} / {}", rps(4).1, p99(4).1),
         "— (Traefik runs on the host)".into(),
         "—",
     );
-    let backend_figure = format!("{:.0} / {:.2}", m[5].requests_per_sec, m[5].p99_ms);
+    let backend_figure = format!("{} / {}", rps(5).1, p99(5).1);
     side.row(
         8,
         "reference: the backend itself, no proxy, req/s / p99 (ms)",
@@ -1342,7 +1352,7 @@ fn item8_throughput(side: &mut Side<'_>, backend: &str) {
     side.note(8, format!(
         "Throughput (2c): `wrk -t{} -c{} -d{}s --latency`, `GET /` of a {}-byte static page from an \
          nginx container (access log off), {rounds} rounds over the six paths in turn after a 2 s \
-         warm-up of each; the median round by req/s, with its p99. The namespace's end of the pair is \
+         warm-up of each; medians over the rounds, the range in brackets. The namespace's end of the pair is \
          {}, the host's {}. Errors: {}.",
         WRK.threads,
         WRK.connections,
