@@ -34,8 +34,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use butler_testkit::bench::{
     CHILDREN, EXTRA_CONTAINERS, EXTRA_NETNS, EXTRA_NETWORKS, bench_items, cleanup_everything,
-    cleanup_on_panic, container_pids, memory_mb, parse_utc, print_tables, process_tree,
-    remove_bulk, run_many, status_field, table,
+    cleanup_on_panic, container_pids, cpu_seconds, docker_proxy_pids, memory_mb, parse_utc,
+    print_tables, process_tree, remove_bulk, run_many, status_field, table,
 };
 use butler_testkit::engine_api;
 use butler_testkit::load::{LoadOptions, LoadResult, run_load};
@@ -1217,41 +1217,63 @@ fn item8_throughput(side: &mut Side<'_>, backend: &str) {
             ns.name
         );
     }
+    /// One path to the backend; `proxy` lists the processes that carry it, whose CPU time per
+    /// request is the row that contention on a shared machine moves least.
     struct Route {
         what: &'static str,
         url: String,
         in_ns: bool,
+        proxy: Box<dyn Fn() -> Vec<u32>>,
     }
+    let nginx = side.butler.nginx.clone();
+    let nginx_pids = move || container_pids(&nginx);
+    let with_userland = {
+        let nginx_pids = nginx_pids.clone();
+        move || {
+            let mut pids = nginx_pids();
+            pids.extend(docker_proxy_pids(butler_port));
+            pids
+        }
+    };
+    let traefik_pid = side.traefik.pid();
+    let traefik_pids = move || process_tree(traefik_pid);
+    let backend_name = backend.to_owned();
     let paths = [
         Route {
             what: "butler, loopback",
             url: format!("http://127.0.0.1:{butler_port}/"),
             in_ns: false,
+            proxy: Box::new(with_userland.clone()),
         },
         Route {
             what: "Traefik, loopback",
             url: format!("http://127.0.0.1:{traefik_port}/"),
             in_ns: false,
+            proxy: Box::new(traefik_pids),
         },
         Route {
             what: "butler, outside",
             url: format!("http://{}:{butler_port}/", ns.host_ip),
             in_ns: true,
+            proxy: Box::new(with_userland),
         },
         Route {
             what: "Traefik, outside",
             url: format!("http://{}:{traefik_port}/", ns.host_ip),
             in_ns: true,
+            proxy: Box::new(traefik_pids),
         },
         Route {
             what: "butler's nginx, its bridge address",
             url: format!("http://{nginx_ip}:80/"),
             in_ns: false,
+            proxy: Box::new(nginx_pids),
         },
         Route {
             what: "backend, its bridge address",
             url: format!("http://{backend_ip}:80/"),
             in_ns: false,
+            proxy: Box::new(move || container_pids(&backend_name)),
         },
     ];
     let rounds: usize = std::env::var("BENCH_WRK_ROUNDS")
@@ -1270,14 +1292,19 @@ fn item8_throughput(side: &mut Side<'_>, backend: &str) {
         run(p, &warm);
     }
     let mut results: Vec<Vec<WrkResult>> = vec![Vec::new(); paths.len()];
+    let mut cpu_per_request: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for round in 0..rounds {
         for (i, p) in paths.iter().enumerate() {
+            let pids = (p.proxy)();
+            let cpu_before = cpu_seconds(&pids);
             let r = run(p, &WRK);
+            let cpu_us = (cpu_seconds(&pids) - cpu_before) * 1e6 / r.requests.max(1) as f64;
             eprintln!(
-                "  wrk round {round} {}: {:.0} req/s, p99 {:.2} ms, errors {} + {}",
+                "  wrk round {round} {}: {:.0} req/s, p99 {:.2} ms, proxy CPU {cpu_us:.0} µs/request, errors {} + {}",
                 p.what, r.requests_per_sec, r.p99_ms, r.socket_errors, r.non_2xx_3xx
             );
             results[i].push(r);
+            cpu_per_request[i].push(cpu_us);
         }
     }
     // Per path: the median over the rounds of req/s and of p99, each with its range (the machine
@@ -1294,15 +1321,24 @@ fn item8_throughput(side: &mut Side<'_>, backend: &str) {
     };
     let rps = |i: usize| spread(i, |r| r.requests_per_sec, 0);
     let p99 = |i: usize| spread(i, |r| r.p99_ms, 2);
+    let cpu = |i: usize| {
+        let v = sorted(cpu_per_request[i].clone());
+        (
+            v[v.len() / 2],
+            format!("{:.0} ({:.0}–{:.0})", v[v.len() / 2], v[0], v[v.len() - 1]),
+        )
+    };
     let share = |b: f64, t: f64| format!("butler/Traefik {:.2}×", b / t);
-    for (what, bi, ti) in [
+    for (what, short, bi, ti) in [
         (
             "loopback (127.0.0.1: the published port, through Docker's userland proxy / Traefik's port)",
+            "loopback",
             0,
             1,
         ),
         (
             "from outside (a network namespace over a veth pair to the host's address: DNAT to the nginx container / Traefik's port)",
+            "from outside",
             2,
             3,
         ),
@@ -1318,10 +1354,18 @@ fn item8_throughput(side: &mut Side<'_>, backend: &str) {
         let (b, t) = (p99(bi), p99(ti));
         side.row(
             8,
-            &format!("p99 (ms), {}", what.split(' ').next().unwrap_or(what)),
+            &format!("p99 (ms), {short}"),
             b.1,
             t.1,
             "butler ≤ Traefik",
+        );
+        let (b, t) = (cpu(bi), cpu(ti));
+        side.row(
+            8,
+            &format!("proxy CPU per request (µs), {short}: nginx master+workers and docker-proxy / Traefik"),
+            b.1,
+            t.1,
+            &format!("— ({})", share(b.0, t.0)),
         );
     }
     side.row(

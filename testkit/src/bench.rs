@@ -217,6 +217,41 @@ pub fn memory_mb(pids: &[u32]) -> (f64, f64) {
     (rss / 1024.0, pss / 1024.0)
 }
 
+/// CPU time (user + system) these processes used so far, in seconds (/proc's clock ticks are
+/// USER_HZ, 100 a second on Linux).
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // utime and stime: fields 14 and 15, the 12th and 13th after the command.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let mut fields = after.split_whitespace().skip(11);
+            let utime: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (utime + stime) / 100.0
+        })
+        .sum()
+}
+
+/// The pids of Docker's userland proxy for host port `port` (`docker-proxy ... -host-port PORT`).
+pub fn docker_proxy_pids(port: u16) -> Vec<u32> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"docker-proxy"))
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-host-port" && w[1] == port.as_bytes())
+        })
+        .collect()
+}
+
 /// The host pids of a container's processes (its init and everything below it).
 pub fn container_pids(container: &str) -> Vec<u32> {
     let out = docker(&["inspect", "-f", "{{.State.Pid}}", container]);
