@@ -1434,7 +1434,16 @@ fn side_network() -> (String, String) {
     panic!("no free /24 in 10.232.0.0/16 for the bench's network");
 }
 
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn beside_traefik(want: impl Fn(usize) -> bool) {
+    let load_at_start = load_average();
     let pid = std::process::id().to_string();
     let (network, subnet_prefix) = side_network();
     let butler = ButlerProcess::start_with(
@@ -1485,16 +1494,12 @@ fn beside_traefik(want: impl Fn(usize) -> bool) {
         let row = memory_row(&side, "after the items above");
         side.rows.entry(9).or_default().push(row);
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut out = format!(
         "### 6-9. Beside Traefik (issue 14): the butler (`butler run`, its nginx) and Traefik {} (Docker provider, default rule by container name), same engine, same containers, same run\n\n\
-         Both see only this bench's containers (`{TEST_LABEL}={pid}`: the butler's `docker.only_label`, Traefik's `constraints`). Load average at the end: {}.\n\n\
+         Both see only this bench's containers (`{TEST_LABEL}={pid}`: the butler's `docker.only_label`, Traefik's `constraints`). Load average (1, 5, 15 min) at the start: {load_at_start}; at the end: {}.\n\n\
          | metric | butler | Traefik | goal |\n|---|---|---|---|\n",
         traefik_version(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        load_average(),
     );
     for r in side.rows.values().flatten() {
         out += &format!(
