@@ -22,6 +22,8 @@ pub static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 pub static EXTRA_CONTAINERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Networks to remove at the end (after the containers on them).
 pub static EXTRA_NETWORKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Network namespaces (`crate::netns::VethNamespace`) to remove at the end.
+pub static EXTRA_NETNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 pub fn table(item: usize, text: String) {
     eprintln!("{text}");
@@ -58,6 +60,13 @@ pub fn cleanup_everything() {
         .drain(..)
     {
         let _ = docker(&["network", "rm", &net]);
+    }
+    for ns in EXTRA_NETNS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+    {
+        crate::netns::remove(&ns);
     }
 }
 
@@ -151,6 +160,105 @@ pub fn status_field(pid: u32, name: &str) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN)
+}
+
+/// `pid` and every process below it (children, their children, ...), from /proc.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // The parent is the second field after the command, which is in parentheses.
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+        {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|&&(_, pp)| pp == parent)
+                .map(|&(p, _)| p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// Resident memory of these processes added up, in MB: (VmRSS, Pss). RSS counts pages that
+/// processes share (one binary's code, nginx's master and workers) once per process; Pss divides
+/// each shared page among its sharers, so it adds up to what they use together.
+pub fn memory_mb(pids: &[u32]) -> (f64, f64) {
+    let mut rss = 0.0;
+    let mut pss = 0.0;
+    for &pid in pids {
+        rss += status_field(pid, "VmRSS:");
+        pss += std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Pss:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+    }
+    (rss / 1024.0, pss / 1024.0)
+}
+
+/// CPU time (user + system) these processes used so far, in seconds (/proc's clock ticks are
+/// USER_HZ, 100 a second on Linux).
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // utime and stime: fields 14 and 15, the 12th and 13th after the command.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let mut fields = after.split_whitespace().skip(11);
+            let utime: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (utime + stime) / 100.0
+        })
+        .sum()
+}
+
+/// The pids of Docker's userland proxy for host port `port` (`docker-proxy ... -host-port PORT`).
+pub fn docker_proxy_pids(port: u16) -> Vec<u32> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"docker-proxy"))
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-host-port" && w[1] == port.as_bytes())
+        })
+        .collect()
+}
+
+/// The host pids of a container's processes (its init and everything below it).
+pub fn container_pids(container: &str) -> Vec<u32> {
+    let out = docker(&["inspect", "-f", "{{.State.Pid}}", container]);
+    match String::from_utf8_lossy(&out.stdout).trim().parse::<u32>() {
+        Ok(pid) if pid > 0 => process_tree(pid),
+        _ => Vec::new(),
+    }
 }
 
 /// Prints what tables there are and removes the bench's containers when it panics (release builds

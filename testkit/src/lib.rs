@@ -13,10 +13,14 @@ pub mod bench;
 pub mod browser;
 pub mod dashboard;
 pub mod deploy;
+pub mod engine_api;
 pub mod load;
+pub mod netns;
 pub mod packages;
 pub mod private_engine;
 pub mod stats;
+pub mod traefik;
+pub mod wrk;
 pub mod ws_codec;
 
 mod app;

@@ -254,6 +254,11 @@ impl ButlerProcess {
         })
     }
 
+    /// The pid of `butler run` (0 once stopped): every worker runs in it.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Everything the butler logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
