@@ -188,6 +188,11 @@ impl StopMark {
 }
 
 impl Batch {
+    /// Nothing but `create` events so far.
+    fn only_creates(&self) -> bool {
+        !self.resync && self.containers.is_empty() && self.created.len() == self.events
+    }
+
     fn add(&mut self, event: EngineEvent) {
         self.events += 1;
         match event {
@@ -268,9 +273,11 @@ impl Default for Coalescer {
     }
 }
 
-/// On the data path a reconcile costs a PUT, not a reload: bursts need not be gathered for long.
+/// On the data path a reconcile costs a PUT, not a reload: bursts need not be gathered for long,
+/// and a lone change waits only for the events `docker run` sends within a few milliseconds.
 pub const DATA_PATH_QUIET: Duration = Duration::from_millis(25);
 pub const DATA_PATH_MAX_DELAY: Duration = Duration::from_millis(250);
+pub const DATA_PATH_LONE_QUIET: Duration = Duration::from_millis(5);
 
 impl Coalescer {
     pub fn new(quiet: Duration, max_delay: Duration) -> Self {
@@ -314,7 +321,11 @@ impl Coalescer {
         }
         loop {
             let pending = self.pending.as_mut()?;
-            let quiet = if pending.after_idle && pending.batch.events <= LONE_EVENTS {
+            let quiet = if pending.batch.only_creates() {
+                // Answered at once: the container should be on the proxy network before the
+                // `start` that follows a create within milliseconds (see `Batch::created`).
+                Duration::ZERO
+            } else if pending.after_idle && pending.batch.events <= LONE_EVENTS {
                 self.lone_quiet
             } else {
                 self.quiet
@@ -346,11 +357,15 @@ impl Coalescer {
         self.max_delay
     }
 
+    pub fn lone_quiet(&self) -> Duration {
+        self.lone_quiet
+    }
+
     /// Changes the windows of the bursts to come (the one being gathered keeps its cap).
-    pub fn tune(&mut self, quiet: Duration, max_delay: Duration) {
+    pub fn tune(&mut self, quiet: Duration, max_delay: Duration, lone_quiet: Duration) {
         self.quiet = quiet;
         self.max_delay = max_delay;
-        self.lone_quiet = self.lone_quiet.min(quiet);
+        self.lone_quiet = lone_quiet.min(quiet);
     }
 }
 
@@ -517,7 +532,13 @@ mod tests {
         })
         .await
         .unwrap();
+        let began = Instant::now();
         let created = coalescer.next_batch(&mut events).await.unwrap();
+        assert_eq!(
+            began.elapsed(),
+            Duration::ZERO,
+            "a create is answered at once"
+        );
         assert_eq!(created.created, BTreeSet::from(["c1".to_owned()]));
         assert!(
             created.containers.is_empty(),
@@ -535,7 +556,7 @@ mod tests {
         );
 
         // Tuned for the data path, a burst closes after 25 ms of quiet.
-        coalescer.tune(DATA_PATH_QUIET, DATA_PATH_MAX_DELAY);
+        coalescer.tune(DATA_PATH_QUIET, DATA_PATH_MAX_DELAY, DATA_PATH_LONE_QUIET);
         tx.send(start("c2")).await.unwrap();
         let began = Instant::now();
         coalescer.next_batch(&mut events).await.unwrap();

@@ -30,25 +30,30 @@ pub enum DataPush {
 
 impl Nginx {
     /// Whether the running container's image has the Lua module, learned once per container.
-    pub async fn has_data_path(&self) -> Result<bool, NginxError> {
-        let Some(info) = self.inspect().await? else {
-            return Ok(false);
+    /// `running` is the container's id when the caller has just seen it (then no inspect).
+    pub async fn has_data_path(&self, running: Option<&str>) -> Result<bool, NginxError> {
+        let id = match running {
+            Some(id) => id.to_owned(),
+            None => match self.inspect().await? {
+                Some(info) => info.id,
+                None => return Ok(false),
+            },
         };
         {
             let known = self.data_path.lock().expect("not poisoned");
-            if let Some((id, yes)) = known.as_ref()
-                && *id == info.id
+            if let Some((known_id, yes)) = known.as_ref()
+                && *known_id == id
             {
                 return Ok(*yes);
             }
         }
         let found = self
             .docker
-            .link_target(&info.id, LUA_MODULE)
+            .link_target(&id, LUA_MODULE)
             .await
             .map_err(self.docker_err("stat"))?
             .is_some();
-        *self.data_path.lock().expect("not poisoned") = Some((info.id, found));
+        *self.data_path.lock().expect("not poisoned") = Some((id, found));
         Ok(found)
     }
 

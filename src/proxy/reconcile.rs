@@ -461,7 +461,7 @@ impl Reconciler {
         // stopped nginx down (it comes back with the last good config either way).
         let started = Instant::now();
         let nginx_recreated = self.ensure_nginx().await?;
-        self.data_path = self.nginx.has_data_path().await?;
+        self.data_path = self.nginx.has_data_path(self.nginx_id.as_deref()).await?;
         timings.ensure_nginx = started.elapsed();
 
         let started = Instant::now();

@@ -99,12 +99,16 @@ fn tune_coalescer(coalescer: &mut Coalescer, tuned: &mut bool, data_path: bool) 
         return;
     }
     let default = Coalescer::default();
-    let (quiet, max_delay) = if data_path {
-        (events::DATA_PATH_QUIET, events::DATA_PATH_MAX_DELAY)
+    let (quiet, max_delay, lone_quiet) = if data_path {
+        (
+            events::DATA_PATH_QUIET,
+            events::DATA_PATH_MAX_DELAY,
+            events::DATA_PATH_LONE_QUIET,
+        )
     } else {
-        (default.quiet(), default.max_delay())
+        (default.quiet(), default.max_delay(), default.lone_quiet())
     };
-    coalescer.tune(quiet, max_delay);
+    coalescer.tune(quiet, max_delay, lone_quiet);
     *tuned = data_path;
 }
 
