@@ -528,6 +528,17 @@ impl Reconciler {
                 expected_status: Some(ROUTE_PROBE_STATUS),
             })
             .collect();
+        // Another process (a deploy, `proxy-update`, the recovery worker) may have applied a
+        // version since ours: the data path starts from what is live.
+        if let Some((_, hash)) = self.store.last_good_id().await?
+            && self.applied_tree.as_ref().is_none_or(|t| t.hash != hash)
+        {
+            self.applied_tree = self
+                .store
+                .last_good()
+                .await?
+                .map(|version| AppliedTree::of(&version.files, &version.info.hash));
+        }
         let as_data = self.applied_tree.as_ref().and_then(|applied| {
             let data = applied.data.as_deref()?;
             (applied.structure == super::render::structure_hash(&rendered.files))

@@ -161,6 +161,21 @@ impl Store {
         .await
     }
 
+    /// The id and hash of the newest version that went live, without its files: cheap enough to
+    /// ask every round whether another process applied one.
+    pub async fn last_good_id(&self) -> Result<Option<(i64, String)>, StoreError> {
+        self.call(|conn, path| {
+            conn.query_row(
+                "SELECT id, hash FROM config_versions WHERE applied = 1 ORDER BY id DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(query_err(path, "reading the last applied config version"))
+        })
+        .await
+    }
+
     /// The newest `limit` versions, newest first, without their files.
     pub async fn list_versions(&self, limit: usize) -> Result<Vec<VersionInfo>, StoreError> {
         self.call(move |conn, path| {
