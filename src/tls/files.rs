@@ -233,6 +233,18 @@ impl TlsDir {
     }
 }
 
+/// Replaces one file outside the tree the same safe way (staged beside it, fsynced, renamed,
+/// directory fsynced): a reader sees the old file or the new one, never half of one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FilesError> {
+    let staged = new_file(path);
+    if let Err(error) = write_synced(&staged, bytes, mode, None) {
+        let _ = std::fs::remove_file(&staged);
+        return Err(error);
+    }
+    rename(&staged, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
 /// The pairs in a directory: every `<host>.crt` or `<host>.key` (hidden files left out), by
 /// host name as the file names spell it, sorted. A missing directory has none.
 pub fn list_pairs(dir: &Path) -> Result<Vec<(String, PairFiles)>, FilesError> {
