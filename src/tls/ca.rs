@@ -199,6 +199,12 @@ impl LocalCa {
         self.chain.summary()
     }
 
+    /// Whether `chain` (already parsed, so each certificate issued by the next) runs up to this
+    /// CA's root: a leaf from an earlier root does not.
+    pub fn issued(&self, chain: &Chain) -> bool {
+        chain.ders()[1..].contains(&self.chain.ders()[0])
+    }
+
     fn key_pem(&self) -> SecretPem {
         SecretPem::new(self.key.serialize_pem())
     }
@@ -257,7 +263,7 @@ impl LocalCa {
             Err(error) => return Ok(Some(Renewal::Invalid(error))),
         };
         let chain = pair.chain().map_err(FilesError::Pair)?;
-        if !chain.ders()[1..].contains(&self.chain.ders()[0]) {
+        if !self.issued(&chain) {
             return Ok(Some(Renewal::OtherCa));
         }
         if pair::renewal_due(summary.not_before, summary.not_after, now) {
