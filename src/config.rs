@@ -500,15 +500,14 @@ impl Config {
                 _ => {}
             }
         }
-        self.validate_tls(path)
+        self.validate_tls(&invalid)
     }
 
-    fn validate_tls(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            reason,
-        };
+    /// `[tls]`'s part of [`validate`](Self::validate); `invalid` names the file.
+    fn validate_tls(
+        &self,
+        invalid: &dyn Fn(&'static str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
         let tls = &self.tls;
         if let Some(dir) = &tls.certs_dir
             && !dir.is_absolute()

@@ -54,20 +54,31 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
+/// `openssl req` making a new P-256 key into `key` (then 0600, as a key file should be), with
+/// the rest of the arguments.
+fn openssl_req(dir: &Path, key: &Path, args: &[&str]) {
+    let mut all = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+    std::fs::set_permissions(key, PermissionsExt::from_mode(0o600)).unwrap();
+}
+
 /// A self-signed certificate for `name` with its key, as `openssl req -x509` makes one.
 fn self_signed(dir: &Path, stem: &str, name: &str) {
-    openssl(
+    openssl_req(
         dir,
+        &dir.join(format!("{stem}.key")),
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{stem}.key"),
             "-out",
             &format!("{stem}.crt"),
             "-subj",
@@ -78,11 +89,6 @@ fn self_signed(dir: &Path, stem: &str, name: &str) {
             "90",
         ],
     );
-    std::fs::set_permissions(
-        dir.join(format!("{stem}.key")),
-        PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
 }
 
 /// A leaf for `host` signed by the CA in `ca_dir` (root.crt, root.key), written as the local
@@ -97,29 +103,15 @@ fn signed_leaf(work: &Path, ca_dir: &Path, certs: &Path, host: &str) {
     let key = certs.join(format!("{host}.key"));
     let csr = work.join("leaf.csr");
     let leaf = work.join("leaf.crt");
-    let (key, csr, leaf, ext) = (
-        key.to_str().unwrap(),
+    let (csr, leaf, ext) = (
         csr.to_str().unwrap(),
         leaf.to_str().unwrap(),
         ext.to_str().unwrap(),
     );
-    openssl(
+    openssl_req(
         work,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            key,
-            "-subj",
-            &format!("/CN={host}"),
-            "-out",
-            csr,
-        ],
+        &key,
+        &["-new", "-subj", &format!("/CN={host}"), "-out", csr],
     );
     let root_crt = ca_dir.join("root.crt");
     let root_key = ca_dir.join("root.key");
@@ -148,7 +140,6 @@ fn signed_leaf(work: &Path, ca_dir: &Path, certs: &Path, host: &str) {
         std::fs::read_to_string(&root_crt).unwrap()
     );
     std::fs::write(certs.join(format!("{host}.crt")), chain).unwrap();
-    std::fs::set_permissions(key, PermissionsExt::from_mode(0o600)).unwrap();
 }
 
 #[test]

@@ -433,6 +433,19 @@ mod tests {
         sign(&test_ca("Test Root"), Leaf::default())
     }
 
+    /// A state directory with a pair for shop.example.com: (its guard, the tree, the pair's
+    /// files, the certificate, the key).
+    fn written() -> (tempfile::TempDir, TlsDir, PairFiles, String, SecretPem) {
+        let state = tempfile::tempdir().unwrap();
+        let dir = TlsDir::new(state.path());
+        let files = dir.host("shop.example.com").unwrap();
+        let (cert, key) = leaf();
+        let lock = dir.lock().unwrap();
+        dir.write_host(&lock, "shop.example.com", &cert, &key, now())
+            .unwrap();
+        (state, dir, files, cert, key)
+    }
+
     #[test]
     fn a_pair_is_written_with_private_modes_and_read_back() {
         let state = tempfile::tempdir().unwrap();
@@ -471,14 +484,9 @@ mod tests {
 
     #[test]
     fn a_pair_that_would_not_serve_is_refused_and_the_previous_one_stays() {
-        let state = tempfile::tempdir().unwrap();
-        let dir = TlsDir::new(state.path());
-        let files = dir.host("shop.example.com").unwrap();
-        let (cert, key) = leaf();
+        let (_state, dir, files, cert, key) = written();
         let (other_cert, other_key) = leaf();
         let lock = dir.lock().unwrap();
-        dir.write_host(&lock, "shop.example.com", &cert, &key, now())
-            .unwrap();
         let cases = [
             (
                 cert.clone(),
@@ -522,13 +530,8 @@ mod tests {
 
     #[test]
     fn a_write_that_fails_leaves_the_previous_pair() {
-        let state = tempfile::tempdir().unwrap();
-        let dir = TlsDir::new(state.path());
-        let files = dir.host("shop.example.com").unwrap();
-        let (cert, key) = leaf();
+        let (_state, dir, files, cert, key) = written();
         let lock = dir.lock().unwrap();
-        dir.write_host(&lock, "shop.example.com", &cert, &key, now())
-            .unwrap();
         // Something in the way of the staged certificate: the write fails after the key is staged.
         std::fs::create_dir(new_file(&files.cert)).unwrap();
         let (cert2, key2) = leaf();
