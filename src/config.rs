@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::tls::TlsMode;
 pub use crate::vocabulary::Severity;
 
 /// Dashboard action requests nobody claimed for this long are expired rather than run late: an
@@ -18,6 +19,13 @@ pub const REQUEST_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// Where the config lives when neither `--config` nor `BUTLER_CONFIG` names another file.
 pub const DEFAULT_PATH: &str = "/etc/butler/butler.toml";
+
+/// Let's Encrypt's production directory: `tls.acme.directory` unless set.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (untrusted certificates, generous rate limits): documented
+/// as the one to try a setup against.
+pub const LETS_ENCRYPT_STAGING_DIRECTORY: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,6 +56,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub recovery: RecoveryConfig,
     pub alerts: AlertsConfig,
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -55,6 +64,8 @@ pub struct Config {
 pub struct ProxyConfig {
     /// Host port the nginx container publishes.
     pub http_port: u16,
+    /// Host port for HTTPS (TLS serving is not wired into nginx yet).
+    pub https_port: u16,
     /// Apps are served at `<app>.<domain>`.
     pub domain: String,
     /// Bridge network shared by nginx and every app.
@@ -70,6 +81,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             http_port: 80,
+            https_port: 443,
             domain: "localhost".into(),
             network: "devops-butler-net".into(),
             image: "nginx:stable".into(),
@@ -192,6 +204,70 @@ fn default_alert_interval() -> HumanDuration {
     HumanDuration::from_secs(300)
 }
 
+/// `[tls]`: which hosts get certificates from where, and what HTTPS adds. Read today by
+/// `butler tls`; nginx's TLS serving and the ACME client are still to come.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// `auto` (local names get the local CA, the rest ACME), `acme`, `local` or `off`; the
+    /// `butler.tls` label overrides it per container.
+    pub mode: TlsMode,
+    /// Answer HTTP with a 308 to HTTPS once a host's certificate is there.
+    pub redirect: bool,
+    /// `Strict-Transport-Security` max-age on HTTPS answers; `"0s"` sends none.
+    pub hsts_max_age: HumanDuration,
+    /// Bring-your-own certificates: `<host>.crt` (leaf, then chain) and `<host>.key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certs_dir: Option<PathBuf>,
+    pub acme: AcmeConfig,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::Auto,
+            redirect: true,
+            hsts_max_age: HumanDuration::from_secs(365 * DAY),
+            certs_dir: None,
+            acme: AcmeConfig::default(),
+        }
+    }
+}
+
+/// `[tls.acme]`: the ACME server and how the butler may use it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// The directory URL (RFC 8555 section 7.1.1).
+    pub directory: String,
+    /// The account's contact, for the CA's expiry and incident mail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The ACME server's own CA (PEM), for private servers whose HTTPS the system roots do not
+    /// trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Renew a certificate this long before it expires.
+    pub renew_before: HumanDuration,
+    /// New orders at most this many per hour, over all hosts: a loop that keeps failing cannot
+    /// run into the CA's rate limits.
+    pub max_orders_per_hour: u32,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        Self {
+            directory: LETS_ENCRYPT_DIRECTORY.into(),
+            email: None,
+            ca_bundle: None,
+            renew_before: HumanDuration::from_secs(30 * DAY),
+            max_orders_per_hour: 10,
+        }
+    }
+}
+
+const DAY: u64 = 86_400;
+
 /// A duration written with its unit (`"500ms"`, `"10s"`, `"2m"`): a bare number is refused because
 /// nobody can tell whether `10` meant seconds or milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -220,6 +296,12 @@ impl FromStr for HumanDuration {
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // humantime's months and years are 30.44 and 365.25 days, so 365 days would print as
+        // "11months 30days 3h 50m 24s"; whole days from a month up print as days instead.
+        let secs = self.0.as_secs();
+        if secs >= 28 * DAY && secs.is_multiple_of(DAY) && self.0.subsec_nanos() == 0 {
+            return write!(f, "{}days", secs / DAY);
+        }
         write!(f, "{}", humantime::format_duration(self.0))
     }
 }
@@ -284,6 +366,21 @@ impl Config {
             return Err(invalid(
                 "proxy.http_port",
                 "must be between 1 and 65535".into(),
+            ));
+        }
+        if self.proxy.https_port == 0 {
+            return Err(invalid(
+                "proxy.https_port",
+                "must be between 1 and 65535".into(),
+            ));
+        }
+        if self.proxy.https_port == self.proxy.http_port {
+            return Err(invalid(
+                "proxy.https_port",
+                format!(
+                    "must differ from proxy.http_port (both are {})",
+                    self.proxy.http_port
+                ),
             ));
         }
         if let Err(reason) = validate_domain(&self.proxy.domain) {
@@ -403,6 +500,56 @@ impl Config {
                 _ => {}
             }
         }
+        self.validate_tls(&invalid)
+    }
+
+    /// `[tls]`'s part of [`validate`](Self::validate); `invalid` names the file.
+    fn validate_tls(
+        &self,
+        invalid: &dyn Fn(&'static str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        if let Some(dir) = &tls.certs_dir
+            && !dir.is_absolute()
+        {
+            return Err(invalid("tls.certs_dir", "must be an absolute path".into()));
+        }
+        if let Err(reason) = validate_acme_directory(&tls.acme.directory) {
+            return Err(invalid("tls.acme.directory", reason));
+        }
+        if let Some(email) = &tls.acme.email
+            && let Err(reason) = validate_email(email)
+        {
+            return Err(invalid("tls.acme.email", reason));
+        }
+        if let Some(bundle) = &tls.acme.ca_bundle {
+            if !bundle.is_absolute() {
+                return Err(invalid(
+                    "tls.acme.ca_bundle",
+                    "must be an absolute path".into(),
+                ));
+            }
+            // Read now: a bundle that cannot be used would otherwise only show when the first
+            // order fails, hours after the config was changed.
+            if let Err(error) = crate::tls::pair::read_bundle(bundle) {
+                return Err(invalid(
+                    "tls.acme.ca_bundle",
+                    format!("{error} (it must be readable PEM certificates)"),
+                ));
+            }
+        }
+        if tls.acme.renew_before.0 < Duration::from_secs(DAY) {
+            return Err(invalid(
+                "tls.acme.renew_before",
+                "must be at least \"1d\", e.g. \"30d\"".into(),
+            ));
+        }
+        if tls.acme.max_orders_per_hour == 0 {
+            return Err(invalid(
+                "tls.acme.max_orders_per_hour",
+                "must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -444,6 +591,46 @@ fn validate_domain(domain: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An ACME directory is an https URL with a host (RFC 8555 requires HTTPS for every request).
+fn validate_acme_directory(url: &str) -> Result<(), String> {
+    let host = url
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    let ok = host.is_some_and(|h| !h.is_empty())
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url:?} must be an https:// URL such as \"{LETS_ENCRYPT_DIRECTORY}\" (staging: \"{LETS_ENCRYPT_STAGING_DIRECTORY}\")"
+        ))
+    }
+}
+
+/// `local@domain`: the shape ACME servers accept for a `mailto:` contact, without the scheme.
+fn validate_email(email: &str) -> Result<(), String> {
+    let shape = format!("{email:?} is not an e-mail address like \"ops@example.com\"");
+    if email.starts_with("mailto:") {
+        return Err(format!("{shape}: write it without \"mailto:\""));
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(shape);
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '@' | ',' | '<' | '>' | '"' | '\\'));
+    let domain_ok = domain.contains('.')
+        && domain.parse::<std::net::IpAddr>().is_err()
+        && crate::tls::policy::validate_host(domain).is_ok();
+    if local_ok && domain_ok {
+        Ok(())
+    } else {
+        Err(shape)
+    }
 }
 
 /// Docker's own rule for container and network names.
@@ -488,6 +675,7 @@ mod tests {
         let config = parse("").unwrap();
         assert_eq!(config, Config::default());
         assert_eq!(config.proxy.http_port, 80);
+        assert_eq!(config.proxy.https_port, 443);
         assert_eq!(config.proxy.domain, "localhost");
         assert_eq!(config.proxy.network, "devops-butler-net");
         assert_eq!(config.proxy.container_name, "butler-nginx");
@@ -495,6 +683,18 @@ mod tests {
         assert_eq!(config.state.dir, PathBuf::from("/var/lib/butler"));
         assert_eq!(config.health.interval.0, Duration::from_secs(10));
         assert_eq!(config.recovery.max_attempts, 3);
+        assert_eq!(config.tls.mode, TlsMode::Auto);
+        assert!(config.tls.redirect);
+        assert_eq!(config.tls.hsts_max_age.0, Duration::from_secs(365 * DAY));
+        assert_eq!(config.tls.certs_dir, None);
+        assert_eq!(config.tls.acme.directory, LETS_ENCRYPT_DIRECTORY);
+        assert_eq!(config.tls.acme.email, None);
+        assert_eq!(config.tls.acme.ca_bundle, None);
+        assert_eq!(
+            config.tls.acme.renew_before.0,
+            Duration::from_secs(30 * DAY)
+        );
+        assert_eq!(config.tls.acme.max_orders_per_hour, 10);
     }
 
     #[test]
@@ -503,6 +703,7 @@ mod tests {
             r#"
             [proxy]
             http_port = 8080
+            https_port = 8443
             domain = "apps.example.com"
             network = "my-net"
             image = "registry.local/nginx:1.25"
@@ -529,10 +730,35 @@ mod tests {
             min_severity = "high"
             webhook = "http://hooks.example.com/x"
             min_interval = "10m"
+            [tls]
+            mode = "local"
+            redirect = false
+            hsts_max_age = "0s"
+            certs_dir = "/etc/butler/certs"
+            [tls.acme]
+            directory = "https://acme-staging-v02.api.letsencrypt.org/directory"
+            email = "ops@example.com"
+            renew_before = "20d"
+            max_orders_per_hour = 3
             "#,
         )
         .unwrap();
         assert_eq!(config.proxy.http_port, 8080);
+        assert_eq!(config.proxy.https_port, 8443);
+        assert_eq!(config.tls.mode, TlsMode::Local);
+        assert!(!config.tls.redirect);
+        assert!(config.tls.hsts_max_age.0.is_zero());
+        assert_eq!(
+            config.tls.certs_dir,
+            Some(PathBuf::from("/etc/butler/certs"))
+        );
+        assert_eq!(config.tls.acme.directory, LETS_ENCRYPT_STAGING_DIRECTORY);
+        assert_eq!(config.tls.acme.email.as_deref(), Some("ops@example.com"));
+        assert_eq!(
+            config.tls.acme.renew_before.0,
+            Duration::from_secs(20 * DAY)
+        );
+        assert_eq!(config.tls.acme.max_orders_per_hour, 3);
         assert_eq!(
             config.docker.only_label.as_deref(),
             Some("butler.group=web")
@@ -615,6 +841,84 @@ mod tests {
                 &["urgent"],
             ),
             ("[proxy", &["line 1"]),
+            (
+                "[proxy]\nhttps_port = 0",
+                &["proxy.https_port", "between 1 and 65535"],
+            ),
+            ("[proxy]\nhttps_port = 70000", &["https_port"]),
+            (
+                "[proxy]\nhttps_port = 80",
+                &["proxy.https_port", "differ from proxy.http_port", "80"],
+            ),
+            (
+                "[proxy]\nhttp_port = 8443\nhttps_port = 8443",
+                &["proxy.https_port", "8443"],
+            ),
+            ("[tls]\nmode = \"on\"", &["mode", "on", "auto", "off"]),
+            ("[tls]\nmode = \"Auto\"", &["mode", "Auto"]),
+            ("[tls]\nredirect = \"yes\"", &["redirect"]),
+            ("[tls]\nhsts_max_age = 31536000", &["hsts_max_age", "unit"]),
+            ("[tls]\nhsts_max_age = \"a year\"", &["hsts_max_age"]),
+            (
+                "[tls]\ncerts_dir = \"certs\"",
+                &["tls.certs_dir", "absolute"],
+            ),
+            ("[tls]\ncert_dir = \"/x\"", &["cert_dir"]),
+            ("[tls.acme]\nemail_address = \"a@b.c\"", &["email_address"]),
+            (
+                "[tls.acme]\ndirectory = \"http://acme.local/dir\"",
+                &["tls.acme.directory", "https://", "staging"],
+            ),
+            (
+                "[tls.acme]\ndirectory = \"https://\"",
+                &["tls.acme.directory"],
+            ),
+            (
+                "[tls.acme]\ndirectory = \"https://ac me/dir\"",
+                &["tls.acme.directory"],
+            ),
+            (
+                "[tls.acme]\nemail = \"ops\"",
+                &["tls.acme.email", "ops@example.com"],
+            ),
+            ("[tls.acme]\nemail = \"ops@localhost\"", &["tls.acme.email"]),
+            (
+                "[tls.acme]\nemail = \"a b@example.com\"",
+                &["tls.acme.email"],
+            ),
+            (
+                "[tls.acme]\nemail = \"a@b@example.com\"",
+                &["tls.acme.email"],
+            ),
+            ("[tls.acme]\nemail = \"ops@10.0.0.1\"", &["tls.acme.email"]),
+            (
+                "[tls.acme]\nemail = \"mailto:ops@example.com\"",
+                &["tls.acme.email", "without \"mailto:\""],
+            ),
+            (
+                "[tls.acme]\nca_bundle = \"ca.pem\"",
+                &["tls.acme.ca_bundle", "absolute"],
+            ),
+            (
+                "[tls.acme]\nca_bundle = \"/nonexistent/ca.pem\"",
+                &[
+                    "tls.acme.ca_bundle",
+                    "/nonexistent/ca.pem",
+                    "does not exist",
+                ],
+            ),
+            (
+                "[tls.acme]\nrenew_before = \"1h\"",
+                &["tls.acme.renew_before", "1d"],
+            ),
+            (
+                "[tls.acme]\nmax_orders_per_hour = 0",
+                &["tls.acme.max_orders_per_hour", "at least 1"],
+            ),
+            (
+                "[tls.acme]\nmax_orders_per_hour = -2",
+                &["max_orders_per_hour"],
+            ),
         ];
         for (text, needles) in cases {
             let error = parse(text).expect_err(text).to_string();
@@ -629,6 +933,63 @@ mod tests {
                     "{text:?}: {error:?} lacks {needle:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_ca_bundle_must_be_readable_pem_certificates_when_the_config_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("acme-ca.pem");
+        let config = format!("[tls.acme]\nca_bundle = \"{}\"\n", bundle.display());
+        let cases = [
+            ("", "holds no PEM CERTIFICATE"),
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                "holds no PEM CERTIFICATE",
+            ),
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "not a valid X.509",
+            ),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&bundle, text).unwrap();
+            let error = parse(&config).unwrap_err().to_string();
+            assert!(
+                error.contains("tls.acme.ca_bundle")
+                    && error.contains("acme-ca.pem")
+                    && error.contains(want),
+                "{text:?}: {error}"
+            );
+            assert!(!error.contains('\n'), "{error}");
+            // Nothing lost: loading never touches the bundle.
+            assert_eq!(std::fs::read_to_string(&bundle).unwrap(), text);
+        }
+        let root = crate::tls::LocalCa::generate("h", std::time::SystemTime::now()).unwrap();
+        std::fs::write(&bundle, root.cert_pem()).unwrap();
+        let loaded = parse(&config).unwrap();
+        assert_eq!(loaded.tls.acme.ca_bundle, Some(bundle));
+    }
+
+    #[test]
+    fn long_durations_of_whole_days_show_as_days_and_read_back() {
+        let config = parse("").unwrap();
+        let shown = toml::to_string(&config).unwrap();
+        assert!(shown.contains("hsts_max_age = \"365days\""), "{shown}");
+        assert!(shown.contains("renew_before = \"30days\""), "{shown}");
+        assert!(shown.contains("disk_warning = \"1day\""), "{shown}");
+        assert!(
+            !shown.contains("email") && !shown.contains("ca_bundle"),
+            "{shown}"
+        );
+        assert_eq!(parse(&shown).unwrap(), config);
+        for (text, secs) in [("90d", 90 * DAY), ("29days 1h", 29 * DAY + 3600), ("0s", 0)] {
+            let duration: HumanDuration = text.parse().unwrap();
+            assert_eq!(duration.0.as_secs(), secs);
+            assert_eq!(
+                duration.to_string().parse::<HumanDuration>().unwrap(),
+                duration
+            );
         }
     }
 

@@ -19,6 +19,9 @@ pub const LABEL_PORT: &str = "butler.port";
 pub const LABEL_ROLE: &str = "butler.role";
 /// The label an app sets to let the butler restart its containers.
 pub const LABEL_AUTORESTART: &str = "butler.autorestart";
+/// Where the container's certificates come from: `auto`, `acme`, `local` or `off`, overriding
+/// the config's `tls.mode` (`tls::policy` reads it).
+pub const LABEL_TLS: &str = "butler.tls";
 /// On the nginx container: the digest of the spec it was created from.
 pub const LABEL_NGINX_SPEC: &str = "butler.nginx-spec";
 /// On the butler's nginx container: the token its control port wants (see `nginx::data`).

@@ -19,5 +19,6 @@ pub mod systemd;
 #[cfg(test)]
 mod testbed;
 mod text_enum;
+pub mod tls;
 pub mod vocabulary;
 pub mod workers;

@@ -9,6 +9,7 @@ mod output;
 mod proxy;
 mod run;
 mod services;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +88,11 @@ pub enum Command {
     Deployments(deploy::DeploymentsArgs),
     /// Redeploy an app's previous revision the same zero-downtime way (exit codes as `deploy`).
     Rollback(deploy::RollbackArgs),
+    /// The local CA and the certificates on disk (nginx does not serve TLS yet).
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// Control the butler's systemd units over D-Bus.
     Services {
         /// Talk to the calling user's service manager instead of the system's.
@@ -145,6 +151,18 @@ pub enum ProxyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Print the local CA's root certificate (PEM), creating the CA if there is none yet.
+    Root,
+    /// Install the local CA's root into the system trust store (root only).
+    Trust,
+    /// Remove the local CA's root from the system trust store (root only).
+    Untrust,
+    /// Every certificate on disk (local CA, tls.certs_dir): issuer, expiry, days left, state.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ServicesCommand {
     /// Every butler unit: state, main PID, uptime, restarts, memory, watchdog.
     List,
@@ -185,6 +203,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ProxyMonitor => proxy::monitor(config_path, cli.output),
         Command::Proxy { command } => proxy::dispatch(command, config_path, cli.output),
         Command::Services { user, command } => services::dispatch(command, user, cli.output),
+        Command::Tls { command } => tls::dispatch(command, config_path, cli.output),
         Command::Health => health::health(config_path, cli.output),
         Command::Status => health::status(config_path, cli.output),
         Command::Incidents(args) => health::incidents(args, config_path, cli.output),
