@@ -133,6 +133,7 @@ impl Observer {
             // Checks see every instance, held or not: a deploy's gate judges the new ones itself.
             held_deployments: Default::default(),
             only_label: self.config.docker.only_label.clone(),
+            also_reachable: Vec::new(),
             routed_apps: Default::default(),
         }
     }

@@ -32,9 +32,16 @@ impl Nginx {
         if labels.get(LABEL_NGINX_SPEC) != Some(&self.spec.digest()) {
             return Ok(NginxState::Outdated { id });
         }
+        let networks = info
+            .attached
+            .iter()
+            .chain(info.networks.keys())
+            .cloned()
+            .collect();
         Ok(NginxState::Running {
             id,
             started_at: state.started_at.clone().unwrap_or_default(),
+            networks,
         })
     }
 
@@ -57,6 +64,15 @@ impl Nginx {
             }
         }
         let token = self.create().await?;
+        if self.spec.network != DEFAULT_BRIDGE
+            && let Err(error) = self
+                .docker
+                .connect_network(DEFAULT_BRIDGE, self.name())
+                .await
+        {
+            // A daemon without its default bridge (`--bridge=none`): apps there cannot exist.
+            tracing::info!(container = self.name(), %error, "nginx is not on Docker's default bridge");
+        }
         let archive = tree_archive(last_good, hash, true)?;
         self.upload("/etc", archive).await?;
         self.upload("/etc", token_archive(&token)?).await?;

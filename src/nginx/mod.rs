@@ -36,7 +36,11 @@ pub const CONTROL_PATH: &str = "/butler/routes";
 pub const CONTROL_TOKEN_FILE: &str = "/etc/butler-nginx/control.token";
 /// Changes when what a created container holds changes (the control token since the data path),
 /// so that a container made by an older butler is recreated once.
-const CONTAINER_LAYOUT: &str = "data-path-1";
+const CONTAINER_LAYOUT: &str = "data-path-1,bridge";
+/// Docker's default network, where `docker run` without `--network` puts a container. nginx is
+/// attached to it too, so that such an app is reachable the moment it starts, before the butler
+/// has connected it to the proxy network.
+pub const DEFAULT_BRIDGE: &str = "bridge";
 /// Label holding a digest of what the container was created from, to notice a changed config.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -143,6 +147,9 @@ pub enum NginxState {
     Running {
         id: String,
         started_at: String,
+        /// Every network it is attached to (the proxy network, and `DEFAULT_BRIDGE` when that
+        /// connect worked).
+        networks: BTreeSet<String>,
     },
     /// Created, exited or dead: not serving.
     Stopped {

@@ -37,6 +37,11 @@ pub struct PlanSettings {
     /// apps never routed (finished one-off jobs) are not apps.
     #[serde(default)]
     pub routed_apps: BTreeSet<String>,
+    /// Other networks nginx is attached to (Docker's default `bridge`): a container off
+    /// `network` but on one of these is served at its address there until the edge has
+    /// connected it, so that its route does not wait for the connect.
+    #[serde(default)]
+    pub also_reachable: Vec<String>,
 }
 
 impl Default for PlanSettings {
@@ -49,6 +54,7 @@ impl Default for PlanSettings {
             held_deployments: BTreeSet::new(),
             only_label: None,
             routed_apps: BTreeSet::new(),
+            also_reachable: Vec::new(),
         }
     }
 }
@@ -121,7 +127,9 @@ pub enum ProblemKind {
     InvalidLabel,
     /// No port could be chosen. The container is not an upstream server.
     NoPort,
-    /// The container has no IP on the proxy network; the edge should connect it. Not a server until then.
+    /// The container has no IP on the proxy network; the edge should connect it. Not a server until
+    /// then, unless it is on a network nginx also reaches (`PlanSettings::also_reachable`): then
+    /// served at that address meanwhile.
     NotOnNetwork,
     /// Another app won this host; this app is served without it.
     HostConflict,

@@ -341,19 +341,29 @@ fn evaluate<'a>(
 
     // Reported even without a port: the edge connects the container, and a connect probe on its
     // new address may then find the port.
-    let ip = c.networks.get(&settings.network).copied();
-    if ip.is_none() {
-        problems.push(problem(
-            app_ref,
-            ProblemKind::NotOnNetwork,
-            format!(
+    let on_proxy = c.networks.get(&settings.network).copied();
+    let meanwhile = settings
+        .also_reachable
+        .iter()
+        .find_map(|net| Some((net, *c.networks.get(net)?)));
+    if on_proxy.is_none() {
+        let reason = match meanwhile {
+            Some((other, _)) => format!(
+                "the container has no address on network {net}; it is served at its address on \
+                 {other} until it is connected (`docker network connect {net} {name}`)",
+                net = settings.network,
+                name = shell_word(&c.name),
+            ),
+            None => format!(
                 "the container has no address on network {net}, so nginx cannot reach it; connect \
                  it with `docker network connect {net} {name}`",
                 net = settings.network,
                 name = shell_word(&c.name),
             ),
-        ));
+        };
+        problems.push(problem(app_ref, ProblemKind::NotOnNetwork, reason));
     }
+    let ip = on_proxy.or(meanwhile.map(|(_, ip)| ip));
     let server = ip.zip(port).map(|(ip, choice)| UpstreamServer {
         container_id: c.id.clone(),
         container_name: c.name.clone(),
@@ -1171,6 +1181,28 @@ mod tests {
                 ("shop-2".to_string(), ProblemKind::NotOnNetwork),
                 ("shop-2".to_string(), ProblemKind::NotRouted)
             ]
+        );
+    }
+
+    #[test]
+    fn a_container_nginx_also_reaches_is_served_there_until_connected() {
+        let mut off = app("id-off", "shop", "10.0.0.3");
+        off.networks = BTreeMap::from([("bridge".to_string(), "172.17.0.2".parse().unwrap())]);
+        let s = PlanSettings {
+            also_reachable: vec!["bridge".into()],
+            ..settings()
+        };
+        let p = plan(&[off], &s);
+        assert_eq!(p.routes[0].servers.len(), 1);
+        assert_eq!(p.routes[0].servers[0].ip.to_string(), "172.17.0.2");
+        // Still a problem, so the edge connects it; the text says it is served meanwhile.
+        assert_eq!(kinds(&p), [("shop".to_string(), ProblemKind::NotOnNetwork)]);
+        assert!(
+            p.problems[0]
+                .reason
+                .contains("served at its address on bridge"),
+            "{}",
+            p.problems[0].reason
         );
     }
 

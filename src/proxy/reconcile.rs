@@ -148,6 +148,8 @@ pub struct Reconciler {
     known: Option<BTreeMap<String, ContainerSnapshot>>,
     /// The running nginx container's id as of this round's check, and its address by id.
     nginx_id: Option<String>,
+    /// The networks the running nginx is attached to, as of this round's check.
+    nginx_networks: BTreeSet<String>,
     nginx_addr: Option<(String, SocketAddr)>,
     /// Upstream servers whose port nothing listens on yet (the app binds late, or another port
     /// than it declares), by container id: re-inspected soon, so the route follows the socket
@@ -204,6 +206,7 @@ impl Reconciler {
             refused: None,
             known: None,
             nginx_id: None,
+            nginx_networks: BTreeSet::new(),
             nginx_addr: None,
             port_watch: BTreeMap::new(),
             data_path: false,
@@ -261,6 +264,21 @@ impl Reconciler {
         let snapshots = known.values().cloned().collect();
         self.known = Some(known);
         Ok(snapshots)
+    }
+
+    /// Connects each of `ids` to the proxy network; the ids that are on it now.
+    async fn connect_all(&self, ids: &BTreeSet<String>) -> Vec<String> {
+        let network = &self.config.proxy.network;
+        let mut connected = Vec::new();
+        for id in ids {
+            match network::connect(&*self.docker, id, network).await {
+                Ok(()) => connected.push(id.clone()),
+                Err(error) => {
+                    tracing::warn!(container = %id, %error, "cannot connect app to the proxy network")
+                }
+            }
+        }
+        connected
     }
 
     /// Connects containers just created (the engine's `create` event comes before `start`) to the
@@ -427,29 +445,30 @@ impl Reconciler {
         mark_user_stops(&mut snapshots, &user_stopped);
         let mut plan = super::plan(&snapshots, &settings);
         // Apps off the proxy network cannot be reached by IP: connect them, then look again.
-        let off_network: BTreeSet<String> = plan
+        let mut off_network: BTreeSet<String> = plan
             .problems
             .iter()
             .filter(|p| p.kind == ProblemKind::NotOnNetwork)
             .map(|p| p.container_id.clone())
             .collect();
-        let mut connected = BTreeSet::new();
-        for id in &off_network {
-            match network::connect(&*self.docker, id, &proxy.network).await {
-                Ok(()) => {
-                    connected.insert(id.clone());
-                }
-                Err(error) => {
-                    tracing::warn!(container = %id, %error, "cannot connect app to the proxy network")
-                }
-            }
-        }
+        // Those nginx reaches on another network are served there first and connected after the
+        // apply: the connect of a running container is most of a new route's time otherwise.
+        let served_meanwhile: BTreeSet<String> = plan
+            .routes
+            .iter()
+            .flat_map(|r| &r.servers)
+            .filter(|s| off_network.contains(&s.container_id))
+            .map(|s| s.container_id.clone())
+            .collect();
+        off_network.retain(|id| !served_meanwhile.contains(id));
+        let connected: BTreeSet<String> =
+            self.connect_all(&off_network).await.into_iter().collect();
         if !connected.is_empty() {
             snapshots = self.refresh(&connected).await?;
             mark_user_stops(&mut snapshots, &user_stopped);
             plan = super::plan(&snapshots, &settings);
         }
-        let connected: Vec<String> = connected.into_iter().collect();
+        let mut connected: Vec<String> = connected.into_iter().collect();
         timings.discover = started.elapsed();
 
         // Held until the version is recorded: a rollback in another process waits, or we see its
@@ -482,6 +501,7 @@ impl Reconciler {
         }
         self.watch_unlistened_ports(&plan);
         if let Some(pinned) = self.store.pinned_version().await? {
+            connected.extend(self.connect_all(&served_meanwhile).await);
             // An operator rolled back to a version on purpose: keep it until `butler proxy-update`.
             return Ok(ReconcileReport {
                 cause: cause.to_owned(),
@@ -496,6 +516,13 @@ impl Reconciler {
             });
         }
         let changes = self.changes(&plan);
+        if self
+            .refused
+            .as_ref()
+            .is_some_and(|r| r.hash == rendered.hash)
+        {
+            connected.extend(self.connect_all(&served_meanwhile).await);
+        }
         if let Some(refused) = self.refused.as_ref().filter(|r| r.hash == rendered.hash) {
             return Ok(ReconcileReport {
                 cause: cause.to_owned(),
@@ -569,6 +596,8 @@ impl Reconciler {
         let version = self
             .record(cause, &plan, &rendered, &changes, &outcome, &timings)
             .await?;
+        // Their `connect` events bring the next round, which routes them on the proxy network.
+        connected.extend(self.connect_all(&served_meanwhile).await);
         let report = ReconcileReport {
             cause: cause.to_owned(),
             plan,
@@ -592,6 +621,12 @@ impl Reconciler {
             held_deployments: self.store.held_deployments().await?,
             only_label: self.config.docker.only_label.clone(),
             routed_apps: BTreeSet::new(),
+            also_reachable: self
+                .nginx_networks
+                .iter()
+                .filter(|n| **n != self.config.proxy.network)
+                .cloned()
+                .collect(),
         })
     }
 
@@ -628,11 +663,13 @@ impl Reconciler {
     /// applied version from the store; with no history yet, with the shipped templates and no apps.
     /// The common case, a running nginx, costs one inspect and no store read.
     async fn ensure_nginx(&mut self) -> Result<Option<String>, ReconcileError> {
-        if let NginxState::Running { id, .. } = self.nginx.state().await? {
+        if let NginxState::Running { id, networks, .. } = self.nginx.state().await? {
             self.nginx_id = Some(id);
+            self.nginx_networks = networks;
             return Ok(None);
         }
         self.nginx_id = None;
+        self.nginx_networks = BTreeSet::new();
         let tree = match self.store.last_good().await? {
             Some(version) => (version.files, version.info.hash),
             None => {
