@@ -391,6 +391,9 @@ impl Reconciler {
     /// Discovery and planning only: what the routes would be now. Connects nothing, applies nothing.
     pub async fn plan_now(&self) -> Result<Plan, ReconcileError> {
         let mut settings = self.plan_settings().await?;
+        if let NginxState::Running { networks, .. } = self.nginx.state().await? {
+            settings.also_reachable = self.besides_proxy_network(&networks);
+        }
         settings.routed_apps = self
             .store
             .routes()
@@ -621,13 +624,17 @@ impl Reconciler {
             held_deployments: self.store.held_deployments().await?,
             only_label: self.config.docker.only_label.clone(),
             routed_apps: BTreeSet::new(),
-            also_reachable: self
-                .nginx_networks
-                .iter()
-                .filter(|n| **n != self.config.proxy.network)
-                .cloned()
-                .collect(),
+            also_reachable: self.besides_proxy_network(&self.nginx_networks),
         })
+    }
+
+    /// The networks of `networks` other than the proxy network.
+    fn besides_proxy_network(&self, networks: &BTreeSet<String>) -> Vec<String> {
+        networks
+            .iter()
+            .filter(|n| **n != self.config.proxy.network)
+            .cloned()
+            .collect()
     }
 
     /// The apps of the last applied config, up or down.
