@@ -341,16 +341,14 @@ fn inject(bench: &Bench, fault: Fault, app: &mut App) -> SystemTime {
             t0
         }
         Fault::ConfigEdited => {
-            let site = format!("/etc/butler-nginx/live/sites/{}.conf", app.name);
+            // The app's own site file on the reload path; the data path's one server otherwise.
+            let script = format!(
+                "f=/etc/butler-nginx/live/sites/{}.conf; [ -e \"$f\" ] || f=/etc/butler-nginx/live/sites/000-default.conf; \
+                 sed -i 's|location = /.well-known/butler-route {{|location = /edited-by-hand {{ return 418; }}\\n    location = /.well-known/butler-route {{|' \"$f\"",
+                app.name
+            );
             let t0 = SystemTime::now();
-            butler_testkit::docker_ok(&[
-                "exec",
-                &bench.nginx,
-                "sed",
-                "-i",
-                "s|location = /.well-known/butler-route {|location = /edited-by-hand { return 418; }\\n    location = /.well-known/butler-route {|",
-                &site,
-            ]);
+            butler_testkit::docker_ok(&["exec", &bench.nginx, "sh", "-c", &script]);
             t0
         }
         Fault::AppKilled => {

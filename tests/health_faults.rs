@@ -189,8 +189,13 @@ fn a_stopped_and_a_removed_nginx_come_back_with_the_last_good_config() {
 fn a_config_edited_inside_the_nginx_container_is_put_back() {
     let mut cleanup = Cleanup::new();
     let (butler, app, host, _) = butler_with_app(&mut cleanup, "hf-drift");
-    // Make the edit visible: the app's site answers 418 once nginx reloads it.
-    let site = format!("/etc/butler-nginx/live/sites/{}.conf", app.name());
+    // Make the edit visible: the app's server block answers 418 once nginx reloads it (its own
+    // site file on the reload path; the one server of the data path, which serves every app).
+    let relative = match butler.live_routes_data() {
+        Some(_) => "sites/000-default.conf".to_owned(),
+        None => format!("sites/{}.conf", app.name()),
+    };
+    let site = format!("/etc/butler-nginx/live/{relative}");
     let since = butler.last_incident_id(bin());
     docker_ok(&[
         "exec",
@@ -203,10 +208,7 @@ fn a_config_edited_inside_the_nginx_container_is_put_back() {
     let incident =
         butler.wait_for_incident(bin(), since, "config_drift", "proxy", "resolved", WAIT);
     assert!(
-        incident["summary"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("sites/{}.conf", app.name())),
+        incident["summary"].as_str().unwrap().contains(&relative),
         "{incident}"
     );
     assert_repaired(&butler, &incident);
