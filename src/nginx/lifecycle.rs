@@ -64,15 +64,7 @@ impl Nginx {
             }
         }
         let token = self.create().await?;
-        if self.spec.network != DEFAULT_BRIDGE
-            && let Err(error) = self
-                .docker
-                .connect_network(DEFAULT_BRIDGE, self.name())
-                .await
-        {
-            // A daemon without its default bridge (`--bridge=none`): apps there cannot exist.
-            tracing::info!(container = self.name(), %error, "nginx is not on Docker's default bridge");
-        }
+        self.join_default_bridge().await;
         let archive = tree_archive(last_good, hash, true)?;
         self.upload("/etc", archive).await?;
         self.upload("/etc", token_archive(&token)?).await?;
@@ -82,6 +74,26 @@ impl Nginx {
             .map_err(self.docker_err("start"))?;
         self.wait_serving().await?;
         Ok(Ensured::Created { was })
+    }
+
+    /// Attaches the created container to Docker's default bridge when the daemon has one (not with
+    /// `--bridge=none`) and it is a plain bridge; nginx reaches the apps there before they are on
+    /// the proxy network. Best effort: without it they wait for their connect, as before.
+    async fn join_default_bridge(&self) {
+        if self.spec.network == DEFAULT_BRIDGE {
+            return;
+        }
+        match self.docker.inspect_network(DEFAULT_BRIDGE).await {
+            Ok(Some(net)) if net.driver == "bridge" => {}
+            _ => return,
+        }
+        if let Err(error) = self
+            .docker
+            .connect_network(DEFAULT_BRIDGE, self.name())
+            .await
+        {
+            tracing::info!(container = self.name(), %error, "nginx is not on Docker's default bridge");
+        }
     }
 
     /// Pulls the configured image when the host does not have it, bounded so a registry that never
