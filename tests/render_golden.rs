@@ -75,6 +75,14 @@ fn run_case(input: &Input, templates: &Templates) -> (BTreeMap<String, String>, 
         .into_iter()
         .map(|(path, text)| (format!("expected/{path}"), text))
         .collect();
+    // The data path's Lua code is the shipped file, verbatim: checked here, not copied per case.
+    if let Some(lua) = files.remove("expected/lua/butler.lua") {
+        assert_eq!(
+            lua,
+            include_str!("../templates/butler.lua"),
+            "lua/butler.lua"
+        );
+    }
     let plan_json = serde_json::to_string_pretty(&plan).unwrap() + "\n";
     files.insert("plan.json".into(), plan_json);
     (files, rendered.hash)

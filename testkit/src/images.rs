@@ -36,39 +36,14 @@ pub fn ensure_image(kind: &str) -> String {
 }
 
 /// The nginx test image without a shell (no `sh`, no `dash`), like a distroless nginx: the butler
-/// must then validate, swap and reload with one Docker call per step. Derived from
-/// `ensure_image("nginx")` by committing a container that deleted them; cached by that image's tag.
+/// must then validate, swap and reload with one Docker call per step.
 pub fn nginx_image_without_shell() -> String {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| {
-        let base = ensure_image("nginx");
-        let version = base.rsplit(':').next().unwrap_or("latest");
-        let tag = format!("devops-butler-test/nginx-noshell:{version}");
-        if docker(&["image", "inspect", &tag]).status.success() {
-            return tag;
-        }
-        let scratch = unique_name("noshell");
-        docker_ok(&[
-            "run",
-            "--name",
-            &scratch,
-            "--entrypoint",
-            "/usr/bin/rm",
-            &base,
-            "-f",
-            "/usr/bin/sh",
-            "/usr/bin/dash",
-            "/bin/sh",
-            "/bin/dash",
-        ]);
-        let committed = docker(&["commit", "--change", "ENTRYPOINT []", &scratch, &tag]);
-        let _ = docker(&["rm", "-f", &scratch]);
-        assert!(
-            committed.status.success(),
-            "docker commit {tag}: {}",
-            String::from_utf8_lossy(&committed.stderr)
-        );
-        tag
+        nginx_image_without(
+            "noshell",
+            &["/usr/bin/sh", "/usr/bin/dash", "/bin/sh", "/bin/dash"],
+        )
     })
     .clone()
 }
@@ -89,39 +64,50 @@ pub fn proxy_image() -> String {
 }
 
 /// The nginx test image without the Lua module, like the official nginx image: the butler then
-/// renders a server block per app and applies every change with a reload. Derived from
-/// `ensure_image("nginx")` like [`nginx_image_without_shell`].
+/// renders a server block per app and applies every change with a reload.
 pub fn nginx_image_without_lua() -> String {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| {
-        let base = ensure_image("nginx");
-        let version = base.rsplit(':').next().unwrap_or("latest");
-        let tag = format!("devops-butler-test/nginx-nolua:{version}");
-        if docker(&["image", "inspect", &tag]).status.success() {
-            return tag;
-        }
-        let scratch = unique_name("nolua");
-        docker_ok(&[
-            "run",
-            "--name",
-            &scratch,
-            "--entrypoint",
-            "/usr/bin/rm",
-            &base,
-            "-f",
-            "/usr/lib/nginx/modules/ngx_http_lua_module.so",
-            "/etc/nginx/modules-enabled/50-mod-http-lua.conf",
-        ]);
-        let committed = docker(&["commit", "--change", "ENTRYPOINT []", &scratch, &tag]);
-        let _ = docker(&["rm", "-f", &scratch]);
-        assert!(
-            committed.status.success(),
-            "docker commit {tag}: {}",
-            String::from_utf8_lossy(&committed.stderr)
-        );
-        tag
+        nginx_image_without(
+            "nolua",
+            &[
+                "/usr/lib/nginx/modules/ngx_http_lua_module.so",
+                "/etc/nginx/modules-enabled/50-mod-http-lua.conf",
+            ],
+        )
     })
     .clone()
+}
+
+/// `ensure_image("nginx")` with `paths` deleted, committed as `devops-butler-test/nginx-<what>`
+/// and cached by the base image's tag.
+fn nginx_image_without(what: &str, paths: &[&str]) -> String {
+    let base = ensure_image("nginx");
+    let version = base.rsplit(':').next().unwrap_or("latest");
+    let tag = format!("devops-butler-test/nginx-{what}:{version}");
+    if docker(&["image", "inspect", &tag]).status.success() {
+        return tag;
+    }
+    let scratch = unique_name(what);
+    let mut args = vec![
+        "run",
+        "--name",
+        &scratch,
+        "--entrypoint",
+        "/usr/bin/rm",
+        &base,
+        "-f",
+    ];
+    args.extend_from_slice(paths);
+    docker_ok(&args);
+    let committed = docker(&["commit", "--change", "ENTRYPOINT []", &scratch, &tag]);
+    let _ = docker(&["rm", "-f", &scratch]);
+    assert!(
+        committed.status.success(),
+        "docker commit {tag}: {}",
+        String::from_utf8_lossy(&committed.stderr)
+    );
+    tag
 }
 
 /// Builds image `tag` from `dockerfile` alone (no context: `FROM` a local image, `ENV`, `EXPOSE`,
