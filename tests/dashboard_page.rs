@@ -251,15 +251,23 @@ fn an_app_routed_by_a_real_butler_shows_with_working_links() {
         "{}",
         through.body
     );
-    let direct = link(&mut tab, &name, "direct-link");
-    let direct_addr = direct
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    assert_eq!(
-        direct_addr,
-        format!("{}:3000", app.ip(butler_testkit::BUTLER_NETWORK))
-    );
+    // An app started on Docker's default bridge is served at its address there until the butler
+    // has connected it to the proxy network (a moment later); then the link shows that address.
+    let on_proxy_network = format!("{}:3000", app.ip(butler_testkit::BUTLER_NETWORK));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let direct_addr = loop {
+        let direct = link(&mut tab, &name, "direct-link");
+        let addr = direct
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        if addr == on_proxy_network || std::time::Instant::now() > deadline {
+            break addr;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        tab.navigate(&url);
+    };
+    assert_eq!(direct_addr, on_proxy_network);
     let answer = http_get(&direct_addr, "direct", "/").unwrap();
     assert!(
         answer.body.contains(&format!("app={name}")),
