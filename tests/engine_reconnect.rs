@@ -54,6 +54,14 @@ fn the_butler_reconnects_to_an_engine_that_restarts() {
     let before = unique_name("before");
     run_app(&engine, &before);
     butler.wait_for_app(&format!("{before}.localhost"));
+    // The route can be live before the event stream has connected once (the first reconcile
+    // lists everything): the reconnect counted below must be a second connect.
+    wait_until_or(
+        "the event stream to connect",
+        Duration::from_secs(10),
+        || butler.log().contains("Docker event stream connected"),
+        || butler.log(),
+    );
 
     // nginx's own address: while the engine is down its port publishing (docker-proxy) is gone,
     // but nginx itself keeps running and serving (--live-restore).
