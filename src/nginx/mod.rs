@@ -19,7 +19,7 @@ use crate::config::ProxyConfig;
 pub use crate::docker::ExecOutput;
 use crate::docker::{ContainerInfo, EngineError, EngineHandle};
 use crate::labels::LABEL_ROLE;
-pub use data::{DataPush, LUA_MODULE};
+pub use data::DataPush;
 use versions::SHELL_UNKNOWN;
 
 pub const CONFIG_ROOT: &str = "/etc/butler-nginx";
