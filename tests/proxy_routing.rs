@@ -468,6 +468,12 @@ fn proxy_routes_and_proxy_update_show_the_routes() {
         .label("butler.host", &format!("{name}.example.test"))
         .start();
     butler.wait_for_app(&host);
+    // Served at its default-bridge address first; the butler connects it right after.
+    wait_until(
+        "the app on the proxy network",
+        Duration::from_secs(10),
+        || !container_ip(app.name(), BUTLER_NETWORK).is_empty(),
+    );
     let address = format!("{}:3000", app.ip(BUTLER_NETWORK));
 
     let text = butler
